@@ -1,0 +1,153 @@
+"""Input checks and conversions shared by every public function.
+
+Errors say what was expected and what was got; they are raised at the boundary so the
+library's inner code can assume clean float64 / float32 arrays.
+"""
+
+from __future__ import annotations
+
+import numbers
+import os
+import shutil
+import tempfile
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+
+import numpy as np
+
+__all__ = [
+    "RandomState",
+    "atomic_directory",
+    "atomic_write",
+    "check_array",
+    "check_positive_int",
+    "check_random_state",
+]
+
+RandomState = int | np.random.Generator | None
+
+
+def check_random_state(random_state: RandomState) -> np.random.Generator:
+    """Convert ``random_state`` (int, Generator or None) into a ``numpy.random.Generator``.
+
+    An int seeds a new PCG64 generator; a Generator is returned as is (shared state);
+    None gives fresh OS entropy.
+    """
+    if random_state is None or isinstance(random_state, np.random.Generator):
+        return np.random.default_rng(random_state)
+    if isinstance(random_state, numbers.Integral) and not isinstance(random_state, bool):
+        if random_state < 0:
+            raise ValueError(f"Expected random_state >= 0 but got {random_state}")
+        return np.random.default_rng(int(random_state))
+    raise TypeError(
+        "Expected random_state to be an int, a numpy.random.Generator or None "
+        f"but got {type(random_state).__name__}"
+    )
+
+
+def check_positive_int(value: object, name: str, *, minimum: int = 1) -> int:
+    """Return ``value`` as an int, raising if it is not an integer >= ``minimum``."""
+    if isinstance(value, bool) or not isinstance(value, numbers.Integral):
+        raise TypeError(f"Expected {name} to be an integer but got {type(value).__name__}")
+    if value < minimum:
+        raise ValueError(f"Expected {name} >= {minimum} but got {name} = {value}")
+    return int(value)
+
+
+def check_array(
+    x: object,
+    name: str = "X",
+    *,
+    ndim: int = 2,
+    dtype: type = np.float64,
+    min_samples: int = 1,
+    n_features: int | None = None,
+    allow_nan: bool = False,
+) -> np.ndarray:
+    """Validate an array-like of numbers and return it as a contiguous array of ``dtype``.
+
+    Args:
+        x: the input; lists, numpy arrays and torch tensors are accepted.
+        name: how the error messages call the argument.
+        ndim: the required rank (1 or 2). A 1-D input where 2-D is required is refused with
+            a hint, as scikit-learn does.
+        dtype: the dtype of the returned array.
+        min_samples: the smallest admissible number of rows.
+        n_features: when given, the required number of columns.
+        allow_nan: whether NaN/inf are admissible.
+    """
+    if hasattr(x, "detach") and hasattr(x, "cpu"):  # a torch tensor
+        x = x.detach().cpu().numpy()
+    if isinstance(x, str | bytes) or x is None:
+        raise TypeError(f"Expected {name} to be an array of numbers but got {type(x).__name__}")
+    arr = np.asarray(x)
+    if arr.dtype == object or not (
+        np.issubdtype(arr.dtype, np.number) or np.issubdtype(arr.dtype, np.bool_)
+    ):
+        raise TypeError(f"Expected {name} to hold numbers but got dtype {arr.dtype}")
+    if np.iscomplexobj(arr):
+        raise TypeError(f"Expected {name} to hold real numbers but got dtype {arr.dtype}")
+    if arr.ndim != ndim:
+        hint = ""
+        if ndim == 2 and arr.ndim == 1:
+            hint = " (use x.reshape(-1, 1) for one feature or x.reshape(1, -1) for one sample)"
+        raise ValueError(f"Expected {name} to be a {ndim}-D array but got {arr.ndim}-D{hint}")
+    if arr.shape[0] < min_samples:
+        raise ValueError(
+            f"Expected {name} to have at least {min_samples} sample(s) but got {arr.shape[0]}"
+        )
+    if ndim == 2 and arr.shape[1] < 1:
+        raise ValueError(f"Expected {name} to have at least 1 feature but got 0")
+    if n_features is not None and arr.shape[1] != n_features:
+        raise ValueError(
+            f"Expected {name} with {n_features} features but got {arr.shape[1]} features"
+        )
+    arr = np.ascontiguousarray(arr, dtype=dtype)
+    if not allow_nan and not np.all(np.isfinite(arr)):
+        raise ValueError(f"Expected {name} to be finite but it contains NaN or infinity")
+    return arr
+
+
+@contextmanager
+def atomic_write(path: str | os.PathLike, mode: str = "wb") -> Iterator:
+    """Open a temporary file beside ``path``; rename it onto ``path`` only on success."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    try:
+        with os.fdopen(fd, mode) as fh:
+            yield fh
+            fh.flush()
+            os.fsync(fh.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+
+
+@contextmanager
+def atomic_directory(path: str | os.PathLike, *, overwrite: bool = True) -> Iterator[Path]:
+    """Yield a temporary directory beside ``path``; it replaces ``path`` only on success.
+
+    A failure anywhere inside the block leaves ``path`` exactly as it was.
+    """
+    path = Path(path)
+    if path.exists() and not path.is_dir():
+        raise ValueError(f"Expected {path} to be a directory but it is a file")
+    if path.exists() and not overwrite and any(path.iterdir()):
+        raise ValueError(f"Expected an empty or new directory but {path} is not empty")
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = Path(tempfile.mkdtemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp"))
+    try:
+        yield tmp
+        if path.exists():
+            old = path.with_name(f".{path.name}.old-{os.getpid()}")
+            os.replace(path, old)
+            os.replace(tmp, path)
+            shutil.rmtree(old, ignore_errors=True)
+        else:
+            os.replace(tmp, path)
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise

@@ -1,0 +1,3 @@
+from idvae.cli import main
+
+main()
