@@ -6,7 +6,11 @@ Each group of commands lives in its own module and registers itself on ``app``;
 
 from __future__ import annotations
 
+import functools
+import importlib
 import sys
+from collections.abc import Callable
+from typing import Any
 
 import typer
 
@@ -26,12 +30,11 @@ _COMMAND_MODULES = (
     "idvae.cli.models",
     "idvae.cli.experiments",
     "idvae.cli.identify",
+    "idvae.cli.exact",
 )
 
 
 def _register_commands() -> None:
-    import importlib
-
     for name in _COMMAND_MODULES:
         try:
             importlib.import_module(name)
@@ -44,18 +47,44 @@ class UserError(Exception):
     """An error caused by the user's input; printed as one line, exit status 2."""
 
 
-def fail(message: str) -> None:
-    """Print one line to stderr and exit with status 2."""
-    typer.echo(f"error: {message}", err=True)
-    raise SystemExit(2)
+USER_ERRORS = (ValueError, TypeError, OSError, UserError)
+
+
+def one_line(err: BaseException) -> str:
+    """The first line of an error's message (its class name when empty)."""
+    text = str(err).strip()
+    return text.splitlines()[0] if text else type(err).__name__
+
+
+def command(*args: Any, **kwargs: Any) -> Callable[[Callable[..., Any]], Callable[..., Any]]:
+    """Register a function as an ``idvae`` sub-command (arguments as ``app.command``).
+
+    User errors raised inside (``ValueError``, ``TypeError``, ``OSError``, ``UserError``)
+    become one line on stderr and exit status 2, also under typer's ``CliRunner``.
+    """
+
+    def decorate(func: Callable[..., Any]) -> Callable[..., Any]:
+        @functools.wraps(func)
+        def wrapper(*a: Any, **kw: Any) -> Any:
+            try:
+                return func(*a, **kw)
+            except USER_ERRORS as err:
+                typer.echo(f"error: {one_line(err)}", err=True)
+                raise typer.Exit(2) from None
+
+        app.command(*args, **kwargs)(wrapper)
+        return wrapper
+
+    return decorate
 
 
 def main(argv: list[str] | None = None) -> None:
     """Entry point of the ``idvae`` console script."""
-    _register_commands()
     try:
         app(args=argv, prog_name="idvae", standalone_mode=True)
-    except (ValueError, TypeError, OSError, UserError) as err:
-        msg = str(err).splitlines()[0] if str(err) else type(err).__name__
-        typer.echo(f"error: {msg}", err=True)
+    except USER_ERRORS as err:
+        typer.echo(f"error: {one_line(err)}", err=True)
         sys.exit(2)
+
+
+_register_commands()
