@@ -1,0 +1,63 @@
+"""Figures (Figs. 1, 2, 5-9 of the paper) and the self-contained HTML report.
+
+Figure functions return PNG bytes (matplotlib's Agg canvas, no pyplot state);
+``write_html_report`` inlines them into one HTML file that needs no server.
+
+Example:
+    >>> import numpy as np
+    >>> from idvae.report import Figure, Section, latent_grid_figure, write_html_report
+    >>> rng = np.random.default_rng(0)
+    >>> z = rng.normal(size=(500, 2))
+    >>> runs = [z @ rng.normal(size=(2, 2)) + 1.0 for _ in range(3)]
+    >>> png = latent_grid_figure(runs, reference=z, labels=(z[:, 0] > 0).astype(int))
+    >>> section = Section("Latent spaces", figures=[Figure(png, "3 runs aligned to the truth")])
+    >>> write_html_report("report.html", title="demo", sections=[section])  # doctest: +SKIP
+"""
+
+from idvae.report.figures import (
+    PNG_MAGIC,
+    AffineAlignment,
+    Profile,
+    align_affine,
+    fit_affine_alignment,
+    heatmap_figure,
+    image_grid_figure,
+    interleave_images,
+    latent_grid_figure,
+    profile_figure,
+    profiles_figure,
+    training_curves_figure,
+)
+from idvae.report.html import (
+    Figure,
+    Section,
+    Table,
+    format_mean_std,
+    format_value,
+    render_html,
+    write_html_report,
+    write_png,
+)
+
+__all__ = [
+    "PNG_MAGIC",
+    "AffineAlignment",
+    "Figure",
+    "Profile",
+    "Section",
+    "Table",
+    "align_affine",
+    "fit_affine_alignment",
+    "format_mean_std",
+    "format_value",
+    "heatmap_figure",
+    "image_grid_figure",
+    "interleave_images",
+    "latent_grid_figure",
+    "profile_figure",
+    "profiles_figure",
+    "render_html",
+    "training_curves_figure",
+    "write_html_report",
+    "write_png",
+]
