@@ -1,0 +1,777 @@
+"""The shared base of every idvae estimator, and the contract a model implements.
+
+Two layers, as in STYLE.md: a torch module that computes the model, and a scikit-learn
+estimator that validates, scales, trains (through ``idvae.training``), saves and answers.
+
+Contract of the torch module (subclass ``LatentModule``)
+--------------------------------------------------------
+Inputs are float32 tensors already scaled by the estimator; ``*aux`` are the auxiliary
+tensors (empty for unsupervised models; ``(u,)`` for IVAE).
+
+- ``loss(x, *aux, generator) -> dict[str, Tensor]``: key ``"loss"`` is the mean over the
+  batch of the negative ELBO (a scalar to minimise); other keys are named scalar terms
+  for the log (``"recon"``, ``"kl_z"``, ``"kl_c"``, ...), also batch means. ``generator``
+  (on the module's device) draws the reparameterisation noise; use no other randomness.
+- ``encode(x, *aux) -> (mean, logvar)``: the posterior q(z|x), arrays (n, latent_dim).
+- ``decode(z) -> Tensor``: the mean of p(x|z) in scaled units, (n, n_features).
+- ``prior_gmm() -> idvae.GMM``: the prior over z as a numpy mixture (float64).
+- ``sample(n, generator) -> (x, z)``: decoder means of n draws from the prior, and the z.
+- ``mixture_weights() -> list[Tensor]``: the weights of each mixture of the prior (one
+  tensor per mixture/facet; ``[]`` when there is none); used by the collapse guard.
+- every prior parameter is an ``nn.Parameter`` (so it is trained, saved and checkpointed).
+
+Contract of the estimator (subclass ``LatentEstimator``)
+--------------------------------------------------------
+- ``__init__`` stores its keyword arguments only. The base reads these attributes:
+  ``latent_dim``, ``epochs``, ``batch_size``, ``lr``, ``random_state``, ``device``,
+  ``verbose``, and when present ``likelihood`` (``"gaussian"`` standardises X inside and
+  ``sample`` undoes it; ``"bernoulli"`` requires X in [0, 1]), ``lr_decay``,
+  ``lr_decay_every``, ``early_stopping``, ``patience``, ``max_retries``.
+- ``_parameter_constraints`` (scikit-learn's format), checked at the start of ``fit``.
+- class attributes ``_registry_name`` (``"vade"``, ...) and ``_aux_name`` (None, or the
+  name of the auxiliary argument, ``"u"`` for IVAE).
+- ``_build_module(n_features, aux_dims) -> LatentModule`` (weights drawn from torch's
+  default initialisers; the base seeds them without touching the global RNG).
+- ``_check_data(n_samples, n_features)``: raise ``ValueError`` for impossible data
+  (latent_dim > n_features, Remark 3.3; n_samples < n_components).
+- ``_fit_phases(ctx)``: run the training phases through ``ctx.run_phase`` (checkpointed,
+  resumable) and deterministic steps through ``ctx.run_step`` (re-run on resume only when
+  the checkpoint precedes them). The default runs one phase ``"train"`` of ``epochs``.
+- optional ``_check_aux(aux, n_samples, fitting)`` (IVAE), ``_after_fit(X, aux)``,
+  ``_fitted_state() / _set_fitted_state(d)`` (extra JSON-able fitted attributes to save),
+  ``_test_config()`` (a small fast configuration for the contract tests) and
+  ``_expected_failed_checks()`` (scikit-learn checks that cannot apply, with reasons).
+- public methods with an auxiliary argument (IVAE: ``fit(X, u)``, ``transform(X, u)``)
+  call ``self._fit(X, (u,), ...)`` / ``self._transform(X, (u,))``.
+
+Fitted state: ``module_`` (the torch module, eval mode, on CPU after fit unless trained
+elsewhere), ``prior_`` (``idvae.GMM``), ``history_`` (list of per-epoch dicts),
+``n_features_in_``, ``aux_dims_``, ``scaler_mean_``, ``scaler_scale_``, ``n_iter_``,
+``stopped_early_``, ``collapsed_components_`` (list of (mixture, component) pairs),
+``device_`` (the device trained on).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import warnings
+from collections.abc import Callable, Sequence
+from numbers import Integral, Real
+from pathlib import Path
+from typing import Any, ClassVar
+
+import numpy as np
+import torch
+from sklearn.base import BaseEstimator, TransformerMixin
+from sklearn.utils._param_validation import Interval, StrOptions
+from sklearn.utils.validation import check_is_fitted
+from torch import nn
+
+from idvae._validation import check_array, check_positive_int, check_random_state
+from idvae.mixture import GMM
+from idvae.training import (
+    CHECKPOINT_FORMAT_VERSION,
+    CHECKPOINT_NAME,
+    ComponentCollapseWarning,
+    TrainConfig,
+    TrainingError,
+    load_checkpoint,
+    numpy_rng_state,
+    resolve_device,
+    save_checkpoint,
+    set_numpy_rng_state,
+    train,
+)
+
+__all__ = [
+    "COLLAPSE_FACTOR",
+    "ComponentCollapseWarning",
+    "Decoder",
+    "FitContext",
+    "GaussianEncoder",
+    "LatentEstimator",
+    "LatentModule",
+    "REGISTRY",
+    "TrainingError",
+    "check_sizes",
+    "gaussian_entropy",
+    "inverse_softplus",
+    "register",
+    "reparameterize",
+]
+
+# a component is collapsed when its weight < COLLAPSE_FACTOR / J
+COLLAPSE_FACTOR = 1e-3
+_MIN_SCALE = 1e-8
+_EVAL_BATCH = 4096
+
+REGISTRY: dict[str, type[LatentEstimator]] = {}
+
+
+def register(cls: type[LatentEstimator]) -> type[LatentEstimator]:
+    """Class decorator: add an estimator to ``REGISTRY`` under ``cls._registry_name``."""
+    REGISTRY[cls._registry_name] = cls
+    return cls
+
+
+def _version() -> str:
+    from idvae import __version__
+
+    return __version__
+
+
+class LatentModule(nn.Module):
+    """Base of the torch modules behind the estimators (see the module docstring)."""
+
+    latent_dim: int
+
+    def loss(self, x: torch.Tensor, *aux: torch.Tensor, generator: torch.Generator) -> dict:
+        raise NotImplementedError
+
+    def encode(self, x: torch.Tensor, *aux: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        raise NotImplementedError
+
+    def decode(self, z: torch.Tensor) -> torch.Tensor:
+        raise NotImplementedError
+
+    def prior_gmm(self) -> GMM:
+        raise NotImplementedError
+
+    def sample(self, n: int, generator: torch.Generator) -> tuple[torch.Tensor, torch.Tensor]:
+        raise NotImplementedError
+
+    def mixture_weights(self) -> list[torch.Tensor]:
+        return []
+
+
+class FitContext:
+    """Runs an estimator's training phases with checkpoints and resume.
+
+    Phases are numbered in the order they are called; the checkpoint records the number of
+    the phase it belongs to, so on resume earlier phases and steps are skipped (their
+    result is in the restored module) and the checkpointed phase continues.
+
+    Attributes:
+        module: the torch module being trained.
+        data: the training tensors on the device, ``(x, *aux)``.
+        rng: the numpy Generator of the fit (restored on resume); draw seeds from it.
+        device: the training device.
+        history: the per-epoch records of all finished phases.
+    """
+
+    def __init__(
+        self,
+        estimator: LatentEstimator,
+        module: LatentModule,
+        data: tuple[torch.Tensor, ...],
+        rng: np.random.Generator,
+        generator: torch.Generator,
+        noise_generator: torch.Generator,
+        device: torch.device,
+        *,
+        checkpoint_path: Path | None,
+        fingerprint: str,
+        resume_state: dict[str, Any] | None,
+    ) -> None:
+        self.estimator = estimator
+        self.module = module
+        self.data = data
+        self.rng = rng
+        self.generator = generator
+        self.noise_generator = noise_generator
+        self.device = device
+        self.checkpoint_path = checkpoint_path
+        self.fingerprint = fingerprint
+        self.resume_state = resume_state
+        self.history: list[dict[str, Any]] = []
+        self.last_result = None
+        self._counter = 0
+        if resume_state is not None:
+            self.history = json.loads(resume_state["history_before"])
+
+    def _skip(self, index: int, name: str) -> bool:
+        """Whether phase ``index`` finished before the checkpoint being resumed."""
+        if self.resume_state is None:
+            return False
+        saved = int(self.resume_state["phase_index"])
+        if saved == index and self.resume_state["phase"] != name:
+            raise ValueError(
+                f"Expected the checkpoint to be in phase {name!r} but it is in phase "
+                f"{self.resume_state['phase']!r}; it was written by another model"
+            )
+        return saved > index
+
+    def run_step(self, name: str, fn: Callable[[], None]) -> None:
+        """Run a deterministic, untrained step (e.g. a GMM initialisation) unless resumed past."""
+        index = self._counter
+        self._counter += 1
+        if not self._skip(index, name):
+            fn()
+
+    def run_phase(
+        self,
+        name: str,
+        config: TrainConfig,
+        *,
+        loss_fn: Callable[..., dict[str, torch.Tensor]] | None = None,
+        parameters: Sequence[nn.Parameter] | None = None,
+    ) -> None:
+        """Train for one phase (checkpointed after each epoch when a directory is given)."""
+        index = self._counter
+        self._counter += 1
+        if self._skip(index, name):
+            return
+        resume = None
+        if self.resume_state is not None and int(self.resume_state["phase_index"]) == index:
+            resume = self.resume_state
+        history_before = json.dumps(self.history)
+
+        def write(state: dict[str, Any]) -> None:
+            state.update(
+                format_version=CHECKPOINT_FORMAT_VERSION,
+                idvae_version=_version(),
+                config=self.fingerprint,
+                phase_index=index,
+                numpy_rng=numpy_rng_state(self.rng),
+                history_before=history_before,
+            )
+            save_checkpoint(self.checkpoint_path, state)
+
+        result = train(
+            self.module,
+            self.data,
+            config,
+            generator=self.generator,
+            noise_generator=self.noise_generator,
+            loss_fn=loss_fn,
+            parameters=parameters,
+            phase=name,
+            resume_state=resume,
+            on_epoch_end=self.estimator._on_epoch_end(self.module),
+            checkpoint=write if self.checkpoint_path is not None else None,
+        )
+        self.history.extend(result.history)
+        self.last_result = result
+
+
+class LatentEstimator(TransformerMixin, BaseEstimator):
+    """Base of the idvae estimators: validation, scaling, training, save, transform."""
+
+    _registry_name: ClassVar[str] = ""
+    _aux_name: ClassVar[str | None] = None
+
+    # constraints shared by every estimator; subclasses extend with ``| {...}``
+    _common_constraints: ClassVar[dict] = {
+        "latent_dim": [Interval(Integral, 1, None, closed="left")],
+        "epochs": [Interval(Integral, 0, None, closed="left")],
+        "batch_size": [Interval(Integral, 1, None, closed="left")],
+        "lr": [Interval(Real, 0, None, closed="neither")],
+        "random_state": ["random_state"],
+        "device": [str],
+        "verbose": ["verbose"],
+        "likelihood": [StrOptions({"gaussian", "bernoulli"})],
+        "lr_decay": [Interval(Real, 0, 1, closed="right")],
+        "lr_decay_every": [Interval(Integral, 1, None, closed="left")],
+        "early_stopping": ["boolean"],
+        "patience": [Interval(Integral, 1, None, closed="left")],
+        "max_retries": [Interval(Integral, 0, None, closed="left")],
+    }
+
+    # -- hooks for subclasses ---------------------------------------------------------------
+    def _build_module(self, n_features: int, aux_dims: tuple[int, ...]) -> LatentModule:
+        raise NotImplementedError
+
+    def _check_data(self, n_samples: int, n_features: int) -> None:
+        if self.latent_dim > n_features:
+            raise ValueError(
+                f"Expected latent_dim <= n_features but got latent_dim = {self.latent_dim}, "
+                f"n_features = {n_features}; a decoder from a larger latent space to a "
+                "smaller one cannot be injective, so the model is not identifiable "
+                "(Remark 3.3)"
+            )
+
+    def _check_aux(
+        self, aux: tuple[Any, ...], n_samples: int, fitting: bool
+    ) -> tuple[np.ndarray, ...]:
+        """Validate the auxiliary arrays; unsupervised models take none."""
+        if any(a is not None for a in aux):
+            raise TypeError(f"{type(self).__name__} takes no auxiliary variable but got one")
+        return ()
+
+    def _fit_phases(self, ctx: FitContext) -> None:
+        ctx.run_phase("train", self._train_config(self.epochs))
+
+    def _after_fit(self, X: np.ndarray, aux: tuple[np.ndarray, ...]) -> None:
+        """Set extra fitted attributes (X and aux are the validated, unscaled inputs)."""
+
+    def _fitted_state(self) -> dict[str, Any]:
+        """Extra JSON-able fitted attributes to save (beyond the base's)."""
+        return {}
+
+    def _set_fitted_state(self, state: dict[str, Any]) -> None:
+        for key, value in state.items():
+            setattr(self, key, value)
+
+    @classmethod
+    def _test_config(cls) -> dict[str, Any]:
+        """A small, fast configuration for the contract tests."""
+        return {"latent_dim": 2, "epochs": 2, "batch_size": 32, "random_state": 0}
+
+    @classmethod
+    def _expected_failed_checks(cls) -> dict[str, str]:
+        """scikit-learn estimator checks that cannot apply to this estimator, with reasons."""
+        return {}
+
+    # -- helpers ------------------------------------------------------------------------------
+    @property
+    def _likelihood(self) -> str:
+        return getattr(self, "likelihood", "gaussian")
+
+    def _train_config(self, epochs: int, **overrides: Any) -> TrainConfig:
+        """The engine settings of a phase from the estimator's parameters."""
+        settings = {
+            "epochs": int(epochs),
+            "batch_size": int(self.batch_size),
+            "lr": float(self.lr),
+            "lr_decay": float(getattr(self, "lr_decay", 1.0)),
+            "lr_decay_every": int(getattr(self, "lr_decay_every", 10)),
+            "early_stopping": bool(getattr(self, "early_stopping", False)),
+            "patience": int(getattr(self, "patience", 5)),
+            "max_retries": int(getattr(self, "max_retries", 5)),
+            "verbose": int(self.verbose),
+        }
+        settings.update(overrides)
+        return TrainConfig(**settings)
+
+    def _on_epoch_end(self, module: LatentModule) -> Callable[[int, dict], dict]:
+        def record(epoch: int, _: dict) -> dict:
+            weights = module.mixture_weights()
+            if not weights:
+                return {}
+            return {"min_weight": float(min(float(w.detach().min()) for w in weights))}
+
+        return record
+
+    def _scale_fit(self, X: np.ndarray) -> None:
+        if self._likelihood == "bernoulli":
+            if X.min() < 0 or X.max() > 1:
+                raise ValueError(
+                    "Expected X in [0, 1] for likelihood='bernoulli' but got values in "
+                    f"[{X.min():.4g}, {X.max():.4g}]"
+                )
+            self.scaler_mean_ = np.zeros(X.shape[1])
+            self.scaler_scale_ = np.ones(X.shape[1])
+        else:
+            self.scaler_mean_ = X.mean(axis=0)
+            scale = X.std(axis=0)
+            # constant features keep scale 1 (they carry no information to standardise)
+            self.scaler_scale_ = np.where(scale > _MIN_SCALE * (1 + np.abs(X).max()), scale, 1.0)
+
+    def _scale(self, X: np.ndarray) -> np.ndarray:
+        return ((X - self.scaler_mean_) / self.scaler_scale_).astype(np.float32)
+
+    def _unscale(self, X: np.ndarray) -> np.ndarray:
+        return X.astype(np.float64) * self.scaler_scale_ + self.scaler_mean_
+
+    def _fingerprint(self, X: np.ndarray, aux: tuple[np.ndarray, ...]) -> str:
+        """What a checkpoint must match to be resumed: class, parameters and data."""
+        digest = hashlib.sha1(np.ascontiguousarray(X).view(np.uint8))
+        for a in aux:
+            digest.update(np.ascontiguousarray(a).view(np.uint8))
+        return json.dumps(
+            {
+                "class": type(self).__name__,
+                "params": _jsonable_params(self.get_params(deep=False)),
+                "n_samples": int(X.shape[0]),
+                "n_features": int(X.shape[1]),
+                "data_sha1": digest.hexdigest(),
+            },
+            sort_keys=True,
+        )
+
+    def _new_module(self, n_features: int, aux_dims: tuple[int, ...], seed: int) -> LatentModule:
+        """Build the module with weights seeded by ``seed``, leaving torch's global RNG as is."""
+        with torch.random.fork_rng(devices=[]):
+            torch.manual_seed(seed)
+            module = self._build_module(n_features, aux_dims)
+        return module.float()
+
+    # -- fit ----------------------------------------------------------------------------------
+    def fit(
+        self,
+        X: Any,
+        y: Any = None,
+        *,
+        checkpoint_dir: str | Path | None = None,
+        resume: bool = False,
+    ) -> LatentEstimator:
+        """Fit the model to X.
+
+        Args:
+            X: array of shape (n_samples, n_features).
+            y: ignored (accepted for scikit-learn pipelines).
+            checkpoint_dir: when given, the whole training state is written to
+                ``checkpoint_dir/checkpoint.pt`` after every epoch.
+            resume: continue from the checkpoint in ``checkpoint_dir`` when there is one
+                (it must come from the same class, parameters and data); the result is
+                then identical to an uninterrupted run on CPU.
+
+        Returns:
+            self
+        """
+        return self._fit(X, (), checkpoint_dir=checkpoint_dir, resume=resume)
+
+    def _fit(
+        self,
+        X: Any,
+        aux: tuple[Any, ...],
+        *,
+        checkpoint_dir: str | Path | None = None,
+        resume: bool = False,
+    ) -> LatentEstimator:
+        self._validate_params()
+        X = check_array(X, "X", ndim=2, min_samples=1)
+        n_samples, n_features = X.shape
+        aux_arrays = self._check_aux(aux, n_samples, True)
+        self._check_data(n_samples, n_features)
+        if resume and checkpoint_dir is None:
+            raise ValueError("Expected a checkpoint_dir with resume=True but got None")
+
+        self._scale_fit(X)
+        rng = check_random_state(self.random_state)
+        module_seed, shuffle_seed, noise_seed = (int(s) for s in rng.integers(0, 2**62, size=3))
+        device = resolve_device(self.device)
+        aux_dims = tuple(int(a.shape[1]) for a in aux_arrays)
+        module = self._new_module(n_features, aux_dims, module_seed).to(device)
+        generator = torch.Generator().manual_seed(shuffle_seed)
+        noise_generator = torch.Generator(device=device).manual_seed(noise_seed)
+        data = (torch.as_tensor(self._scale(X), device=device),) + tuple(
+            torch.as_tensor(a, dtype=torch.float32, device=device) for a in aux_arrays
+        )
+
+        checkpoint_path, resume_state = None, None
+        fingerprint = self._fingerprint(X, aux_arrays)
+        if checkpoint_dir is not None:
+            checkpoint_path = Path(checkpoint_dir) / CHECKPOINT_NAME
+            if resume and checkpoint_path.exists():
+                resume_state = load_checkpoint(checkpoint_path)
+                _check_fingerprint(resume_state, fingerprint, checkpoint_path)
+                try:
+                    module.load_state_dict(resume_state["module"])
+                except (RuntimeError, KeyError) as err:
+                    raise ValueError(
+                        f"Expected the checkpoint {checkpoint_path} to hold this model's "
+                        f"weights but they do not match ({type(err).__name__})"
+                    ) from None
+                set_numpy_rng_state(rng, resume_state["numpy_rng"])
+
+        ctx = FitContext(
+            self,
+            module,
+            data,
+            rng,
+            generator,
+            noise_generator,
+            device,
+            checkpoint_path=checkpoint_path,
+            fingerprint=fingerprint,
+            resume_state=resume_state,
+        )
+        self._fit_phases(ctx)
+
+        module.eval()
+        self.module_ = module
+        self.device_ = str(device)
+        self.n_features_in_ = n_features
+        self.aux_dims_ = list(aux_dims)
+        self.history_ = ctx.history
+        last = ctx.last_result
+        self.n_iter_ = last.epochs_run if last is not None else self.epochs
+        self.stopped_early_ = bool(last.stopped_early) if last is not None else False
+        self._finish_fit()
+        self._after_fit(X, aux_arrays)
+        return self
+
+    def _finish_fit(self) -> None:
+        """Derived fitted state: the prior, the collapse check; also used by ``load``."""
+        self.prior_ = self.module_.prior_gmm()
+        collapsed: list[tuple[int, int]] = []
+        for i, w in enumerate(self.module_.mixture_weights()):
+            w = w.detach().cpu().double().numpy()
+            threshold = COLLAPSE_FACTOR / w.shape[0]
+            collapsed.extend((i, int(j)) for j in np.flatnonzero(w < threshold))
+        self.collapsed_components_ = collapsed
+        if collapsed:
+            warnings.warn(
+                f"{len(collapsed)} mixture component(s) of {type(self).__name__} collapsed "
+                f"(weight < {COLLAPSE_FACTOR:g}/J): {collapsed} as (mixture, component); "
+                "consider fewer components or a different seed",
+                ComponentCollapseWarning,
+                stacklevel=3,
+            )
+
+    # -- inference ----------------------------------------------------------------------------
+    def _check_input(self, X: Any, aux: tuple[Any, ...]) -> tuple[torch.Tensor, ...]:
+        check_is_fitted(self, "module_")
+        X = check_array(X, "X", ndim=2, n_features=self.n_features_in_)
+        aux_arrays = self._check_aux(aux, X.shape[0], False)
+        device = next(self.module_.parameters()).device
+        return (torch.as_tensor(self._scale(X), device=device),) + tuple(
+            torch.as_tensor(a, dtype=torch.float32, device=device) for a in aux_arrays
+        )
+
+    def _map_batches(
+        self, fn: Callable[..., torch.Tensor], tensors: tuple[torch.Tensor, ...]
+    ) -> np.ndarray:
+        """Apply ``fn(*batch)`` in eval mode without gradients; concatenate as float64."""
+        self.module_.eval()
+        out = []
+        with torch.no_grad():
+            for start in range(0, int(tensors[0].shape[0]), _EVAL_BATCH):
+                batch = [t[start : start + _EVAL_BATCH] for t in tensors]
+                out.append(fn(*batch).detach().cpu().double().numpy())
+        return np.concatenate(out, axis=0)
+
+    def _transform(self, X: Any, aux: tuple[Any, ...]) -> np.ndarray:
+        tensors = self._check_input(X, aux)
+        z = self._map_batches(lambda *b: self.module_.encode(*b)[0], tensors)
+        bad = ~np.all(np.isfinite(z), axis=1)
+        if bad.any():
+            raise ValueError(
+                f"Expected finite latents but the encoder returned NaN/inf for {int(bad.sum())} "
+                "sample(s); the input is probably far outside the training data's range"
+            )
+        return z
+
+    def transform(self, X: Any) -> np.ndarray:
+        """Posterior means E[z | x].
+
+        Args:
+            X: array of shape (n_samples, n_features).
+
+        Returns:
+            Array of shape (n_samples, latent_dim), float64.
+        """
+        return self._transform(X, ())
+
+    def _score(self, X: Any, aux: tuple[Any, ...]) -> float:
+        tensors = self._check_input(X, aux)
+        # a fixed seed makes the one-sample Monte Carlo estimate reproducible
+        generator = torch.Generator(device=tensors[0].device).manual_seed(0)
+        losses = self._map_batches(
+            lambda *b: self.module_.loss(*b, generator=generator)["loss"].reshape(1) * len(b[0]),
+            tensors,
+        )
+        elbo = -float(losses.sum()) / int(tensors[0].shape[0])
+        # the ELBO of the scaled data; the change of variables adds -sum(log scale)
+        return elbo - float(np.log(self.scaler_scale_).sum())
+
+    def score(self, X: Any, y: Any = None) -> float:
+        """Mean ELBO per sample (a lower bound of the mean log-likelihood of X; higher is better).
+
+        Args:
+            X: array of shape (n_samples, n_features).
+            y: ignored.
+        """
+        return self._score(X, ())
+
+    def sample(
+        self, n_samples: int = 1, random_state: Any = None, *, return_latent: bool = False
+    ) -> np.ndarray | tuple[np.ndarray, np.ndarray]:
+        """Draw from the fitted generative model.
+
+        Returns the decoder means f(z) (in the units of the training data) of z drawn from
+        the prior; the observation noise is not added.
+
+        Args:
+            n_samples: how many points.
+            random_state: seed of the draws.
+            return_latent: also return the z.
+
+        Returns:
+            x of shape (n_samples, n_features), and z of shape (n_samples, latent_dim) when
+            ``return_latent``.
+        """
+        check_is_fitted(self, "module_")
+        n_samples = check_positive_int(n_samples, "n_samples")
+        rng = check_random_state(random_state)
+        device = next(self.module_.parameters()).device
+        generator = torch.Generator(device=device).manual_seed(int(rng.integers(0, 2**62)))
+        self.module_.eval()
+        with torch.no_grad():
+            x, z = self.module_.sample(n_samples, generator)
+        x = x.cpu().double().numpy()
+        if self._likelihood != "bernoulli":
+            x = self._unscale(x)
+        z = z.cpu().double().numpy()
+        return (x, z) if return_latent else x
+
+    # -- persistence --------------------------------------------------------------------------
+    def save(self, path: str | Path) -> Path:
+        """Write the fitted estimator to the directory ``path`` (atomically); see ``idvae.load``."""
+        from idvae.models._io import save
+
+        return save(self, path)
+
+    def __sklearn_tags__(self):  # noqa: ANN204
+        tags = super().__sklearn_tags__()
+        tags.input_tags.allow_nan = False
+        tags.non_deterministic = False
+        return tags
+
+
+def _check_fingerprint(state: dict[str, Any], fingerprint: str, path: Path) -> None:
+    saved = json.loads(state.get("config", "{}"))
+    current = json.loads(fingerprint)
+    if saved == current:
+        return
+    if saved.get("class") != current["class"]:
+        raise ValueError(
+            f"Expected a checkpoint of {current['class']} in {path} but it was written by "
+            f"{saved.get('class')}; use another directory or drop --resume"
+        )
+    diff = [
+        f"{k}: {saved['params'].get(k)!r} vs {v!r}"
+        for k, v in current["params"].items()
+        if saved.get("params", {}).get(k) != v
+    ]
+    if diff:
+        raise ValueError(
+            f"Expected the checkpoint in {path} to have the same parameters but they differ "
+            f"({'; '.join(diff)})"
+        )
+    raise ValueError(
+        f"Expected the checkpoint in {path} to come from the same data but it was trained on "
+        "different data"
+    )
+
+
+def _jsonable_params(params: dict[str, Any]) -> dict[str, Any]:
+    """Constructor parameters as JSON values (tuples → lists; a Generator → None)."""
+    out: dict[str, Any] = {}
+    for key, value in params.items():
+        if isinstance(value, np.random.Generator):
+            out[key] = None
+        elif isinstance(value, tuple):
+            out[key] = list(value)
+        elif isinstance(value, np.integer):
+            out[key] = int(value)
+        elif isinstance(value, np.floating):
+            out[key] = float(value)
+        else:
+            out[key] = value
+    json.dumps(out)  # fail early on anything else
+    return out
+
+
+# -- building blocks shared by the modules ------------------------------------------------------
+MIN_POSTERIOR_VARIANCE = 1e-6
+MIN_NOISE_VARIANCE = 1e-4
+_LOG_2PI = float(np.log(2.0 * np.pi))
+
+
+def check_sizes(sizes: Any, name: str) -> list[int]:
+    """Validate a sequence of hidden layer widths (may be empty); return it as ints."""
+    if isinstance(sizes, str | bytes) or not hasattr(sizes, "__iter__"):
+        raise TypeError(f"Expected {name} to be a sequence of ints but got {sizes!r}")
+    values = list(sizes)
+    if any(isinstance(s, bool) or not isinstance(s, int | np.integer) for s in values):
+        raise TypeError(f"Expected {name} to be a sequence of ints but got {values!r}")
+    if any(s < 1 for s in values):
+        raise ValueError(f"Expected {name} to hold positive ints but got {values!r}")
+    return [int(s) for s in values]
+
+
+def inverse_softplus(y: torch.Tensor) -> torch.Tensor:
+    """x with softplus(x) = y for y > 0 (stable for large y)."""
+    return y + torch.log(-torch.expm1(-y))
+
+
+class GaussianEncoder(nn.Module):
+    """q(z | x) = N(mean(x), diag var(x)); var through softplus with a floor.
+
+    Args:
+        sizes: widths ``[n_in, *hidden]``; the heads map the last width to 2 * latent_dim.
+        latent_dim: m.
+        activation: nonlinearity between layers.
+    """
+
+    def __init__(self, sizes: Sequence[int], latent_dim: int, activation: str) -> None:
+        super().__init__()
+        from idvae.nets import mlp
+
+        sizes = [int(s) for s in sizes]
+        self.body = (
+            mlp(sizes, activation, final_activation=True) if len(sizes) > 1 else nn.Identity()
+        )
+        self.head = nn.Linear(sizes[-1], 2 * latent_dim)
+        self.latent_dim = latent_dim
+
+    def forward(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """(mean, logvar), each of shape (n, latent_dim)."""
+        out = self.head(self.body(x))
+        mean, raw = out[:, : self.latent_dim], out[:, self.latent_dim :]
+        var = torch.nn.functional.softplus(raw) + MIN_POSTERIOR_VARIANCE
+        return mean, torch.log(var)
+
+
+class Decoder(nn.Module):
+    """p(x | z): Gaussian N(f(z), diag s²) with learned s² (softplus + floor), or Bernoulli.
+
+    Args:
+        sizes: widths ``[latent_dim, *hidden, n_features]``.
+        activation: nonlinearity between layers (none after the last).
+        likelihood: ``"gaussian"`` or ``"bernoulli"`` (f(z) are logits then).
+    """
+
+    def __init__(self, sizes: Sequence[int], activation: str, likelihood: str) -> None:
+        super().__init__()
+        from idvae.nets import mlp
+
+        self.net = mlp(sizes, activation)
+        self.likelihood = likelihood
+        if likelihood == "gaussian":
+            # start at variance 0.1 of the standardised data
+            self.raw_noise = nn.Parameter(inverse_softplus(torch.full((int(sizes[-1]),), 0.1)))
+
+    def noise_variance(self) -> torch.Tensor:
+        """Array (n_features,): the observation noise variances s² (Gaussian only)."""
+        return torch.nn.functional.softplus(self.raw_noise) + MIN_NOISE_VARIANCE
+
+    def mean(self, z: torch.Tensor) -> torch.Tensor:
+        """E[x | z], shape (n, n_features)."""
+        out = self.net(z)
+        return torch.sigmoid(out) if self.likelihood == "bernoulli" else out
+
+    def log_likelihood(self, x: torch.Tensor, z: torch.Tensor) -> torch.Tensor:
+        """log p(x | z) summed over features, shape (n,)."""
+        out = self.net(z)
+        if self.likelihood == "bernoulli":
+            return -torch.nn.functional.binary_cross_entropy_with_logits(
+                out, x, reduction="none"
+            ).sum(dim=1)
+        var = self.noise_variance()
+        return -0.5 * (((x - out) ** 2) / var + torch.log(var) + _LOG_2PI).sum(dim=1)
+
+    def reconstruction_error(self, x: torch.Tensor, z: torch.Tensor) -> torch.Tensor:
+        """A plain autoencoder loss per sample (MSE or binary cross-entropy), shape (n,)."""
+        out = self.net(z)
+        if self.likelihood == "bernoulli":
+            return torch.nn.functional.binary_cross_entropy_with_logits(
+                out, x, reduction="none"
+            ).sum(dim=1)
+        return ((x - out) ** 2).sum(dim=1)
+
+
+def reparameterize(
+    mean: torch.Tensor, logvar: torch.Tensor, generator: torch.Generator
+) -> torch.Tensor:
+    """z = mean + exp(logvar / 2) * eps with eps ~ N(0, I) drawn from ``generator``."""
+    eps = torch.randn(mean.shape, generator=generator, device=mean.device, dtype=mean.dtype)
+    return mean + torch.exp(0.5 * logvar) * eps
+
+
+def gaussian_entropy(logvar: torch.Tensor) -> torch.Tensor:
+    """Entropy of N(., diag exp(logvar)), summed over the last axis."""
+    return 0.5 * (logvar + 1.0 + _LOG_2PI).sum(dim=-1)

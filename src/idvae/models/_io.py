@@ -1,0 +1,242 @@
+"""Save and load fitted estimators as a directory of JSON, CSV and a torch state dict.
+
+A saved model is a folder (written atomically, so a crash leaves the old one or none):
+
+- ``config.json``: format version, idvae version, registry name and class, constructor
+  parameters, fitted shapes, scaler, the estimator's extra fitted state, the prior;
+- ``weights.pt``: the module's state dict (tensors only; read with ``weights_only=True``);
+- ``environment.json``: python, torch, numpy, scikit-learn versions and the platform;
+- ``history.csv``: one row per training epoch.
+
+No pickled code: loading rebuilds the module from the class named in ``config.json`` (looked
+up in the registry, never imported by name) and fills in the tensors.
+"""
+
+from __future__ import annotations
+
+import csv
+import io
+import json
+import platform
+import sys
+import warnings
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+
+from idvae._validation import atomic_directory
+from idvae.mixture import GMM
+from idvae.training import ComponentCollapseWarning
+
+__all__ = ["FORMAT_VERSION", "load", "read_config", "save"]
+
+FORMAT_VERSION = 1
+CONFIG = "config.json"
+WEIGHTS = "weights.pt"
+ENVIRONMENT = "environment.json"
+HISTORY = "history.csv"
+
+
+def _version() -> str:
+    from idvae import __version__
+
+    return __version__
+
+
+def environment() -> dict[str, str]:
+    """Versions of the software a model was trained with."""
+    import sklearn
+
+    return {
+        "python": platform.python_version(),
+        "torch": torch.__version__,
+        "numpy": np.__version__,
+        "scikit-learn": sklearn.__version__,
+        "idvae": _version(),
+        "platform": platform.platform(),
+        "executable": sys.executable,
+    }
+
+
+def history_csv(history: list[dict[str, Any]]) -> str:
+    """The per-epoch records as CSV text (columns: the union of keys, in first-seen order)."""
+    columns: list[str] = []
+    for record in history:
+        columns.extend(k for k in record if k not in columns)
+    buffer = io.StringIO()
+    writer = csv.DictWriter(buffer, fieldnames=columns, lineterminator="\n")
+    writer.writeheader()
+    writer.writerows(history)
+    return buffer.getvalue()
+
+
+def save(estimator: Any, path: str | Path) -> Path:
+    """Write a fitted estimator to the directory ``path``; returns the path.
+
+    An existing directory is replaced as a whole once the new one is complete.
+    """
+    from sklearn.utils.validation import check_is_fitted
+
+    from idvae.models._base import _jsonable_params
+
+    check_is_fitted(estimator, "module_")
+    path = Path(path)
+    config = {
+        "format_version": FORMAT_VERSION,
+        "idvae_version": _version(),
+        "model": estimator._registry_name,
+        "class": type(estimator).__name__,
+        "params": _jsonable_params(estimator.get_params(deep=False)),
+        "fitted": {
+            "n_features_in_": int(estimator.n_features_in_),
+            "aux_dims_": [int(d) for d in estimator.aux_dims_],
+            "latent_dim": int(estimator.prior_.dim),
+            "scaler_mean_": np.asarray(estimator.scaler_mean_).tolist(),
+            "scaler_scale_": np.asarray(estimator.scaler_scale_).tolist(),
+            "n_iter_": int(estimator.n_iter_),
+            "stopped_early_": bool(estimator.stopped_early_),
+            "device_": str(estimator.device_),
+            "extra": estimator._fitted_state(),
+        },
+        "prior": estimator.prior_.to_dict(),
+    }
+    state = {k: v.detach().cpu().clone() for k, v in estimator.module_.state_dict().items()}
+    with atomic_directory(path) as tmp:
+        (tmp / CONFIG).write_text(json.dumps(config, indent=2) + "\n")
+        torch.save(state, tmp / WEIGHTS)
+        (tmp / ENVIRONMENT).write_text(json.dumps(environment(), indent=2) + "\n")
+        (tmp / HISTORY).write_text(history_csv(estimator.history_))
+    return path
+
+
+def read_config(path: str | Path) -> dict[str, Any]:
+    """Read and check ``config.json`` of a saved model directory."""
+    path = Path(path)
+    if not path.is_dir():
+        raise OSError(f"Expected a saved model directory at {path} but there is none")
+    file = path / CONFIG
+    if not file.is_file():
+        raise OSError(f"Expected {file} in the saved model but it is missing")
+    try:
+        config = json.loads(file.read_text())
+    except (json.JSONDecodeError, UnicodeDecodeError) as err:
+        raise ValueError(f"Expected valid JSON in {file} but it is damaged ({err})") from None
+    if not isinstance(config, dict) or "format_version" not in config:
+        raise ValueError(f"Expected an idvae model config in {file} but got another JSON file")
+    version = config["format_version"]
+    if not isinstance(version, int) or version > FORMAT_VERSION:
+        raise ValueError(
+            f"Expected a model format version <= {FORMAT_VERSION} in {file} but got {version}; "
+            "it was saved by a newer idvae"
+        )
+    for key in ("model", "params", "fitted", "prior"):
+        if key not in config:
+            raise ValueError(f"Expected key {key!r} in {file} but it is missing")
+    return config
+
+
+def load(path: str | Path) -> Any:
+    """Load an estimator saved with ``estimator.save(path)``.
+
+    Args:
+        path: the saved model directory.
+
+    Returns:
+        The fitted estimator, of the class it was saved from.
+
+    Raises:
+        OSError: the directory or one of its files is missing.
+        ValueError: a file is damaged, truncated, from a newer format, or does not match.
+    """
+    from idvae.models import REGISTRY
+
+    path = Path(path)
+    config = read_config(path)
+    file = path / CONFIG
+    cls = REGISTRY.get(config["model"])
+    if cls is None:
+        raise ValueError(
+            f"Expected a model in {sorted(REGISTRY)} in {file} but got {config['model']!r}"
+        )
+    fitted = config["fitted"]
+    try:
+        estimator = cls(**config["params"])
+        n_features = int(fitted["n_features_in_"])
+        aux_dims = tuple(int(d) for d in fitted["aux_dims_"])
+        scaler_mean = np.asarray(fitted["scaler_mean_"], dtype=np.float64)
+        scaler_scale = np.asarray(fitted["scaler_scale_"], dtype=np.float64)
+    except (TypeError, ValueError, KeyError) as err:
+        raise ValueError(f"Expected a consistent model description in {file} but {err}") from None
+    if scaler_mean.shape != (n_features,) or scaler_scale.shape != (n_features,):
+        raise ValueError(
+            f"Expected scaler arrays of shape ({n_features},) in {file} but got "
+            f"{scaler_mean.shape} and {scaler_scale.shape}"
+        )
+
+    weights_file = path / WEIGHTS
+    if not weights_file.is_file():
+        raise OSError(f"Expected {weights_file} in the saved model but it is missing")
+    try:
+        state = torch.load(weights_file, map_location="cpu", weights_only=True)
+    except Exception as err:  # torch raises many kinds for damaged files
+        raise ValueError(
+            f"Expected readable weights in {weights_file} but the file is damaged or truncated "
+            f"({type(err).__name__})"
+        ) from None
+    if not isinstance(state, dict) or not all(isinstance(v, torch.Tensor) for v in state.values()):
+        raise ValueError(
+            f"Expected a state dict of tensors in {weights_file} but got another object"
+        )
+
+    # seed 0: the initial weights are overwritten by the saved ones
+    module = estimator._new_module(n_features, aux_dims, seed=0)
+    try:
+        module.load_state_dict(state, strict=True)
+    except RuntimeError as err:
+        first = str(err).strip().splitlines()[0]
+        raise ValueError(
+            f"Expected the weights in {weights_file} to match the model in {file} but they do "
+            f"not ({first})"
+        ) from None
+    module.eval()
+    estimator.module_ = module
+    estimator.n_features_in_ = n_features
+    estimator.aux_dims_ = list(aux_dims)
+    estimator.scaler_mean_ = scaler_mean
+    estimator.scaler_scale_ = scaler_scale
+    estimator.n_iter_ = int(fitted.get("n_iter_", 0))
+    estimator.stopped_early_ = bool(fitted.get("stopped_early_", False))
+    estimator.device_ = "cpu"
+    estimator.history_ = read_history(path / HISTORY)
+    estimator._set_fitted_state(fitted.get("extra", {}))
+    with warnings.catch_warnings():  # a collapse was reported when the model was fitted
+        warnings.simplefilter("ignore", ComponentCollapseWarning)
+        estimator._finish_fit()
+    saved_prior = GMM.from_dict(config["prior"])
+    if not np.allclose(saved_prior.means, estimator.prior_.means, atol=1e-5):
+        raise ValueError(f"Expected the prior in {file} to match the weights but it does not")
+    return estimator
+
+
+def read_history(file: Path) -> list[dict[str, Any]]:
+    """The per-epoch records of ``history.csv`` (numbers parsed; empty when missing)."""
+    if not file.is_file():
+        return []
+    rows = []
+    with open(file, newline="") as fh:
+        for row in csv.DictReader(fh):
+            rows.append({k: _parse(v) for k, v in row.items()})
+    return rows
+
+
+def _parse(value: str | None) -> Any:
+    if value is None or value == "":
+        return None
+    for kind in (int, float):
+        try:
+            return kind(value)
+        except ValueError:
+            pass
+    return value
