@@ -285,7 +285,7 @@ def latent_grid_figure(
     for i, z in enumerate(zs):
         name = titles[i] if titles is not None else f"run {i + 1}"
         if align == "affine":
-            if z is ref:
+            if i == 0 and not has_ref_panel:
                 name = f"{name} (reference)"
             else:
                 fit = fit_affine_alignment(z, ref)

@@ -93,7 +93,8 @@ class Table:
         columns: the column headings.
         rows: the rows; each has one cell per column (numbers, strings, bools or None).
         caption: a caption shown above the table.
-        precision: decimals of floats (see ``format_value``).
+        precision: decimals of floats (see ``format_value``): one int for every column,
+            or one per column (e.g. 4 for ours and 2 for the paper's two-decimal values).
         column_groups: optional spanning headings above the columns, as (heading, span)
             pairs whose spans add up to the number of columns, e.g.
             ``[("", 1), ("weak MCC", 2), ("distAff", 2)]`` over
@@ -104,7 +105,7 @@ class Table:
     columns: Sequence[str]
     rows: Sequence[Sequence[Any]]
     caption: str | None = None
-    precision: int = 3
+    precision: int | Sequence[int] = 3
     column_groups: Sequence[tuple[str, int]] | None = None
 
     def __post_init__(self) -> None:
@@ -128,10 +129,17 @@ class Table:
                     f"but got {len(row)}"
                 )
             rows.append(tuple(row))
-        if isinstance(self.precision, bool) or not isinstance(self.precision, numbers.Integral):
-            raise TypeError(f"Expected precision to be an int but got {self.precision!r}")
-        if self.precision < 0:
-            raise ValueError(f"Expected precision >= 0 but got {self.precision}")
+        precision = self.precision
+        if isinstance(precision, numbers.Integral) and not isinstance(precision, bool):
+            precision = (precision,) * len(self.columns)
+        if not isinstance(precision, Sequence) or len(precision) != len(self.columns):
+            raise ValueError(
+                f"Expected precision to be an int or {len(self.columns)} ints (one per column) "
+                f"but got {self.precision!r}"
+            )
+        for p in precision:
+            if isinstance(p, bool) or not isinstance(p, numbers.Integral) or p < 0:
+                raise ValueError(f"Expected precisions to be integers >= 0 but got {p!r}")
         groups = None
         if self.column_groups is not None:
             groups = tuple((str(name), int(span)) for name, span in self.column_groups)
@@ -146,6 +154,7 @@ class Table:
         object.__setattr__(self, "columns", tuple(str(c) for c in self.columns))
         object.__setattr__(self, "rows", tuple(rows))
         object.__setattr__(self, "column_groups", groups)
+        object.__setattr__(self, "precision", tuple(int(p) for p in precision))
 
 
 @dataclass(frozen=True)
@@ -237,11 +246,9 @@ def _esc(text: object) -> str:
 
 
 def _is_numeric(value: Any) -> bool:
-    return (
-        isinstance(value, numbers.Number)
-        and not isinstance(value, bool)
-        or (hasattr(value, "dtype") and getattr(value, "ndim", None) == 0)
-    )
+    if hasattr(value, "item") and getattr(value, "ndim", None) == 0:
+        value = value.item()  # numpy scalars
+    return isinstance(value, numbers.Number) and not isinstance(value, bool)
 
 
 def _render_text(text: str) -> str:
@@ -269,10 +276,10 @@ def _render_table(table: Table) -> str:
     out.append(f"<tr>{cells}</tr></thead><tbody>")
     for row in table.rows:
         cells = []
-        for value, p in zip(row, paper, strict=True):
+        for value, p, digits in zip(row, paper, table.precision, strict=True):
             classes = (["num"] if _is_numeric(value) else []) + (["paper"] if p else [])
             attr = f' class="{" ".join(classes)}"' if classes else ""
-            cells.append(f"<td{attr}>{_esc(format_value(value, table.precision))}</td>")
+            cells.append(f"<td{attr}>{_esc(format_value(value, digits))}</td>")
         out.append(f"<tr>{''.join(cells)}</tr>")
     out.append("</tbody></table>")
     return "\n".join(out)

@@ -1,0 +1,495 @@
+"""Tests of idvae.report: figures as PNG bytes, the affine alignment, the HTML report."""
+
+from __future__ import annotations
+
+import base64
+import io
+import os
+import re
+import shutil
+import subprocess
+from pathlib import Path
+
+import numpy as np
+import pytest
+from matplotlib.image import imread
+
+import idvae
+from idvae.report import (
+    PNG_MAGIC,
+    Figure,
+    Profile,
+    Section,
+    Table,
+    align_affine,
+    fit_affine_alignment,
+    format_mean_std,
+    format_value,
+    heatmap_figure,
+    image_grid_figure,
+    interleave_images,
+    latent_grid_figure,
+    profile_figure,
+    profiles_figure,
+    render_html,
+    training_curves_figure,
+    write_html_report,
+    write_png,
+)
+
+
+def decode(png: bytes) -> np.ndarray:
+    assert png[:8] == PNG_MAGIC
+    return imread(io.BytesIO(png), format="png")
+
+
+def random_invertible(rng: np.random.Generator, m: int) -> np.ndarray:
+    while True:
+        a = rng.normal(size=(m, m))
+        if abs(np.linalg.det(a)) > 0.3:
+            return a
+
+
+@pytest.fixture(scope="module")
+def toy():
+    rng = np.random.default_rng(1)
+    centers = np.array([[-2.0, 0.0], [2.0, 0.0], [0.0, 2.5]])
+    labels = rng.integers(0, 3, size=900)
+    z = centers[labels] + 0.4 * rng.normal(size=(900, 2))
+    runs = [z @ random_invertible(rng, 2) + rng.normal(size=2) for _ in range(4)]
+    return z, labels, runs
+
+
+# Every figure function, with its input; built once per module (matplotlib is the cost).
+def _figure_inputs(toy):
+    z, labels, runs = toy
+    rng = np.random.default_rng(2)
+    grid = np.linspace(-2.0, 2.0, 81)
+    nll = (grid - 0.5) ** 2 * (grid + 1.2) ** 2 + 0.1 * grid
+    history = [
+        [{"epoch": e, "loss": 50 / (e + 1) + r, "kl": 3.0 + r} for e in range(15)] for r in (0, 1)
+    ]
+    return {
+        "latent_row": lambda: latent_grid_figure(runs, labels=labels, reference=z, n_cols=5),
+        "latent_col": lambda: latent_grid_figure(runs[:2], labels=labels, n_cols=1),
+        "latent_high_dim": lambda: latent_grid_figure(
+            [np.hstack([r, rng.normal(size=(900, 3))]) for r in runs[:2]],
+            labels=[labels, labels],
+            align="none",
+        ),
+        "heatmap": lambda: heatmap_figure(
+            np.array([[1.0, 0.9, np.nan], [0.9, 1.0, 0.7], [np.nan, 0.7, 1.0]]),
+            title="weak MCC",
+            labels=["run 1", "run 2", "run 3"],
+        ),
+        "profile": lambda: profile_figure(grid, nll, truth=0.5, parameter_name="β1"),
+        "profiles": lambda: profiles_figure(
+            [Profile(grid, nll, truth=0.5), {"grid": grid, "nll": nll[::-1], "truth": -0.5}],
+            title="NLL profiles",
+        ),
+        "images": lambda: image_grid_figure(
+            np.random.default_rng(3).uniform(size=(20, 784)),
+            n_cols=10,
+            row_labels=["component 1", "component 2"],
+        ),
+        "curves": lambda: training_curves_figure(history, keys=("loss", "kl")),
+    }
+
+
+@pytest.fixture(scope="module")
+def pngs(toy):
+    return {name: build() for name, build in _figure_inputs(toy).items()}
+
+
+# ---------------------------------------------------------------- PNG validity
+
+
+@pytest.mark.parametrize(
+    "name",
+    [
+        "latent_row",
+        "latent_col",
+        "latent_high_dim",
+        "heatmap",
+        "profile",
+        "profiles",
+        "images",
+        "curves",
+    ],
+)
+def test_every_figure_is_a_valid_non_blank_png(pngs, name):
+    image = decode(pngs[name])
+    assert image.ndim == 3 and image.shape[2] in (3, 4)
+    assert image.shape[0] > 50 and image.shape[1] > 50
+    # Not blank: the pixels vary and a visible share of them is not the white background.
+    assert image[..., :3].std() > 0.02
+    assert np.mean(image[..., :3].min(axis=2) < 0.9) > 0.005
+
+
+def test_figure_aspect_follows_the_layout(pngs):
+    row = decode(pngs["latent_row"])  # 5 panels in one row
+    col = decode(pngs["latent_col"])  # 2 panels in one column
+    assert row.shape[1] / row.shape[0] > 3
+    assert col.shape[0] / col.shape[1] > 1.5
+    images = decode(pngs["images"])  # 2 rows of 10 square images
+    assert images.shape[1] / images.shape[0] > 2.5
+    curves = decode(pngs["curves"])  # two panels side by side
+    assert curves.shape[1] > curves.shape[0]
+
+
+def test_figures_are_deterministic(toy, pngs):
+    builders = _figure_inputs(toy)
+    for name in ("latent_row", "heatmap", "images", "curves"):
+        assert builders[name]() == pngs[name], name
+
+
+def test_latent_subsample_is_seeded(toy):
+    z, labels, runs = toy
+    a = latent_grid_figure(runs[:2], labels=labels, max_points=200, random_state=0)
+    b = latent_grid_figure(runs[:2], labels=labels, max_points=200, random_state=0)
+    c = latent_grid_figure(runs[:2], labels=labels, max_points=200, random_state=1)
+    assert a == b
+    assert a != c
+
+
+def test_importing_report_sets_no_pyplot_backend():
+    code = (
+        "import sys, idvae.report as r, numpy as np;"
+        "r.heatmap_figure(np.eye(2), title='t');"
+        "print('matplotlib.pyplot' in sys.modules)"
+    )
+    out = subprocess.run(
+        [os.sys.executable, "-c", code], capture_output=True, text=True, check=True, timeout=120
+    )
+    assert out.stdout.strip() == "False"
+
+
+# --------------------------------------------------------------------- alignment
+
+
+def test_affine_alignment_recovers_the_reference_exactly(rng):
+    for m in (1, 2, 5):
+        ref = rng.normal(size=(300, m))
+        a, b = random_invertible(rng, m), rng.normal(size=m)
+        fit = fit_affine_alignment(ref @ a + b, ref)
+        np.testing.assert_allclose(fit.apply(ref @ a + b), ref, atol=1e-9)
+        np.testing.assert_allclose(fit.matrix, np.linalg.inv(a), atol=1e-9)
+        assert fit.r2 == pytest.approx(1.0, abs=1e-12)
+
+
+def test_affine_alignment_is_the_least_squares_solution(rng):
+    ref = rng.normal(size=(400, 2))
+    z = np.tanh(ref @ random_invertible(rng, 2)) + 0.1 * rng.normal(size=(400, 2))
+    aligned = align_affine(z, ref)
+    fit = fit_affine_alignment(z, ref)
+    # Normal equations: the residual is orthogonal to the design [z, 1].
+    residual = ref - aligned
+    design = np.hstack([z, np.ones((400, 1))])
+    np.testing.assert_allclose(design.T @ residual, 0.0, atol=1e-8)
+    assert 0.0 < fit.r2 < 1.0
+    assert fit.r2 == pytest.approx(1 - np.sum(residual**2) / np.sum((ref - ref.mean(0)) ** 2))
+    # Invariance: an affine reparametrisation of z is aligned to the same points.
+    np.testing.assert_allclose(
+        align_affine(z @ random_invertible(rng, 2) - 3.0, ref), aligned, atol=1e-8
+    )
+
+
+def test_affine_alignment_maps_a_higher_dimensional_latent_onto_the_reference(rng):
+    ref = rng.normal(size=(500, 2))
+    z = np.hstack([ref, rng.normal(size=(500, 3))]) @ random_invertible(rng, 5)
+    np.testing.assert_allclose(align_affine(z, ref), ref, atol=1e-9)
+
+
+def test_latent_grid_draws_affine_images_of_the_reference_on_top_of_it(toy):
+    z, labels, runs = toy
+    # Run 2 is an affine image of run 1, so after alignment both panels are the same; the
+    # figure equals the one drawn from two identical runs up to rounding of a few pixels.
+    aligned = decode(latent_grid_figure([z, runs[0]], labels=labels, n_cols=2))
+    identical = decode(latent_grid_figure([z, z.copy()], labels=labels, n_cols=2))
+    assert aligned.shape == identical.shape
+    assert np.mean(np.abs(aligned - identical).max(axis=2) > 0.1) < 1e-3
+    # Without alignment the panels differ visibly.
+    raw = decode(latent_grid_figure([z, runs[0]], labels=labels, n_cols=2, align="none"))
+    assert np.mean(np.abs(raw - identical).max(axis=2) > 0.1) > 0.01
+
+
+# ------------------------------------------------------------------- bad input
+
+
+def test_figures_refuse_bad_input(toy):
+    z, labels, runs = toy
+    with pytest.raises(TypeError, match="single 2-D array"):
+        latent_grid_figure(z)
+    with pytest.raises(ValueError, match="empty"):
+        latent_grid_figure([])
+    with pytest.raises(ValueError, match="same samples|rows"):
+        latent_grid_figure([z, z[:100]])
+    with pytest.raises(ValueError, match="'affine' or 'none'"):
+        latent_grid_figure(runs, align="cca")
+    with pytest.raises(ValueError, match="900 entries"):
+        latent_grid_figure(runs, labels=labels[:10])
+    with pytest.raises(ValueError, match="4 label arrays"):
+        latent_grid_figure(runs, labels=[labels, labels])
+    with pytest.raises(ValueError, match="dims < 2"):
+        latent_grid_figure(runs, dims=(0, 2))
+    with pytest.raises(ValueError, match="finite"):
+        latent_grid_figure([np.full((10, 2), np.nan)])
+    with pytest.raises(ValueError, match="inf"):
+        heatmap_figure(np.array([[np.inf]]), title="t")
+    with pytest.raises(ValueError, match="3 row labels"):
+        heatmap_figure(np.eye(3), title="t", labels=["a", "b"])
+    with pytest.raises(ValueError, match="one value per grid point"):
+        profile_figure(np.arange(5.0), np.arange(4.0), truth=1.0, parameter_name="a")
+    with pytest.raises(ValueError, match="finite number"):
+        profile_figure(np.arange(5.0), np.arange(5.0), truth=float("nan"), parameter_name="a")
+    with pytest.raises(ValueError, match="square"):
+        image_grid_figure(np.zeros((4, 10)), n_cols=2)
+    with pytest.raises(ValueError, match="2 row labels"):
+        image_grid_figure(np.zeros((4, 16)), n_cols=2, row_labels=["a"])
+    with pytest.raises(ValueError, match="absent; available"):
+        training_curves_figure([[{"loss": 1.0}]], keys=("elbo",))
+    with pytest.raises(ValueError, match="same shape"):
+        interleave_images(np.zeros((2, 4)), np.zeros((3, 4)))
+
+
+def test_interleave_images_alternates_pairs():
+    a, b = np.arange(6.0).reshape(3, 2), -np.arange(6.0).reshape(3, 2)
+    out = interleave_images(a, b)
+    np.testing.assert_array_equal(out[0::2], a)
+    np.testing.assert_array_equal(out[1::2], b)
+
+
+# --------------------------------------------------------------------------- HTML
+
+
+@pytest.mark.parametrize(
+    ("value", "precision", "text"),
+    [
+        (None, 3, "–"),
+        (float("nan"), 3, "–"),
+        (7, 3, "7"),
+        (np.int64(12), 3, "12"),
+        (0.98765, 3, "0.988"),
+        (np.float32(0.5), 2, "0.50"),
+        (0.0, 2, "0.00"),
+        (123.456, 3, "123.5"),
+        (2.5e7, 3, "2.50e+07"),
+        (1.5e-6, 3, "1.50e-06"),
+        (float("-inf"), 3, "−∞"),
+        (True, 3, "yes"),
+        ("0.83 (0.12)", 3, "0.83 (0.12)"),
+    ],
+)
+def test_format_value(value, precision, text):
+    assert format_value(value, precision) == text
+
+
+def test_format_mean_std():
+    assert format_mean_std(0.8612, 0.0903) == "0.86 ± 0.09"
+
+
+def _report_sections(pngs) -> list[Section]:
+    table = Table(
+        ["dataset", "ours", "paper", "ours", "paper"],
+        [
+            ["parallelograms #1", 0.99612, 0.99, 0.0412, 0.1542],
+            ["parallelograms #2", 0.99388, 0.99, None, 0.1231],
+            ["pinwheel", np.float64(0.98), "–", 17, float("nan")],
+        ],
+        caption="Table 2",
+        precision=[3, 4, 2, 4, 4],
+        column_groups=[("", 1), ("weak MCC", 2), ("distAff", 2)],
+    )
+    return [
+        Section(
+            "Stability",
+            text="Five runs of VaDE.\n\nWeak MCC ≥ 0.99 everywhere.",
+            tables=[table],
+            figures=[Figure(pngs["latent_row"], "Latent spaces (Fig. 2)")],
+        ),
+        Section(
+            "Pairwise metrics",
+            figures=[Figure(pngs["heatmap"], "weak MCC"), Figure(pngs["profiles"], "Fig. 1")],
+        ),
+        Section(
+            "MNIST",
+            figures=[Figure(pngs["images"], "Fig. 8"), Figure(pngs["curves"], "training")],
+        ),
+    ]
+
+
+def test_html_report_is_self_contained(tmp_path, pngs):
+    sections = _report_sections(pngs)
+    path = write_html_report(
+        tmp_path / "out" / "report.html", title="Reproduction", sections=sections
+    )
+    text = path.read_text(encoding="utf-8")
+    assert text.startswith("<!DOCTYPE html>")
+    for forbidden in ("<script", "<link", 'src="http', "src='http", "url(http", "@import"):
+        assert forbidden not in text.lower()
+    sources = re.findall(r'<img src="([^"]+)"', text)
+    assert len(sources) == 5
+    expected = [f.png for s in sections for f in s.figures]
+    for src, png in zip(sources, expected, strict=True):
+        prefix = "data:image/png;base64,"
+        assert src.startswith(prefix)
+        assert base64.b64decode(src[len(prefix) :]) == png
+
+
+def test_html_contains_every_table_value_and_marks_paper_columns(pngs):
+    sections = _report_sections(pngs)
+    text = render_html(title="t", sections=sections)
+    table = sections[0].tables[0]
+    for row in table.rows:
+        for value, digits in zip(row, table.precision, strict=True):
+            assert f">{format_value(value, digits)}</td>" in text
+    assert ">0.9961</td>" in text and ">0.99</td>" in text  # per-column precision
+    assert text.count('<td class="num paper">') == 5  # numeric paper cells are muted
+    assert '<th colspan="2">weak MCC</th>' in text
+    assert "<p>Five runs of VaDE.</p>" in text
+
+
+def test_html_escapes_user_text(pngs):
+    evil = '<script>alert("x")</script> & <b>'
+    section = Section(
+        evil,
+        text=evil,
+        tables=[Table([evil], [[evil]], caption=evil)],
+        figures=[Figure(pngs["heatmap"], caption=evil, alt=evil)],
+    )
+    text = render_html(title=evil, sections=[section], metadata={evil: evil})
+    assert "<script" not in text and "<b>" not in text
+    # <title> and <h1>, <h2>, <p>, <th>, <td>, <caption>, alt, <figcaption>, footer key, value
+    assert text.count("&lt;script&gt;alert(&quot;x&quot;)&lt;/script&gt; &amp; &lt;b&gt;") == 11
+
+
+def test_html_footer_has_generation_metadata(pngs):
+    text = render_html(title="t", sections=_report_sections(pngs), metadata={"seed": 0, "runs": 5})
+    footer = text[text.index("<footer>") :]
+    assert f"<dd>{idvae.__version__}</dd>" in footer
+    assert re.search(r"<dt>generated</dt><dd>\d{4}-\d\d-\d\dT\d\d:\d\d:\d\dZ</dd>", footer)
+    assert "<dt>command</dt>" in footer
+    assert "<dt>seed</dt><dd>0</dd>" in footer and "<dt>runs</dt><dd>5</dd>" in footer
+
+
+def test_report_objects_refuse_bad_input(pngs):
+    with pytest.raises(ValueError, match="2 cells"):
+        Table(["a", "b"], [[1, 2], [3]])
+    with pytest.raises(ValueError, match="add up to 2"):
+        Table(["a", "b"], [[1, 2]], column_groups=[("g", 3)])
+    with pytest.raises(ValueError, match="one per column"):
+        Table(["a", "b"], [[1, 2]], precision=[1, 2, 3])
+    with pytest.raises(ValueError, match="PNG signature"):
+        Figure(b"GIF89a....")
+    with pytest.raises(TypeError, match="bytes"):
+        Figure("not bytes")
+    with pytest.raises(TypeError, match="tables\\[0\\] to be a Table"):
+        Section("s", tables=[Figure(pngs["heatmap"])])
+    with pytest.raises(TypeError, match="Section"):
+        render_html(title="t", sections=["text"])
+    with pytest.raises(ValueError, match="PNG signature"):
+        write_png("unused.png", b"not a png")
+
+
+def test_failed_write_leaves_no_file_and_keeps_the_old_one(tmp_path, pngs, monkeypatch):
+    sections = _report_sections(pngs)
+    target = tmp_path / "report.html"
+
+    def fail(fd):
+        raise OSError("disk full")
+
+    monkeypatch.setattr("idvae._validation.os.fsync", fail)
+    with pytest.raises(OSError, match="disk full"):
+        write_html_report(target, title="t", sections=sections)
+    assert list(tmp_path.iterdir()) == []
+    monkeypatch.undo()
+
+    write_html_report(target, title="first", sections=sections)
+    before = target.read_bytes()
+    monkeypatch.setattr("idvae._validation.os.fsync", fail)
+    with pytest.raises(OSError):
+        write_html_report(target, title="second", sections=sections)
+    with pytest.raises(OSError):
+        write_png(tmp_path / "fig.png", pngs["heatmap"])
+    assert target.read_bytes() == before
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["report.html"]
+
+
+def test_write_png_round_trips(tmp_path, pngs):
+    path = write_png(tmp_path / "figs" / "latent.png", pngs["latent_row"])
+    assert path.read_bytes() == pngs["latent_row"]
+
+
+# ------------------------------------------------------------------ real browser
+
+CHROMIUM_FLAGS = [
+    "--headless",
+    "--no-sandbox",
+    "--disable-gpu",
+    "--disable-quic",
+    "--no-first-run",
+    "--disable-background-networking",
+    "--disable-component-update",
+    "--disable-sync",
+    "--enable-logging=stderr",
+    "--v=0",
+]
+
+
+def _browser() -> str | None:
+    for name in ("chromium", "chromium-browser", "google-chrome", "google-chrome-stable"):
+        found = shutil.which(name)
+        if found:
+            return found
+    return None
+
+
+def _render(browser: str, page: Path, tmp: Path, *extra: str) -> subprocess.CompletedProcess:
+    return subprocess.run(
+        [browser, *CHROMIUM_FLAGS, f"--user-data-dir={tmp / 'profile'}", *extra, page.as_uri()],
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+
+
+def _console_errors(stderr: str) -> list[str]:
+    # Chromium logs page console messages as "...:CONSOLE(...)] ..." lines; the page has no
+    # script, so any console message or uncaught error is a fault of the report.
+    return [
+        line
+        for line in stderr.splitlines()
+        if ":CONSOLE" in line or "Uncaught" in line or "Failed to load resource" in line
+    ]
+
+
+def test_report_renders_in_headless_chromium(tmp_path, pngs):
+    browser = _browser()
+    if browser is None:
+        pytest.skip(
+            "no headless browser installed (apt-get install -y chromium) - "
+            "the HTML report was not rendered"
+        )
+    page = write_html_report(
+        tmp_path / "report.html", title="Reproduction", sections=_report_sections(pngs)
+    )
+    shot = tmp_path / "shot.png"
+    # One launch takes the screenshot and dumps the parsed DOM.
+    result = _render(
+        browser, page, tmp_path, f"--screenshot={shot}", "--window-size=1200,1600", "--dump-dom"
+    )
+    assert result.returncode == 0 and shot.exists(), result.stderr[-2000:]
+    assert _console_errors(result.stderr) == []
+    pixels = imread(shot)[..., :3]
+    assert pixels.shape[:2] == (1600, 1200)
+    assert pixels.std() > 0.05  # not blank: text, tables and figures are drawn
+    # The figure (colourful scatter points) is on screen, not only black text on white.
+    saturation = pixels.max(axis=2) - pixels.min(axis=2)
+    assert np.mean(saturation > 0.3) > 0.002
+    assert "<table>" in result.stdout and ">0.9961</td>" in result.stdout
+    assert result.stdout.count('<img src="data:image/png;base64,') == 5
+
+    # The console check is live: a page with a script error is caught.
+    bad = tmp_path / "bad.html"
+    bad.write_text("<html><body><script>throw new Error('boom')</script></body></html>")
+    assert _console_errors(_render(browser, bad, tmp_path, f"--screenshot={shot}").stderr)
