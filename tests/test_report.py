@@ -29,6 +29,7 @@ from idvae.report import (
     image_grid_figure,
     interleave_images,
     latent_grid_figure,
+    metric_comparison_figure,
     profile_figure,
     profiles_figure,
     render_html,
@@ -93,6 +94,11 @@ def _figure_inputs(toy):
             row_labels=["component 1", "component 2"],
         ),
         "curves": lambda: training_curves_figure(history, keys=("loss", "kl")),
+        "comparison": lambda: metric_comparison_figure(
+            {"#1": [0.99, 0.995, np.nan], "#2": [0.97, 0.98, 0.99]},
+            title="weak MCC",
+            paper={"#1": (0.99, 0.003), "#2": 0.99},
+        ),
     }
 
 
@@ -115,6 +121,7 @@ def pngs(toy):
         "profiles",
         "images",
         "curves",
+        "comparison",
     ],
 )
 def test_every_figure_is_a_valid_non_blank_png(pngs, name):
@@ -250,6 +257,10 @@ def test_figures_refuse_bad_input(toy):
         training_curves_figure([[{"loss": 1.0}]], keys=("elbo",))
     with pytest.raises(ValueError, match="same shape"):
         interleave_images(np.zeros((2, 4)), np.zeros((3, 4)))
+    with pytest.raises(ValueError, match="paper's groups"):
+        metric_comparison_figure({"a": [1.0]}, title="t", paper={"b": 1.0})
+    with pytest.raises(ValueError, match="reference_labels"):
+        latent_grid_figure(runs, reference=z, reference_labels=labels[:5])
 
 
 def test_interleave_images_alternates_pairs():

@@ -34,6 +34,7 @@ __all__ = [
     "image_grid_figure",
     "interleave_images",
     "latent_grid_figure",
+    "metric_comparison_figure",
     "profile_figure",
     "profiles_figure",
     "training_curves_figure",
@@ -196,6 +197,7 @@ def latent_grid_figure(
     align: Literal["affine", "none"] = "affine",
     titles: Sequence[str] | None = None,
     reference_title: str = "truth",
+    reference_labels: object = None,
     title: str | None = None,
     max_points: int = 2000,
     n_cols: int | None = None,
@@ -224,6 +226,8 @@ def latent_grid_figure(
             latents.
         titles: one title per run (default "run 1", "run 2", ...).
         reference_title: the title of the reference panel when ``reference`` is given.
+        reference_labels: array of shape (n_samples,) colouring the reference panel
+            (default: ``labels`` when they are shared by every panel).
         title: a figure title placed above the automatic description.
         max_points: at most this many points (the same random subset in every panel) are
             drawn; the alignment is fitted on all points.
@@ -277,6 +281,9 @@ def latent_grid_figure(
         shared = np.asarray(labels)
         run_labels = [_check_labels_1d(shared, "labels", z.shape[0]) for z in zs]
         ref_labels = _check_labels_1d(shared, "labels", ref.shape[0]) if has_ref_panel else None
+
+    if reference_labels is not None and has_ref_panel:
+        ref_labels = _check_labels_1d(reference_labels, "reference_labels", ref.shape[0])
 
     # Align on all points, then draw a subset.
     panels: list[tuple[np.ndarray, np.ndarray | None, str]] = []
@@ -865,4 +872,98 @@ def training_curves_figure(
         axes[0].legend(fontsize=7)
     if title:
         fig.suptitle(title, fontsize=10)
+    return _to_png(fig, dpi)
+
+
+# ------------------------------------------------------------- metric comparison
+
+
+def metric_comparison_figure(
+    values: Mapping[str, Sequence[float]],
+    *,
+    title: str,
+    ylabel: str = "",
+    paper: Mapping[str, float | tuple[float, float]] | None = None,
+    ylim: tuple[float, float] | None = None,
+    dpi: int = DEFAULT_DPI,
+) -> bytes:
+    """Per-group values (e.g. pairwise weak MCC per dataset) beside the paper's numbers.
+
+    Each group gets its values as dots, their mean ± standard deviation as a black bar and,
+    when given, the paper's mean (± std) as a red diamond to its right. NaN values (failed
+    runs) are not drawn but are counted: the tick label says "n = finite/total".
+
+    Args:
+        values: group name -> the values of that group, e.g. the 10 pairwise MCCs of 5 runs.
+        title: the figure title.
+        ylabel: the y-axis label (the metric).
+        paper: group name -> the paper's mean, or (mean, std), for the groups it reports.
+        ylim: the y-axis limits (default: automatic).
+        dpi: resolution of the PNG.
+
+    Returns:
+        The PNG as bytes.
+    """
+    if not isinstance(values, Mapping) or len(values) == 0:
+        raise TypeError(
+            "Expected values to be a non-empty dict of group name -> values "
+            f"but got {type(values).__name__}"
+        )
+    dpi = _check_dpi(dpi)
+    groups = {
+        str(k): check_array(v, f"values[{k!r}]", ndim=1, allow_nan=True) for k, v in values.items()
+    }
+    paper = dict(paper or {})
+    unknown = sorted(set(map(str, paper)) - set(groups))
+    if unknown:
+        raise ValueError(f"Expected paper's groups among {sorted(groups)} but got {unknown}")
+    fig = _new_figure(max(3.5, 1.1 * len(groups) + 1.5), 3.4, dpi)
+    ax = fig.add_subplot()
+    ticks = []
+    for x, (name, v) in enumerate(groups.items()):
+        finite = v[np.isfinite(v)]
+        if finite.size:
+            offsets = np.linspace(-0.18, 0.18, finite.size) if finite.size > 1 else [0.0]
+            ax.scatter(
+                x - 0.1 + np.asarray(offsets),
+                finite,
+                s=12,
+                color="tab:blue",
+                alpha=0.7,
+                linewidths=0,
+                label="runs" if x == 0 else None,
+            )
+            ax.errorbar(
+                x - 0.1,
+                finite.mean(),
+                yerr=finite.std(),
+                fmt="_",
+                color="black",
+                markersize=18,
+                capsize=4,
+                label="ours: mean ± std" if x == 0 else None,
+            )
+        if name in paper:
+            entry = paper[name]
+            mean, std = (entry, 0.0) if isinstance(entry, numbers.Real) else entry
+            ax.errorbar(
+                x + 0.25,
+                float(mean),
+                yerr=float(std),
+                fmt="D",
+                color="tab:red",
+                markersize=5,
+                capsize=3,
+                label="paper" if "paper" not in ax.get_legend_handles_labels()[1] else None,
+            )
+        ticks.append(f"{name}\n(n = {finite.size}/{v.size})")
+    ax.set_xticks(range(len(groups)), ticks)
+    ax.set_xlim(-0.6, len(groups) - 0.4)
+    if ylim is not None:
+        ax.set_ylim(*ylim)
+    ax.set_ylabel(ylabel, fontsize=8)
+    ax.set_title(title, fontsize=10)
+    ax.tick_params(labelsize=7)
+    ax.grid(axis="y", alpha=0.3)
+    ax.legend(fontsize=7, loc="best")
     return _to_png(fig, dpi)
