@@ -431,7 +431,7 @@ def decoder_jacobians(decoder: nn.Module, z: Any) -> np.ndarray:
                 jac = w @ jac
             elif isinstance(layer, nn.LeakyReLU | nn.ReLU):
                 slope = layer.negative_slope if isinstance(layer, nn.LeakyReLU) else 0.0
-                d = torch.where(h > 0, 1.0, slope).to(torch.float64)
+                d = torch.where(h > 0, torch.ones_like(h), torch.full_like(h, slope))
                 h = torch.where(h > 0, h, slope * h)
                 jac = d[:, :, None] * jac
             else:
