@@ -1,0 +1,419 @@
+"""Executors for multi-run work: in-process, a local process pool, or Ray.
+
+A *run* fits one estimator with one seed on the study's data and returns a
+:class:`RunOutput` (latents, learned prior, predictions, the saved model's files, or the
+error). Runs are independent, so they are farmed out:
+
+* ``executor="local", jobs=1``: in this process, one after the other (any callable works,
+  lambdas included);
+* ``executor="local", jobs=N``: a :class:`concurrent.futures.ProcessPoolExecutor` with the
+  ``"spawn"`` context and one torch thread per worker; the study's data and
+  ``make_estimator`` are shipped once per worker, so both must be picklable (use
+  :class:`EstimatorSpec` or a module-level function, not a lambda);
+* ``executor="ray"``: one Ray task per run (``num_gpus=1`` when the cluster has GPUs);
+  install with ``pip install 'idvae[ray]'``.
+
+The worker never touches the output directory: it returns the run's files as bytes and the
+driver writes them (so Ray workers on other machines need no shared file system).
+"""
+
+from __future__ import annotations
+
+import multiprocessing
+import os
+import socket
+import tempfile
+import time
+import traceback
+from collections.abc import Callable, Iterator, Mapping, Sequence
+from concurrent.futures import FIRST_COMPLETED, ProcessPoolExecutor, wait
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Literal
+
+import numpy as np
+
+__all__ = [
+    "MODELS",
+    "EstimatorSpec",
+    "ExecutorName",
+    "RunContext",
+    "RunOutput",
+    "execute_runs",
+    "fit_run",
+]
+
+ExecutorName = Literal["local", "ray"]
+
+# --model name -> class name in idvae.models
+MODELS: dict[str, str] = {"vade": "VaDE", "mfcvae": "MFCVAE", "vae": "VAE", "ivae": "IVAE"}
+
+RAY_CONNECT_TIMEOUT_S = 5.0
+
+
+@dataclass(frozen=True)
+class EstimatorSpec:
+    """A picklable ``make_estimator``: a model name and its keyword arguments.
+
+    ``spec(seed)`` returns an unfitted estimator ``Model(**params, random_state=seed)``.
+
+    Args:
+        model: ``"vade"``, ``"mfcvae"``, ``"vae"``, ``"ivae"`` or ``"package.module:Class"``
+            for any scikit-learn-style estimator with ``fit``/``transform``.
+        params: keyword arguments of the estimator (JSON-serialisable values).
+
+    Example:
+        >>> spec = EstimatorSpec("vade", {"latent_dim": 2, "n_components": 3})
+        >>> est = spec(seed=7)  # idvae.VaDE(latent_dim=2, n_components=3, random_state=7)
+    """
+
+    model: str
+    params: Mapping[str, Any] = field(default_factory=dict)
+
+    def __post_init__(self) -> None:
+        if not isinstance(self.model, str):
+            raise TypeError(f"Expected model to be a str but got {type(self.model).__name__}")
+        if self.model.lower() not in MODELS and ":" not in self.model:
+            raise ValueError(
+                f"Expected model in {sorted(MODELS)} or 'module:Class' but got {self.model!r}"
+            )
+        if "random_state" in self.params:
+            raise ValueError(
+                "Expected params without 'random_state' (each run's seed is set by the study) "
+                f"but got random_state={self.params['random_state']!r}"
+            )
+        object.__setattr__(self, "params", dict(self.params))
+
+    def estimator_class(self) -> type:
+        """The estimator class named by ``model``."""
+        import importlib
+
+        if ":" in self.model:
+            module_name, _, attribute = self.model.partition(":")
+            return getattr(importlib.import_module(module_name), attribute)
+        models = importlib.import_module("idvae.models")
+        name = MODELS[self.model.lower()]
+        if not hasattr(models, name):
+            raise ValueError(f"Expected idvae.models to provide {name} but it is not available")
+        return getattr(models, name)
+
+    def __call__(self, seed: int) -> Any:
+        return self.estimator_class()(**self.params, random_state=int(seed))
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"model": self.model, "params": _jsonable(self.params)}
+
+
+@dataclass
+class RunContext:
+    """What every run of a study shares; shipped once to each worker.
+
+    Args:
+        make_estimator: seed -> unfitted estimator.
+        x: array of shape (n_samples, n_features), the training data.
+        fit_kwargs: extra keyword arguments of ``fit`` (e.g. ``u`` for iVAE).
+        transform_kwargs: extra keyword arguments of ``transform``.
+        save_models: whether to return the saved model's files.
+    """
+
+    make_estimator: Callable[[int], Any]
+    x: np.ndarray
+    fit_kwargs: Mapping[str, Any] = field(default_factory=dict)
+    transform_kwargs: Mapping[str, Any] = field(default_factory=dict)
+    save_models: bool = True
+
+
+@dataclass
+class RunOutput:
+    """The outcome of one run.
+
+    Attributes:
+        run_id: index of the run in the study (0-based).
+        seed: the estimator's ``random_state``.
+        status: ``"ok"`` or ``"failed"``.
+        error: ``"ExceptionType: message"`` of a failed run, else None.
+        traceback: the formatted traceback of a failed run.
+        fit_seconds: wall time of ``fit`` (and transform/predict).
+        latents: array of shape (n_samples, latent_dim), ``transform(x)``.
+        predictions: array of shape (n_samples,), ``predict(x)`` when the estimator has it.
+        prior: the learned ``prior_`` as ``GMM.to_dict()``, when the estimator has one.
+        history: the estimator's ``history_`` when JSON-serialisable.
+        model_files: relative path -> bytes of ``estimator.save(dir)``.
+    """
+
+    run_id: int
+    seed: int
+    status: str = "ok"
+    error: str | None = None
+    traceback: str | None = None
+    fit_seconds: float = 0.0
+    latents: np.ndarray | None = None
+    predictions: np.ndarray | None = None
+    prior: dict[str, Any] | None = None
+    history: Any = None
+    model_files: dict[str, bytes] = field(default_factory=dict)
+
+
+def fit_run(context: RunContext, run_id: int, seed: int) -> RunOutput:
+    """Fit one estimator; never raises for the estimator's own errors (they are recorded)."""
+    out = RunOutput(run_id=int(run_id), seed=int(seed))
+    start = time.perf_counter()
+    try:
+        estimator = context.make_estimator(int(seed))
+        estimator.fit(context.x, **dict(context.fit_kwargs))
+        latents = np.asarray(
+            estimator.transform(context.x, **dict(context.transform_kwargs)), dtype=np.float64
+        )
+        if latents.ndim != 2 or latents.shape[0] != context.x.shape[0]:
+            raise ValueError(
+                f"Expected transform to return shape ({context.x.shape[0]}, latent_dim) "
+                f"but got {latents.shape}"
+            )
+        if not np.all(np.isfinite(latents)):
+            raise ValueError("Expected finite latents but transform returned NaN or infinity")
+        out.latents = latents
+        if hasattr(estimator, "predict"):
+            out.predictions = np.asarray(estimator.predict(context.x)).astype(np.int64)
+        prior = getattr(estimator, "prior_", None)
+        if prior is not None and hasattr(prior, "to_dict"):
+            out.prior = prior.to_dict()
+        out.history = _jsonable_or_none(getattr(estimator, "history_", None))
+        if context.save_models and hasattr(estimator, "save"):
+            out.model_files = _saved_files(estimator)
+    except Exception as err:  # a failed run is a result, never a crash of the study
+        out.status = "failed"
+        out.error = f"{type(err).__name__}: {str(err).strip().splitlines()[0] if str(err) else ''}"
+        out.traceback = traceback.format_exc()
+        out.latents = out.predictions = out.prior = None
+        out.model_files = {}
+    out.fit_seconds = time.perf_counter() - start
+    return out
+
+
+def _saved_files(estimator: Any) -> dict[str, bytes]:
+    with tempfile.TemporaryDirectory(prefix="idvae-run-") as tmp:
+        target = Path(tmp) / "model"
+        estimator.save(target)
+        return {
+            str(p.relative_to(target)): p.read_bytes() for p in target.rglob("*") if p.is_file()
+        }
+
+
+def _jsonable(value: Any) -> Any:
+    """A JSON-serialisable copy of ``value`` (numpy scalars/arrays become lists)."""
+    if isinstance(value, Mapping):
+        return {str(k): _jsonable(v) for k, v in value.items()}
+    if isinstance(value, list | tuple):
+        return [_jsonable(v) for v in value]
+    if isinstance(value, np.ndarray):
+        return value.tolist()
+    if isinstance(value, np.generic):
+        return value.item()
+    if value is None or isinstance(value, bool | int | float | str):
+        return value
+    raise TypeError(f"Expected a JSON-serialisable value but got {type(value).__name__}")
+
+
+def _jsonable_or_none(value: Any) -> Any:
+    try:
+        return _jsonable(value)
+    except TypeError:
+        return None
+
+
+# --------------------------------------------------------------------------- local
+
+
+_WORKER_CONTEXT: RunContext | None = None
+
+
+def _init_worker(context_bytes: bytes) -> None:
+    """Process-pool initializer: one torch thread, and the shared context unpickled once."""
+    import pickle
+
+    import torch
+
+    torch.set_num_threads(1)
+    global _WORKER_CONTEXT
+    _WORKER_CONTEXT = pickle.loads(context_bytes)
+
+
+def _worker_fit(run_id: int, seed: int) -> RunOutput:
+    assert _WORKER_CONTEXT is not None, "worker initializer did not run"
+    return fit_run(_WORKER_CONTEXT, run_id, seed)
+
+
+def _pickled_context(context: RunContext) -> bytes:
+    import pickle
+
+    try:
+        return pickle.dumps(context, protocol=pickle.HIGHEST_PROTOCOL)
+    except (pickle.PicklingError, AttributeError, TypeError) as err:
+        raise TypeError(
+            "Expected a picklable make_estimator and fit_kwargs for jobs > 1 or Ray "
+            "(use idvae.experiments.EstimatorSpec or a module-level function, not a lambda) "
+            f"but pickling failed: {err}"
+        ) from None
+
+
+def _pool_context() -> multiprocessing.context.BaseContext:
+    """ "forkserver" (one server imports torch once, workers fork from it) where available,
+    else "spawn"; never plain "fork", which is unsafe with torch's threads."""
+    if "forkserver" in multiprocessing.get_all_start_methods():
+        ctx = multiprocessing.get_context("forkserver")
+        ctx.set_forkserver_preload(["torch", "idvae.experiments.executors"])
+        return ctx
+    return multiprocessing.get_context("spawn")
+
+
+def _run_local(
+    context: RunContext, tasks: Sequence[tuple[int, int]], jobs: int
+) -> Iterator[RunOutput]:
+    if jobs == 1 or len(tasks) <= 1:
+        for run_id, seed in tasks:
+            yield fit_run(context, run_id, seed)
+        return
+    payload = _pickled_context(context)
+    ctx = _pool_context()
+    with ProcessPoolExecutor(
+        max_workers=min(jobs, len(tasks)),
+        mp_context=ctx,
+        initializer=_init_worker,
+        initargs=(payload,),
+    ) as pool:
+        pending = {pool.submit(_worker_fit, run_id, seed): (run_id, seed) for run_id, seed in tasks}
+        try:
+            while pending:
+                done, _ = wait(pending, return_when=FIRST_COMPLETED)
+                for future in done:
+                    run_id, seed = pending.pop(future)
+                    try:
+                        yield future.result()
+                    except Exception as err:  # the worker process itself died
+                        yield RunOutput(
+                            run_id=run_id,
+                            seed=seed,
+                            status="failed",
+                            error=f"{type(err).__name__}: {err}",
+                        )
+        finally:
+            for future in pending:
+                future.cancel()
+
+
+# --------------------------------------------------------------------------- ray
+
+
+def _import_ray() -> Any:
+    try:
+        import ray
+    except ImportError:
+        raise ValueError(
+            "Expected Ray to be installed for executor='ray' but it is not; "
+            "install it with: pip install 'idvae[ray]'"
+        ) from None
+    return ray
+
+
+def check_ray_address(address: str, timeout: float = RAY_CONNECT_TIMEOUT_S) -> None:
+    """Raise ValueError unless ``host:port`` (or ``ray://host:port``) accepts a TCP connection."""
+    if address in ("auto", "local"):
+        return
+    target = address.split("://", 1)[-1]
+    host, sep, port_text = target.rpartition(":")
+    if not sep or not port_text.isdigit() or not host:
+        raise ValueError(
+            f"Expected a Ray address 'host:port' or 'ray://host:port' but got {address!r}"
+        )
+    try:
+        with socket.create_connection((host, int(port_text)), timeout=timeout):
+            pass
+    except OSError as err:
+        raise ValueError(
+            f"Expected a Ray cluster answering at {address} but could not connect within "
+            f"{timeout:g} s ({err})"
+        ) from None
+
+
+def _ray_init(address: str | None) -> Any:
+    ray = _import_ray()
+    if ray.is_initialized():
+        return ray
+    if address is not None:
+        check_ray_address(address)
+        ray.init(address=address, ignore_reinit_error=True, log_to_driver=False)
+    else:
+        ray.init(include_dashboard=False, ignore_reinit_error=True, log_to_driver=False)
+    return ray
+
+
+def _ray_fit(context: RunContext, run_id: int, seed: int) -> RunOutput:
+    import torch
+
+    torch.set_num_threads(1)
+    return fit_run(context, run_id, seed)
+
+
+def _run_ray(
+    context: RunContext, tasks: Sequence[tuple[int, int]], address: str | None
+) -> Iterator[RunOutput]:
+    ray = _ray_init(address)
+    _pickled_context(context)  # a clear error before Ray's own
+    gpus = float(ray.cluster_resources().get("GPU", 0.0))
+    remote = ray.remote(_ray_fit).options(num_cpus=1, num_gpus=1 if gpus >= 1 else 0)
+    context_ref = ray.put(context)
+    pending = {remote.remote(context_ref, run_id, seed): (run_id, seed) for run_id, seed in tasks}
+    try:
+        while pending:
+            done, _ = ray.wait(list(pending), num_returns=1)
+            for ref in done:
+                run_id, seed = pending.pop(ref)
+                try:
+                    yield ray.get(ref)
+                except Exception as err:  # the task or its worker died
+                    yield RunOutput(
+                        run_id=run_id,
+                        seed=seed,
+                        status="failed",
+                        error=f"{type(err).__name__}: {err}",
+                    )
+    finally:
+        for ref in pending:
+            ray.cancel(ref, force=True)
+
+
+# --------------------------------------------------------------------------- dispatch
+
+
+def execute_runs(
+    context: RunContext,
+    tasks: Sequence[tuple[int, int]],
+    *,
+    executor: ExecutorName = "local",
+    jobs: int = 1,
+    address: str | None = None,
+) -> Iterator[RunOutput]:
+    """Run ``(run_id, seed)`` tasks and yield each :class:`RunOutput` as soon as it finishes.
+
+    Args:
+        context: the data and estimator factory shared by every run.
+        tasks: ``(run_id, seed)`` pairs.
+        executor: ``"local"`` (in-process for ``jobs=1``, else a spawn process pool) or
+            ``"ray"`` (the running Ray runtime, a cluster at ``address``, or a new local one).
+        jobs: worker processes of the local pool (ignored by Ray, which schedules by CPUs/GPUs).
+        address: the Ray cluster's address (``host:port``, ``ray://host:port`` or ``"auto"``);
+            an address that does not answer within 5 s is a ValueError.
+    """
+    if executor == "local":
+        if address is not None:
+            raise ValueError(f"Expected no address with executor='local' but got {address!r}")
+        yield from _run_local(context, tasks, jobs)
+    elif executor == "ray":
+        yield from _run_ray(context, tasks, address)
+    else:
+        raise ValueError(f"Expected executor 'local' or 'ray' but got {executor!r}")
+
+
+def default_jobs() -> int:
+    """A sensible ``jobs`` for this machine: its CPU count (at least 1)."""
+    return max(1, os.cpu_count() or 1)
