@@ -298,6 +298,13 @@ def load_array(path: str | Path) -> LoadedArray:
         ((3, 2), [0, 1, 1])
     """
     path = Path(path)
+    try:
+        return _load_array(path)
+    except TypeError as err:  # wrong content of a file is a value error, like any other
+        raise ValueError(str(err)) from None
+
+
+def _load_array(path: Path) -> LoadedArray:
     suffix = path.suffix.lower()
     if suffix not in (".npy", ".npz", ".csv"):
         raise ValueError(f"Expected a data file ending in .npy, .npz or .csv but got {str(path)!r}")
