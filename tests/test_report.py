@@ -426,9 +426,15 @@ def test_failed_write_leaves_no_file_and_keeps_the_old_one(tmp_path, pngs, monke
     assert sorted(p.name for p in tmp_path.iterdir()) == ["report.html"]
 
 
-def test_write_png_round_trips(tmp_path, pngs):
+def test_written_files_round_trip_and_are_world_readable(tmp_path, pngs):
     path = write_png(tmp_path / "figs" / "latent.png", pngs["latent_row"])
     assert path.read_bytes() == pngs["latent_row"]
+    page = write_html_report(tmp_path / "r.html", title="t", sections=[Section("s")])
+    assert render_html(title="t", sections=[Section("s")]).split("<footer>")[0] in (
+        page.read_text(encoding="utf-8")
+    )
+    for p in (path, page):
+        assert p.stat().st_mode & 0o777 == 0o644
 
 
 # ------------------------------------------------------------------ real browser

@@ -364,7 +364,6 @@ def latent_grid_figure(
                 s=point_size,
                 c=point_colors,
                 linewidths=0,
-                rasterized=True,
             )
             ax.set_xlabel(f"z{dims[0] + 1}", fontsize=8)
             ax.set_ylabel(f"z{dims[1] + 1}", fontsize=8)

@@ -36,6 +36,8 @@ __all__ = [
 ]
 
 MISSING = "–"  # shown for None and NaN
+# Reports are for sharing: readable by all (the temporary file of atomic_write is 0600).
+REPORT_MODE = 0o644
 
 
 def format_value(value: Any, precision: int = 3) -> str:
@@ -388,6 +390,7 @@ def write_html_report(
     text = render_html(title=title, sections=sections, metadata=metadata)
     path = Path(path)
     with atomic_write(path, "w") as fh:
+        os.chmod(fh.fileno(), REPORT_MODE)
         fh.write(text)
     return path
 
@@ -397,5 +400,6 @@ def write_png(path: str | os.PathLike, png: bytes) -> Path:
     Figure(png)  # validates the signature
     path = Path(path)
     with atomic_write(path, "wb") as fh:
+        os.chmod(fh.fileno(), REPORT_MODE)
         fh.write(png)
     return path
