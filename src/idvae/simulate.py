@@ -116,7 +116,8 @@ class Simulation:
 
         Keys: ``x``, ``z``, ``u``, ``labels`` (read back by ``idvae.datasets.load_array``),
         ``noise_std``, ``prior_weights``, ``prior_means``, ``prior_covariances``,
-        ``decoder_activation`` and ``decoder_weight_<l>`` / ``decoder_bias_<l>`` for each
+        ``decoder_activation`` (``"leaky_relu"`` with slope 0.2, ``"relu"``, or ``"none"``
+        for an affine f) and ``decoder_weight_<l>`` / ``decoder_bias_<l>`` for each
         Linear layer l; with multivariate U also ``facets``, ``joint`` and ``neighbors`` (a
         boolean array of shape (k, latent_dim), entry [i, t] true when t ∈ ne(U_i)).
 
@@ -138,7 +139,9 @@ class Simulation:
         }
         linears = [m for m in self.decoder.modules() if isinstance(m, nn.Linear)]
         activations = [m for m in self.decoder.modules() if isinstance(m, nn.LeakyReLU | nn.ReLU)]
-        name = "leaky_relu" if activations and isinstance(activations[0], nn.LeakyReLU) else "relu"
+        name = "none"  # a single Linear layer: f is affine
+        if activations:
+            name = "leaky_relu" if isinstance(activations[0], nn.LeakyReLU) else "relu"
         arrays["decoder_activation"] = np.asarray(name)
         for i, layer in enumerate(linears):
             arrays[f"decoder_weight_{i}"] = layer.weight.detach().cpu().numpy()
@@ -151,6 +154,57 @@ class Simulation:
         with atomic_write(path, "wb") as fh:
             np.savez(fh, **arrays)
         return path
+
+    @classmethod
+    def load(cls, path: str | Path) -> Simulation:
+        """Read a ``Simulation`` written by ``save`` (the decoder is rebuilt from its weights).
+
+        Raises:
+            ValueError: the file is not a saved simulation (a key is missing or malformed).
+        """
+        path = Path(path)
+        if not path.is_file():
+            raise FileNotFoundError(f"Expected a saved simulation at {path} but it does not exist")
+        try:
+            with np.load(path, allow_pickle=False) as f:
+                data = {key: f[key] for key in f.files}
+        except (ValueError, OSError, EOFError) as err:
+            raise ValueError(f"Expected a .npz simulation at {path} but: {err}") from None
+        required = ("x", "z", "u", "noise_std", "prior_weights", "prior_means")
+        required += ("prior_covariances", "decoder_activation")
+        missing = [key for key in required if key not in data]
+        if missing:
+            raise ValueError(
+                f"Expected a simulation saved by Simulation.save at {path} but it lacks {missing}"
+            )
+        weights, biases, i = [], [], 0
+        while f"decoder_weight_{i}" in data:
+            weights.append(torch.from_numpy(np.asarray(data[f"decoder_weight_{i}"], np.float64)))
+            biases.append(torch.from_numpy(np.asarray(data[f"decoder_bias_{i}"], np.float64)))
+            i += 1
+        if not weights:
+            raise ValueError(f"Expected decoder weights in {path} but found none")
+        sizes = [int(weights[0].shape[1])] + [int(w.shape[0]) for w in weights]
+        activation = str(data["decoder_activation"])
+        net = _build(sizes, "relu" if activation == "relu" else "leaky_relu", weights, biases)
+        prior = GMM(data["prior_weights"], data["prior_means"], data["prior_covariances"])
+        facets = neighbors = joint = None
+        if "facets" in data:
+            facets = tuple(int(d) for d in data["facets"])
+            adjacency = np.asarray(data["neighbors"], dtype=bool)
+            neighbors = tuple(tuple(int(t) for t in np.flatnonzero(row)) for row in adjacency)
+            joint = np.asarray(data["joint"], dtype=np.float64)
+        return cls(
+            x=np.asarray(data["x"], dtype=np.float64),
+            z=np.asarray(data["z"], dtype=np.float64),
+            u=np.asarray(data["u"], dtype=np.int64),
+            prior=prior,
+            decoder=net,
+            noise_std=float(data["noise_std"]),
+            facets=facets,
+            neighbors=neighbors,
+            joint=joint,
+        )
 
 
 def sample_model(
