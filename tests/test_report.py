@@ -510,3 +510,66 @@ def test_report_renders_in_headless_chromium(tmp_path, pngs):
     bad = tmp_path / "bad.html"
     bad.write_text("<html><body><script>throw new Error('boom')</script></body></html>")
     assert _console_errors(_render(browser, bad, tmp_path, f"--screenshot={shot}").stderr)
+
+
+# ------------------------------------------------------- failed runs, stability
+
+
+def test_latent_grid_keeps_a_panel_for_a_failed_run(toy):
+    z, labels, runs = toy
+    with_failed = latent_grid_figure([runs[0], None, runs[1]], labels=[labels, None, labels])
+    without = latent_grid_figure([runs[0], runs[1]], labels=[labels, labels])
+    # Three panels side by side instead of two: the failed run is shown, not dropped.
+    assert decode(with_failed).shape[1] > decode(without).shape[1] * 1.3
+    with pytest.raises(ValueError, match="every entry is None"):
+        latent_grid_figure([None, None])
+
+
+def _toy_stability_result(toy):
+    from idvae.experiments import RunRecord, StabilityResult
+
+    z, labels, runs = toy
+    nan = np.nan
+    mcc = np.array([[1.0, nan, 0.9], [nan, 1.0, nan], [0.9, nan, 1.0]])
+    records = [
+        RunRecord(0, 11, "ok", fit_seconds=3.25, truth={"weak_mcc": 0.99}),
+        RunRecord(1, 12, "failed", error="loss became NaN <epoch 3>"),
+        RunRecord(2, 13, "ok", fit_seconds=2.75, truth={"weak_mcc": 0.97}),
+    ]
+    return StabilityResult(
+        runs=records,
+        matrices={"weak_mcc": mcc, "dist_aff": np.where(np.isnan(mcc), nan, 0.25)},
+        latents=[runs[0], None, runs[1]],
+        predictions=[labels, None, labels],
+        notes=["distAff failed on pair (0, 1)"],
+    )
+
+
+def test_stability_section_lists_every_run_and_the_papers_values(toy):
+    from idvae.report import stability_section
+
+    z, labels, _ = toy
+    result = _toy_stability_result(toy)
+    section = stability_section(
+        result, heading="Toy study", labels=labels, reference=z, paper={"weak_mcc": "0.99"}
+    )
+    summary, runs_table = section.tables
+    rows = {(r[0], r[1]): r for r in summary.rows}
+    stats = result.summary()
+    weak = rows[("weak MCC", "between runs")]
+    assert weak[2:5] == (
+        pytest.approx(stats["between_runs"]["weak_mcc"]["mean"]),
+        pytest.approx(0.0),
+        1,
+    )
+    assert weak[5] == "0.99"
+    assert rows[("weak MCC", "to the truth")][2] == pytest.approx(0.98)
+    assert rows[("weak MCC", "to the truth")][5] is None  # the paper gives between-runs only
+    assert [r[2] for r in runs_table.rows] == ["ok", "failed", "ok"]
+    assert runs_table.rows[1][-1] == "loss became NaN <epoch 3>"
+    assert len(section.figures) == 1 + len(result.matrices)  # latents + one heatmap each
+    text = render_html(title="t", sections=[section])
+    assert "loss became NaN &lt;epoch 3&gt;" in text
+    assert "distAff failed on pair (0, 1)" in text
+    with pytest.raises(TypeError, match="StabilityResult"):
+        stability_section(object(), heading="x")

@@ -39,8 +39,10 @@ from idvae.report.html import (
     write_html_report,
     write_png,
 )
+from idvae.report.stability import METRIC_LABELS, stability_section
 
 __all__ = [
+    "METRIC_LABELS",
     "PNG_MAGIC",
     "AffineAlignment",
     "Figure",
@@ -59,6 +61,7 @@ __all__ = [
     "profile_figure",
     "profiles_figure",
     "render_html",
+    "stability_section",
     "training_curves_figure",
     "write_html_report",
     "write_png",

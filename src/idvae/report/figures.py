@@ -164,7 +164,7 @@ def align_affine(z: object, reference: object) -> np.ndarray:
 # ------------------------------------------------------------------ latent spaces
 
 
-def _as_latent_list(latents: object) -> list[np.ndarray]:
+def _as_latent_list(latents: object) -> list[np.ndarray | None]:
     if isinstance(latents, np.ndarray) and latents.ndim == 3:
         latents = list(latents)  # (n_runs, n_samples, m), e.g. vectorised seeds
     if isinstance(latents, np.ndarray) and latents.ndim == 2:
@@ -178,14 +178,17 @@ def _as_latent_list(latents: object) -> list[np.ndarray]:
         )
     if len(latents) == 0:
         raise ValueError("Expected at least one latent array but got an empty list")
-    return [check_array(z, f"latents[{i}]") for i, z in enumerate(latents)]
+    zs = [None if z is None else check_array(z, f"latents[{i}]") for i, z in enumerate(latents)]
+    if all(z is None for z in zs):
+        raise ValueError("Expected at least one run with latents but every entry is None")
+    return zs
 
 
 def _is_per_run(labels: object) -> bool:
     if isinstance(labels, np.ndarray):
         return labels.ndim == 2
     if isinstance(labels, Sequence) and not isinstance(labels, str | bytes) and len(labels):
-        return np.ndim(labels[0]) == 1
+        return any(lab is None or np.ndim(lab) == 1 for lab in labels)
     return False
 
 
@@ -211,17 +214,19 @@ def latent_grid_figure(
     Figs. 2 and 5-7 of the paper: the learned latents of every run, each mapped onto a
     common reference by the least-squares affine map (``align="affine"``), so that runs
     that agree up to an affine map look alike. The reference is ``reference`` when given
-    (e.g. the true latents, drawn as the first panel) and run 1 otherwise. For more than
-    two dimensions the panels show coordinates ``dims`` of the aligned space (the reference's
-    coordinates); the figure title says so. Each panel's title gives the R^2 of its map.
+    (e.g. the true latents, drawn as the first panel) and the first run otherwise. For more
+    than two dimensions the panels show coordinates ``dims`` of the aligned space (the
+    reference's coordinates); the figure title says so. Each panel's title gives the R^2
+    of its map. A failed run (None) keeps its panel, marked "failed".
 
     Args:
-        latents: a list of arrays of shape (n_samples, m), one per run, or one array of
-            shape (n_runs, n_samples, m).
+        latents: a list of arrays of shape (n_samples, m), one per run (None for a failed
+            run), or one array of shape (n_runs, n_samples, m).
         labels: cluster labels to colour by: an array of shape (n_samples,) shared by
             every panel (e.g. the true clusters), or a list of such arrays, one per run
-            (e.g. each run's predicted clusters). None draws every point in one colour.
-        reference: array of shape (n_samples, m_ref) to align to, or None for run 1.
+            (e.g. each run's predicted clusters; None entries are not coloured). None draws
+            every point in one colour.
+        reference: array of shape (n_samples, m_ref) to align to, or None for the first run.
         align: ``"affine"`` to map every run onto the reference, ``"none"`` to draw the raw
             latents.
         titles: one title per run (default "run 1", "run 2", ...).
@@ -251,14 +256,17 @@ def latent_grid_figure(
         isinstance(d, bool) or not isinstance(d, numbers.Integral) or d < 0 for d in dims
     ):
         raise ValueError(f"Expected dims to be two non-negative integers but got {dims!r}")
+    names = [titles[i] if titles is not None else f"run {i + 1}" for i in range(len(zs))]
 
     ref = None if reference is None else check_array(reference, "reference", min_samples=2)
     has_ref_panel = ref is not None
+    ref_index = None  # the run that serves as reference when none is given
     if align == "affine" and ref is None:
-        ref = zs[0]
+        ref_index = next(i for i, z in enumerate(zs) if z is not None)
+        ref = zs[ref_index]
     if align == "affine":
         for i, z in enumerate(zs):
-            if z.shape[0] != ref.shape[0]:
+            if z is not None and z.shape[0] != ref.shape[0]:
                 raise ValueError(
                     "Expected every run to hold the reference's samples: "
                     f"latents[{i}] has {z.shape[0]} rows but the reference has {ref.shape[0]}"
@@ -266,33 +274,36 @@ def latent_grid_figure(
 
     # Labels: one array per panel (None = no colouring).
     n_runs = len(zs)
+    ref_labels = None
     if labels is None:
         run_labels: list[np.ndarray | None] = [None] * n_runs
-        ref_labels = None
     elif _is_per_run(labels):
         if len(labels) != n_runs:
             raise ValueError(f"Expected {n_runs} label arrays (one per run) but got {len(labels)}")
         run_labels = [
-            _check_labels_1d(lab, f"labels[{i}]", z.shape[0])
+            None if lab is None or z is None else _check_labels_1d(lab, f"labels[{i}]", len(z))
             for i, (lab, z) in enumerate(zip(labels, zs, strict=True))
         ]
-        ref_labels = None
     else:
         shared = np.asarray(labels)
-        run_labels = [_check_labels_1d(shared, "labels", z.shape[0]) for z in zs]
-        ref_labels = _check_labels_1d(shared, "labels", ref.shape[0]) if has_ref_panel else None
-
+        run_labels = [
+            None if z is None else _check_labels_1d(shared, "labels", z.shape[0]) for z in zs
+        ]
+        if has_ref_panel:
+            ref_labels = _check_labels_1d(shared, "labels", ref.shape[0])
     if reference_labels is not None and has_ref_panel:
         ref_labels = _check_labels_1d(reference_labels, "reference_labels", ref.shape[0])
 
     # Align on all points, then draw a subset.
-    panels: list[tuple[np.ndarray, np.ndarray | None, str]] = []
+    panels: list[tuple[np.ndarray | None, np.ndarray | None, str]] = []
     if has_ref_panel:
         panels.append((ref, ref_labels, reference_title))
     for i, z in enumerate(zs):
-        name = titles[i] if titles is not None else f"run {i + 1}"
-        if align == "affine":
-            if i == 0 and not has_ref_panel:
+        name = names[i]
+        if z is None:
+            name = f"{name}: failed"
+        elif align == "affine":
+            if i == ref_index:
                 name = f"{name} (reference)"
             else:
                 fit = fit_affine_alignment(z, ref)
@@ -300,8 +311,9 @@ def latent_grid_figure(
                 name = f"{name} (R² {fit.r2:.3f})"
         panels.append((z, run_labels[i], name))
 
-    space_dim = panels[0][0].shape[1] if align == "affine" else max(z.shape[1] for z in zs)
-    for z, _, name in panels:
+    drawn = [p for p in panels if p[0] is not None]
+    space_dim = ref.shape[1] if align == "affine" else max(z.shape[1] for z, _, _ in drawn)
+    for z, _, name in drawn:
         if z.shape[1] > 1 and max(dims) >= z.shape[1]:
             raise ValueError(
                 f"Expected dims < {z.shape[1]} (the latent dimension of {name!r}) "
@@ -331,7 +343,7 @@ def latent_grid_figure(
     shared_limits = None
     if align == "affine" and space_dim >= 2:
         # Robust common limits: every panel lives in the reference's coordinates.
-        stacked = np.concatenate([z[subset(z.shape[0])][:, list(dims)] for z, _, _ in panels])
+        stacked = np.concatenate([z[subset(z.shape[0])][:, list(dims)] for z, _, _ in drawn])
         lo, hi = np.percentile(stacked, [0.5, 99.5], axis=0)
         pad = 0.08 * np.maximum(hi - lo, 1e-12)
         shared_limits = (lo - pad, hi + pad)
@@ -341,6 +353,22 @@ def latent_grid_figure(
             ax.set_axis_off()
             continue
         z, lab, name = panels[k]
+        if z is None:
+            ax.set_xticks([])
+            ax.set_yticks([])
+            ax.text(
+                0.5,
+                0.5,
+                "failed",
+                ha="center",
+                va="center",
+                fontsize=11,
+                color="tab:red",
+                transform=ax.transAxes,
+            )
+            ax.set_box_aspect(1)
+            ax.set_title(name, fontsize=9)
+            continue
         idx = subset(z.shape[0])
         zz = z[idx]
         if lab is None:
@@ -358,13 +386,7 @@ def latent_grid_figure(
                         ax.hist(zz[sel, 0], bins=40, color=color, alpha=0.6)
             ax.set_xlabel("z1", fontsize=8)
         else:
-            ax.scatter(
-                zz[:, dims[0]],
-                zz[:, dims[1]],
-                s=point_size,
-                c=point_colors,
-                linewidths=0,
-            )
+            ax.scatter(zz[:, dims[0]], zz[:, dims[1]], s=point_size, c=point_colors, linewidths=0)
             ax.set_xlabel(f"z{dims[0] + 1}", fontsize=8)
             ax.set_ylabel(f"z{dims[1] + 1}", fontsize=8)
             if shared_limits is not None:
@@ -375,14 +397,17 @@ def latent_grid_figure(
         ax.tick_params(labelsize=7)
 
     if align == "affine":
-        what = f"aligned to {'the ' + reference_title if has_ref_panel else 'run 1'}"
-        what += " by a least-squares affine map"
+        target = f"the {reference_title}" if has_ref_panel else names[ref_index]
+        what = f"aligned to {target} by a least-squares affine map"
     else:
         what = "raw latents (no alignment)"
     if space_dim > 2:
         what = f"coordinates {dims[0] + 1} and {dims[1] + 1} of {space_dim}; {what}"
     if 0 < len(categories) <= 20:
         what += "; colour = cluster"
+    n_failed = sum(z is None for z in zs)
+    if n_failed:
+        what += f"; {n_failed} of {n_runs} runs failed"
     fig.suptitle(what if title is None else f"{title}\n{what}", fontsize=10)
     return _to_png(fig, dpi)
 

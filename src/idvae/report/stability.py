@@ -1,0 +1,172 @@
+"""A report section for a stability study (``idvae.stability``): tables and figures.
+
+Duck-typed on ``idvae.experiments.StabilityResult`` (``summary()``, ``runs``, ``matrices``,
+``latents``, ``predictions``, ``notes``) so this module needs no import of the experiments.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from typing import Any
+
+import numpy as np
+
+from idvae.report.figures import heatmap_figure, latent_grid_figure
+from idvae.report.html import Figure, Section, Table
+
+__all__ = ["METRIC_LABELS", "stability_section"]
+
+# metric key -> how tables and figures call it (App. J.1 for the definitions).
+METRIC_LABELS: dict[str, str] = {
+    "strong_mcc": "strong MCC",
+    "weak_mcc": "weak MCC",
+    "canonical_mcc": "canonical strong MCC (Thm E.1)",
+    "dist_aff": "distAff,L2",
+    "accuracy": "cluster accuracy",
+    "nmi": "NMI",
+    "ari": "ARI",
+}
+_GROUPS = (("between_runs", "between runs"), ("to_truth", "to the truth"), ("clustering", ""))
+_UNBOUNDED = ("dist_aff",)  # metrics not in [0, 1]: their colour scale follows the data
+
+
+def _label(name: str) -> str:
+    return METRIC_LABELS.get(name, name.replace("_", " "))
+
+
+def stability_section(
+    result: Any,
+    *,
+    heading: str,
+    text: str | None = None,
+    labels: Any = None,
+    reference: Any = None,
+    reference_title: str = "truth",
+    paper: Mapping[str, Any] | None = None,
+    precision: int = 3,
+    max_points: int = 2000,
+) -> Section:
+    """A report section for one stability study, as the paper's Table 2 and Fig. 2 show it.
+
+    It holds: a summary table (mean, std and count of every metric between runs, to the
+    truth and of the clustering, with the paper's value beside ours when ``paper`` gives
+    it); a table of every run (seed, status, fit time, its metrics, its error if it failed —
+    failed runs are listed, never dropped); the latent spaces of every run aligned to the
+    truth or run 1 (Figs. 2, 5-7); a heatmap of each between-runs matrix.
+
+    Args:
+        result: a ``StabilityResult`` of ``idvae.stability``.
+        heading: the section's heading.
+        text: an introduction (plain text); the study's notes are appended.
+        labels: array of shape (n_samples,) to colour the latents by (e.g. the true
+            clusters); default: each run's predicted clusters.
+        reference: array of shape (n_samples, m_ref), e.g. the true latents, to align to
+            (drawn as the first panel); default: run 1.
+        reference_title: the title of the reference panel.
+        paper: metric key (e.g. ``"weak_mcc"``) -> the paper's between-runs value for it, a
+            number or a string such as ``"0.99 (0.003)"`` (cite the table in ``text``).
+        precision: decimals of the tables' numbers.
+        max_points: at most this many points per latent panel.
+
+    Returns:
+        The ``Section``.
+    """
+    for attribute in ("summary", "runs", "matrices"):
+        if not hasattr(result, attribute):
+            raise TypeError(
+                f"Expected a StabilityResult (with .{attribute}) but got {type(result).__name__}"
+            )
+    summary = result.summary()
+    paper = dict(paper or {})
+
+    columns = ["metric", "", "mean", "std", "n"] + (["paper"] if paper else [])
+    rows = []
+    for group, group_name in _GROUPS:
+        for name, stat in (summary.get(group) or {}).items():
+            row = [_label(name), group_name, stat.get("mean"), stat.get("std"), stat.get("n")]
+            if paper:  # the paper reports between-runs figures only
+                row.append(paper.get(name) if group == "between_runs" else None)
+            rows.append(row)
+    n_runs = summary.get("n_runs", len(result.runs))
+    n_failed = summary.get("n_failed", 0)
+    summary_table = Table(
+        columns,
+        rows,
+        caption=f"{n_runs} runs, {n_failed} failed; mean and std (ddof = 0) over pairs of "
+        "runs (between runs) or over runs",
+        precision=precision,
+    )
+
+    truth_keys = sorted({k for r in result.runs for k in (getattr(r, "truth", None) or {})})
+    cluster_keys = sorted({k for r in result.runs for k in (getattr(r, "clustering", None) or {})})
+    run_rows = []
+    for r in result.runs:
+        truth = getattr(r, "truth", None) or {}
+        clustering = getattr(r, "clustering", None) or {}
+        run_rows.append(
+            [
+                getattr(r, "run_id", len(run_rows)) + 1,
+                getattr(r, "seed", None),
+                getattr(r, "status", None),
+                getattr(r, "fit_seconds", None),
+                *[truth.get(k) for k in truth_keys],
+                *[clustering.get(k) for k in cluster_keys],
+                getattr(r, "error", None) or "",
+            ]
+        )
+    run_columns = [
+        "run",
+        "seed",
+        "status",
+        "fit (s)",
+        *[f"{_label(k)} to truth" for k in truth_keys],
+        *[_label(k) for k in cluster_keys],
+        "error",
+    ]
+    runs_table = Table(run_columns, run_rows, caption="Every run", precision=precision)
+
+    figures = []
+    latents = list(getattr(result, "latents", None) or [])
+    if latents and any(z is not None for z in latents):
+        names = [f"run {i + 1}" for i in range(len(latents))]
+        colour = labels
+        if colour is None:
+            predictions = list(getattr(result, "predictions", None) or [])
+            if len(predictions) == len(latents) and any(p is not None for p in predictions):
+                colour = predictions
+        png = latent_grid_figure(
+            latents,
+            labels=colour,
+            reference=reference,
+            reference_title=reference_title,
+            titles=names,
+            max_points=max_points,
+        )
+        what = "the true clusters" if labels is not None else "each run's predicted clusters"
+        if colour is None:
+            what = "nothing"
+        target = reference_title if reference is not None else "first run"
+        caption = (
+            f"Latent spaces of every run, aligned to the {target} by a least-squares affine "
+            f"map; colour: {what} (cf. Figs. 2, 5-7)."
+        )
+        figures.append(Figure(png, caption))
+    for name, matrix in result.matrices.items():
+        matrix = np.asarray(matrix, dtype=np.float64)
+        run_names = [f"run {i + 1}" for i in range(matrix.shape[0])]
+        unbounded = name in _UNBOUNDED
+        png = heatmap_figure(
+            matrix,
+            title=f"{_label(name)} between runs",
+            labels=run_names,
+            vmin=0.0,
+            vmax=None if unbounded else 1.0,
+            precision=3 if unbounded else 2,
+        )
+        figures.append(Figure(png, f"Pairwise {_label(name)} (grey: a failed run)."))
+
+    notes = list(getattr(result, "notes", None) or [])
+    body = text or ""
+    if notes:
+        body = (body + "\n\n" if body else "") + "Notes:\n" + "\n".join(notes)
+    return Section(heading, text=body or None, tables=[summary_table, runs_table], figures=figures)
