@@ -531,7 +531,7 @@ def _apply(net: nn.Module, z: np.ndarray) -> np.ndarray:
     param = next(net.parameters())
     with torch.no_grad():
         out = net(torch.as_tensor(z, dtype=param.dtype, device=param.device))
-    return out.detach().cpu().numpy().astype(np.float64)
+    return np.asarray(out.detach().cpu().numpy(), dtype=np.float64)
 
 
 # -- priors -------------------------------------------------------------------------------

@@ -96,7 +96,10 @@ def simulate(
     structure = f"J = {sim.prior.n_components} components"
     if sim.facets is not None:
         structure += f" (facets {','.join(map(str, sim.facets))})"
-    kind = "non-injective" if non_injective else "injective"
+    if non_injective:
+        kind = "no injectivity conditions"
+    else:  # App. H: Cor. H.4 for LeakyReLU, Cor. H.2 for ReLU
+        kind = "injective, (F4)" if decoder == "leaky_relu" else "observably injective, (F3)"
     typer.echo(
         f"wrote {out}: {sim.n_samples} samples, x {sim.x.shape}, z {sim.z.shape}, "
         f"{structure}, {decoder} decoder {'-'.join(map(str, widths))} ({kind}), "
