@@ -232,7 +232,8 @@ th { background: #eef2f8; }
 td.num { text-align: right; font-variant-numeric: tabular-nums; white-space: nowrap; }
 td.paper, th.paper { color: #6b6f76; font-style: italic; background: #f7f7f7; }
 tbody tr:nth-child(even) td:not(.paper) { background: #fafbfd; }
-figure { margin: 1em 0 2em; }
+.figures { display: flex; flex-wrap: wrap; gap: 0 1.5em; align-items: flex-start; }
+figure { margin: 1em 0 1.5em; max-width: 100%; }
 figure img { max-width: 100%; height: auto; border: 1px solid #e3e6ea; }
 figcaption { font-size: .9em; color: #444; margin-top: .35em; }
 footer { margin-top: 3em; border-top: 1px solid #c9ced6; font-size: .85em; color: #555; }
@@ -343,7 +344,9 @@ def render_html(
         if section.text:
             parts.append(_render_text(section.text))
         parts.extend(_render_table(t) for t in section.tables)
-        parts.extend(_render_figure(f) for f in section.figures)
+        if section.figures:  # small figures (heatmaps) flow side by side
+            figures = "\n".join(_render_figure(f) for f in section.figures)
+            parts.append(f'<div class="figures">\n{figures}\n</div>')
         parts.append("</section>")
         body.append("\n".join(parts))
     entries = "".join(f"<dt>{_esc(k)}</dt><dd>{_esc(v)}</dd>" for k, v in meta.items())
