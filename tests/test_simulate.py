@@ -3,6 +3,8 @@ import math
 import numpy as np
 import pytest
 import torch
+from hypothesis import given, settings
+from hypothesis import strategies as st
 from torch import nn
 
 from idvae import GMM
@@ -327,7 +329,7 @@ def test_joint_validation():
         (dict(latent_dim=2, obs_dim=3, n_components=2, decoder="tanh"), ValueError, "leaky_relu"),
         (dict(latent_dim=2, obs_dim=3, n_components=2, hidden=3), TypeError, "sequence"),
         (dict(latent_dim=2, obs_dim=3, n_components=2, random_state=-1), ValueError, ">= 0"),
-        (dict(latent_dim=2, obs_dim=3, facets=(2, 1)), ValueError, "facet size >= 2"),
+        (dict(latent_dim=2, obs_dim=3, facets=(2, 1)), ValueError, "d_2 >= 2"),
         (dict(latent_dim=2, obs_dim=3, facets=3), TypeError, "sequence"),
         (dict(latent_dim=2, obs_dim=3, facets=(2, 2), n_components=3), ValueError, "∏ d_i = 4"),
         (dict(latent_dim=2, obs_dim=3, facets=(2, 2), covariance="full"), ValueError, "diag"),
@@ -400,3 +402,35 @@ def test_load_restores_the_simulation(tmp_path):
     np.savez(tmp_path / "plain.npz", x=np.zeros((2, 2)))
     with pytest.raises(ValueError, match="lacks"):
         Simulation.load(tmp_path / "plain.npz")
+
+
+@settings(max_examples=15, deadline=None)
+@given(
+    latent_dim=st.integers(1, 4),
+    extra=st.integers(0, 6),
+    n_components=st.integers(1, 6),
+    covariance=st.sampled_from(["diag", "full"]),
+    seed=st.integers(0, 2**32 - 1),
+)
+def test_random_instances_meet_their_guarantees(latent_dim, extra, n_components, covariance, seed):
+    sim = sample_model(
+        64,
+        latent_dim=latent_dim,
+        obs_dim=latent_dim + extra,
+        n_components=n_components,
+        covariance=covariance,
+        random_state=seed,
+    )
+    p = sim.prior
+    mean = p.weights @ p.means
+    var = np.einsum("j,jtt->t", p.weights, p.covariances) + p.weights @ p.means**2 - mean**2
+    np.testing.assert_allclose(mean, 0, atol=1e-9)
+    np.testing.assert_allclose(var, 1, rtol=1e-9)
+    assert p.weights.min() >= 0.5 / n_components - 1e-12
+    layers = linears(sim.decoder)
+    widths = [latent_dim] + [layer.out_features for layer in layers]
+    assert widths == sorted(widths) and widths[-1] == latent_dim + extra
+    for layer in layers:
+        s_vals = np.linalg.svd(layer.weight.numpy(), compute_uv=False)
+        assert s_vals[-1] >= 1e-3 * s_vals[0]
+    assert np.all(np.isfinite(sim.x))

@@ -619,8 +619,7 @@ def _check_facets(facets: Any) -> tuple[int, ...]:
         ) from None
     if not values:
         raise ValueError("Expected at least one facet but got facets = ()")
-    out = tuple(check_positive_int(d, "each facet size", minimum=2) for d in values)
-    return out
+    return tuple(check_positive_int(d, f"d_{i + 1}", minimum=2) for i, d in enumerate(values))
 
 
 def _check_joint(joint: Any, facets: tuple[int, ...]) -> np.ndarray:
