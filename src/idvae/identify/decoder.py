@@ -1,0 +1,369 @@
+"""Injectivity of ReLU / LeakyReLU decoders: (F2) weak, (F3) observable, (F4) full (App. H).
+
+Certificates (proofs):
+
+* every activation injective (LeakyReLU with slope > 0) and every affine layer of full
+  column rank (so widths never decrease) ⇒ f is injective (F4), hence (F3) and (F2)
+  (Lemma H.3 / Cor. H.4; Remark 3.1);
+* output width n < input width m, or a first affine layer with a kernel ⇒ every fibre is
+  infinite: none of (F2)-(F4);
+* an exhibited pair z ≠ z' with f(z) = f(z'), both strictly inside linear regions, disproves
+  (F4); when the two regions' images span the same m-flat the double points fill an open set
+  of f(R^m), which disproves (F3) too.
+
+For ReLU networks App. H's Lemma H.1 / Cor. H.2 (nondecreasing widths and dim f(R^m) = m ⇒
+(F3)) is *not* used as a certificate: ``counterexamples.relu_fold`` meets those hypotheses
+(with every layer of full column rank) and is not even weakly injective. Undecided cases
+are decided empirically — Jacobian ranks at sampled points, and a search for second
+preimages by solving the affine equations of every linear region met — and the report says
+which conclusions are proofs (``certified``) and which are evidence.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+from torch import nn
+
+from idvae._validation import RandomState, check_positive_int, check_random_state
+
+__all__ = ["DecoderReport", "check_decoder", "decoder_layers"]
+
+
+@dataclass(frozen=True)
+class DecoderReport:
+    """What is known about the injectivity of a piecewise affine decoder f: R^m → R^n.
+
+    Attributes:
+        weakly_injective: (F2); True / False / None when undecided.
+        observably_injective: (F3).
+        injective: (F4).
+        certified: for each of the three fields, whether its value is a proof (True) or
+            empirical evidence (False).
+        reasons: how each conclusion was reached.
+        input_dim: m.
+        output_dim: n.
+        widths: layer widths, input first.
+        activations: the negative slope of each activation (0 for ReLU).
+        witness: a pair (z, z') with f(z) = f(z'), z ≠ z', when one was found.
+    """
+
+    weakly_injective: bool | None
+    observably_injective: bool | None
+    injective: bool | None
+    certified: dict[str, bool]
+    reasons: list[str]
+    input_dim: int
+    output_dim: int
+    widths: tuple[int, ...]
+    activations: tuple[float, ...]
+    witness: tuple[np.ndarray, np.ndarray] | None = field(default=None, repr=False)
+
+    def to_dict(self) -> dict[str, Any]:
+        """JSON-serialisable description."""
+        return {
+            "weakly_injective": self.weakly_injective,
+            "observably_injective": self.observably_injective,
+            "injective": self.injective,
+            "certified": dict(self.certified),
+            "reasons": list(self.reasons),
+            "input_dim": self.input_dim,
+            "output_dim": self.output_dim,
+            "widths": list(self.widths),
+            "activations": list(self.activations),
+            "witness": None if self.witness is None else [w.tolist() for w in self.witness],
+        }
+
+
+# --------------------------------------------------------------------------------------
+# parsing
+# --------------------------------------------------------------------------------------
+Op = tuple[str, Any, Any]  # ("affine", W, b) or ("act", slope, None)
+
+
+def _flatten(module: Any) -> list[nn.Module]:
+    if isinstance(module, nn.Sequential | nn.ModuleList | list | tuple):
+        out: list[nn.Module] = []
+        for child in module:
+            out.extend(_flatten(child))
+        return out
+    if isinstance(module, nn.Linear | nn.ReLU | nn.LeakyReLU | nn.Identity | nn.Dropout):
+        return [module]
+    if isinstance(module, nn.Module):
+        raise TypeError(
+            f"Expected an MLP of Linear and ReLU/LeakyReLU layers (nn.Sequential) but got a "
+            f"layer of type {type(module).__name__}"
+        )
+    raise TypeError(f"Expected a torch nn.Module but got {type(module).__name__}")
+
+
+def decoder_layers(module: Any) -> list[Op]:
+    """The decoder as float64 affine maps and activations, consecutive affines merged.
+
+    Args:
+        module: an ``nn.Sequential`` (possibly nested) of ``Linear``, ``ReLU``, ``LeakyReLU``,
+            ``Identity`` and ``Dropout`` (identity in evaluation) layers, or one ``Linear``.
+
+    Returns:
+        A list of ``("affine", W, b)`` (W of shape (out, in)) and ``("act", slope, None)``.
+    """
+    ops: list[Op] = []
+    for layer in _flatten(module):
+        if isinstance(layer, nn.Linear):
+            W = layer.weight.detach().cpu().double().numpy().copy()
+            b = (
+                layer.bias.detach().cpu().double().numpy().copy()
+                if layer.bias is not None
+                else np.zeros(W.shape[0])
+            )
+            if ops and ops[-1][0] == "affine":
+                W0, b0 = ops[-1][1], ops[-1][2]
+                if W.shape[1] != W0.shape[0]:
+                    raise ValueError(
+                        f"Expected a Linear layer with {W0.shape[0]} inputs but got {W.shape[1]}"
+                    )
+                ops[-1] = ("affine", W @ W0, W @ b0 + b)
+            else:
+                ops.append(("affine", W, b))
+        elif isinstance(layer, nn.ReLU | nn.LeakyReLU):
+            slope = float(layer.negative_slope) if isinstance(layer, nn.LeakyReLU) else 0.0
+            if slope == 1.0:
+                continue
+            ops.append(("act", slope, None))
+    if not any(op[0] == "affine" for op in ops):
+        raise TypeError("Expected at least one Linear layer in the decoder but found none")
+    return ops
+
+
+def _forward(ops: list[Op], z: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """f(z), the Jacobians (N, n, m) and the smallest |pre-activation| margin per point."""
+    h = z
+    N, m = z.shape
+    J = np.broadcast_to(np.eye(m), (N, m, m)).copy()
+    margin = np.full(N, np.inf)
+    for kind, a, b in ops:
+        if kind == "affine":
+            h = h @ a.T + b
+            J = np.matmul(a, J)
+        else:
+            scale = np.maximum(np.abs(h).max(axis=1, keepdims=True), 1e-300)
+            margin = np.minimum(margin, (np.abs(h) / scale).min(axis=1))
+            gate = np.where(h > 0, 1.0, a)
+            h = h * gate
+            J = J * gate[:, :, None]
+    return h, J, margin
+
+
+def _pattern(ops: list[Op], z: np.ndarray) -> np.ndarray:
+    """The activation pattern (which units are positive) of each point, as a bool array."""
+    h = z
+    bits = []
+    for kind, a, b in ops:
+        if kind == "affine":
+            h = h @ a.T + b
+        else:
+            bits.append(h > 0)
+            h = np.where(h > 0, h, a * h)
+    return np.concatenate(bits, axis=1) if bits else np.zeros((z.shape[0], 0), dtype=bool)
+
+
+# --------------------------------------------------------------------------------------
+# the check
+# --------------------------------------------------------------------------------------
+def _rank(M: np.ndarray) -> int:
+    s = np.linalg.svd(M, compute_uv=False)
+    if s.size == 0 or s[0] == 0:
+        return 0
+    return int(np.sum(s > s[0] * max(M.shape) * 1e-10))
+
+
+def check_decoder(
+    module: Any,
+    *,
+    n_points: int = 512,
+    n_targets: int = 64,
+    scale: float | None = None,
+    random_state: RandomState = None,
+) -> DecoderReport:
+    """Decide (F2)-(F4) for a ReLU / LeakyReLU MLP decoder f: R^m → R^n.
+
+    Args:
+        module: an ``nn.Sequential`` (possibly nested) of ``Linear`` and ``ReLU`` /
+            ``LeakyReLU`` layers (``Identity``, ``Dropout`` ignored).
+        n_points: points sampled (at several scales) to find linear regions.
+        n_targets: image points whose second preimages are searched for.
+        scale: spread of the sampled points (default: 3, 30 and 300 — regions near the
+            origin and far away).
+        random_state: seed of the sampling.
+
+    Returns:
+        A ``DecoderReport``.
+
+    Raises:
+        TypeError: a layer other than Linear / ReLU / LeakyReLU / Identity / Dropout.
+
+    Example:
+        >>> from idvae.nets import mlp
+        >>> check_decoder(mlp([2, 8, 10], "leaky_relu")).injective
+        True
+    """
+    n_points = check_positive_int(n_points, "n_points", minimum=2)
+    n_targets = check_positive_int(n_targets, "n_targets")
+    rng = check_random_state(random_state)
+    ops = decoder_layers(module)
+    affines = [op for op in ops if op[0] == "affine"]
+    m = affines[0][1].shape[1]
+    n = affines[-1][1].shape[0]
+    widths = (m, *[op[1].shape[0] for op in affines])
+    slopes = tuple(op[1] for op in ops if op[0] == "act")
+    reasons: list[str] = []
+
+    def report(f2, f3, f4, cert, witness=None) -> DecoderReport:
+        if isinstance(cert, bool):
+            cert = {"weakly_injective": cert, "observably_injective": cert, "injective": cert}
+        return DecoderReport(f2, f3, f4, cert, reasons, m, n, widths, slopes, witness)
+
+    # ---- certificates -----------------------------------------------------------------
+    if n < m:
+        reasons.append(
+            f"output dimension n = {n} < latent dimension m = {m}: every linear region has a "
+            "kernel, so every fibre is infinite (see Remark 3.3)"
+        )
+        return report(False, False, False, True)
+    ranks = [_rank(op[1]) for op in affines]
+    first_is_affine = ops[0][0] == "affine"
+    if first_is_affine and ranks[0] < m:
+        reasons.append(
+            f"the first affine layer has rank {ranks[0]} < m = {m}: f(z) = f(z + v) for every "
+            "v in its kernel, so every fibre is infinite"
+        )
+        return report(False, False, False, True)
+    full_rank = all(r == op[1].shape[1] for r, op in zip(ranks, affines, strict=True))
+    injective_acts = all(s > 0 for s in slopes)
+    if full_rank and injective_acts:
+        reasons.append(
+            "every affine layer has full column rank (widths "
+            f"{' -> '.join(map(str, widths))}) and every activation is an injective "
+            "LeakyReLU: f is injective (Lemma H.3, Cor. H.4), hence (F3) and (F2) (Remark 3.1)"
+        )
+        return report(True, True, True, True)
+    if not full_rank:
+        bad = [
+            i for i, (r, op) in enumerate(zip(ranks, affines, strict=True)) if r < op[1].shape[1]
+        ]
+        reasons.append(
+            f"affine layer(s) {bad} have rank below their input width: App. H's sufficient "
+            "conditions do not apply"
+        )
+    if not injective_acts:
+        kinds = sorted({"ReLU" if s == 0 else f"slope {s:g}" for s in slopes if s <= 0})
+        reasons.append(
+            f"non-injective activations ({', '.join(kinds)}): no certificate from App. H (Cor. "
+            "H.2's ReLU condition is not used: counterexamples.relu_fold breaks it)"
+        )
+
+    # ---- empirical search ---------------------------------------------------------------
+    scales = (3.0, 30.0, 300.0) if scale is None else (float(scale),)
+    z = np.concatenate([s * rng.standard_normal((n_points // len(scales) + 1, m)) for s in scales])[
+        :n_points
+    ]
+    fz, jac, margin = _forward(ops, z)
+    generic = margin > 1e-9
+    z, fz, jac, margin = z[generic], fz[generic], jac[generic], margin[generic]
+    jranks = np.array([_rank(J) for J in jac])
+    deficient = jranks < m
+    witness: tuple[np.ndarray, np.ndarray] | None = None
+    if np.any(deficient):
+        i = int(np.flatnonzero(deficient)[0])
+        _, _, vt = np.linalg.svd(jac[i])
+        v = vt[-1]
+        # a step small enough to stay inside the region (margins are relative)
+        for step in (1e-3, 1e-5, 1e-7):
+            z2 = z[i] + step * max(1.0, np.linalg.norm(z[i])) * v
+            if np.allclose(_forward(ops, z2[None])[0][0], fz[i], rtol=1e-9, atol=1e-9):
+                witness = (z[i].copy(), z2)
+                break
+    full = np.flatnonzero(~deficient)
+    patterns = _pattern(ops, z)
+    # one representative point per linear region met
+    _, region_idx = np.unique(patterns, axis=0, return_index=True)
+    region_idx = region_idx[~deficient[region_idx]]
+    fold: tuple[np.ndarray, np.ndarray] | None = None
+    same_flat = False
+    n_double = 0
+    targets = rng.permutation(full)[:n_targets] if full.size else np.array([], dtype=int)
+    if region_idx.size:
+        A_all = jac[region_idx]  # (R, n, m)
+        c_all = fz[region_idx] - np.einsum("rnm,rm->rn", A_all, z[region_idx])
+        pinv = np.linalg.pinv(A_all)  # (R, m, n)
+    for t in targets:
+        if not region_idx.size:
+            break
+        sols = np.einsum("rmn,rn->rm", pinv, fz[t] - c_all)  # candidate preimages per region
+        resid = np.abs(np.einsum("rnm,rm->rn", A_all, sols) + c_all - fz[t]).max(axis=1)
+        ok = resid <= 1e-8 * (1 + np.abs(fz[t]).max())
+        ok &= np.linalg.norm(sols - z[t], axis=1) > 1e-6 * (1 + np.linalg.norm(z[t]))
+        ok &= ~np.all(patterns[region_idx] == patterns[t], axis=1)
+        found = False
+        for r_pos in np.flatnonzero(ok):
+            sol = sols[r_pos]
+            _, _, mar = _forward(ops, sol[None])
+            if mar[0] <= 1e-9:
+                continue
+            if not np.array_equal(_pattern(ops, sol[None])[0], patterns[region_idx[r_pos]]):
+                continue
+            found = True
+            flat = _rank(np.concatenate([jac[t], A_all[r_pos]], axis=1)) == m
+            if fold is None or (flat and not same_flat):
+                fold, same_flat = (z[t].copy(), sol), flat
+            break
+        n_double += found
+    n_t = len(targets)
+    reasons.append(
+        f"sampled {len(z)} generic points in {len(np.unique(patterns, axis=0))} linear regions; "
+        f"Jacobian rank < m at {int(deficient.sum())}; a second preimage found for "
+        f"{n_double} of {n_t} image points"
+    )
+
+    # injective (F4)
+    if fold is not None or witness is not None:
+        f4, c4 = False, True
+        reasons.append("(F4) fails: exhibited z != z' with f(z) = f(z') (see witness)")
+    else:
+        f4, c4 = True, False
+        reasons.append("(F4): no two preimages found (empirical, not a proof)")
+    # observably injective (F3)
+    if fold is not None and same_flat:
+        f3, c3 = False, True
+        reasons.append(
+            "(F3) fails: two linear regions map onto the same m-flat around a double point, so "
+            "double points fill an open subset of f(R^m)"
+        )
+    elif n_t == 0:
+        f3, c3 = False, False
+        reasons.append(
+            "(F3) fails (empirical): the Jacobian has rank < m at every sampled point, so the "
+            "image is lower-dimensional and its points have infinitely many preimages"
+        )
+    elif f4 and not c4:
+        f3, c3 = True, False
+    else:
+        f3, c3 = True, False
+        reasons.append("(F3): double points found only on lower-dimensional sets (empirical)")
+    # weakly injective (F2)
+    if n_t and n_double == n_t and same_flat:
+        f2, c2 = False, False
+        reasons.append(
+            "(F2) fails (empirical): every sampled image point has a second preimage, so no "
+            "ball of the image has unique preimages"
+        )
+    elif n_t == 0:
+        f2, c2 = False, False
+        reasons.append("(F2) fails (empirical): the Jacobian has rank < m at every sampled point")
+    else:
+        f2, c2 = True, False
+        reasons.append("(F2): some image points have a unique preimage (empirical)")
+    cert = {"weakly_injective": c2, "observably_injective": c3, "injective": c4}
+    return report(f2, f3, f4, cert, fold if fold is not None else witness)
