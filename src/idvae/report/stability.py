@@ -163,7 +163,8 @@ def stability_section(
             vmax=None if unbounded else 1.0,
             precision=3 if unbounded else 2,
         )
-        figures.append(Figure(png, f"Pairwise {_label(name)} (grey: a failed run)."))
+        failed = " (grey: a failed run)" if np.isnan(matrix).any() else ""
+        figures.append(Figure(png, f"Pairwise {_label(name)}{failed}."))
 
     notes = list(getattr(result, "notes", None) or [])
     body = text or ""
