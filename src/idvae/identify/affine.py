@@ -286,7 +286,7 @@ def _profile_collinearity(covs: np.ndarray) -> float:
     return best
 
 
-def check_p2(gmm: GMM, *, tol: float = 1e-6, diag_tol: float = 0.1) -> P2Report:
+def check_p2(gmm: GMM, *, tol: float = 1e-6, diag_tol: float = 0.3) -> P2Report:
     """Check (P2) on a mixture observed through an unknown invertible affine map.
 
     Works on the mixture of Y = A Z + b directly: the variance ratios of a pair of
@@ -447,6 +447,7 @@ def disentangle(
     *,
     method: Method = "auto",
     tol: float = 1e-6,
+    diag_tol: float = 0.3,
     strict: bool = True,
 ) -> AffineMap:
     """Theorem E.1: the map from Y = A Z + b to canonical coordinates of Z.
@@ -464,6 +465,8 @@ def disentangle(
             mixtures, started from the best pair); ``"auto"`` takes the pair when it
             diagonalises every component to 1e-10 and the joint method otherwise.
         tol: variance ratios closer than this in log count as equal.
+        diag_tol: warn (``IdentifiabilityWarning``) when a component keeps a correlation
+            above this after diagonalisation.
         strict: when (P2) fails raise ``NotIdentifiableError``; with ``strict=False`` warn
             with ``IdentifiabilityWarning`` and return the (then non-unique) map.
 
@@ -503,6 +506,16 @@ def disentangle(
         W = W_pair if (method == "auto" and exact) else _joint_diagonaliser(gmm, (i, j))
     covs = np.einsum("ik,jkl,ml->jim", W, gmm.covariances, W)
     unique = _profile_collinearity(covs) > tol
+    offdiag = _max_abs_correlation(covs)
+    if offdiag > diag_tol:
+        warnings.warn(
+            f"(P2) fails: the {J} covariances are not simultaneously diagonalisable (max "
+            f"|corr| {offdiag:.2g} > diag_tol {diag_tol:g} after joint diagonalisation), so Y "
+            "is not an affine image of a mixture with diagonal covariances; the map returned "
+            "is the best approximate one",
+            IdentifiabilityWarning,
+            stacklevel=2,
+        )
     if not pair_ok and not (method != "pair" and unique):
         msg = (
             f"(P2) fails: the best pair of components ({i}, {j}) has variance ratios with "
