@@ -402,13 +402,14 @@ def gmm_l2_distance(p: GMM, q: GMM, *, normalized: bool = True) -> float:
     return math.sqrt(max(sq, 0.0)) * math.exp(0.5 * scale)
 
 
-def _moments(p: GMM) -> tuple[np.ndarray, np.ndarray]:
-    """Mean (m,) and covariance (m, m) of the mixture as a whole."""
-    mean = p.weights @ p.means
-    centred = p.means - mean
-    cov = np.einsum("j,jkl->kl", p.weights, p.covariances) + centred.T @ (
-        p.weights[:, None] * centred
-    )
+def _moments(
+    weights: np.ndarray, means: np.ndarray, covariances: np.ndarray
+) -> tuple[np.ndarray, np.ndarray]:
+    """Mean (m,) and covariance (m, m) of a mixture as a whole (weights renormalised)."""
+    weights = weights / weights.sum()
+    mean = weights @ means
+    centred = means - mean
+    cov = np.einsum("j,jkl->kl", weights, covariances) + centred.T @ (weights[:, None] * centred)
     return mean, 0.5 * (cov + cov.T)
 
 
@@ -431,13 +432,16 @@ class _Whitened:
     inv_root: np.ndarray  # (m, m) Σ^{-1/2}
 
 
-def _whiten(p: GMM) -> _Whitened:
-    mean, cov = _moments(p)
+def _whiten_arrays(weights: np.ndarray, means: np.ndarray, covariances: np.ndarray) -> _Whitened:
+    mean, cov = _moments(weights, means, covariances)
     root, inv_root = _sqrt_pair(cov)
-    means = (p.means - mean) @ inv_root
-    covs = np.einsum("ik,jkl,ml->jim", inv_root, p.covariances, inv_root)
+    covs = inv_root @ covariances @ inv_root
     covs = 0.5 * (covs + np.swapaxes(covs, 1, 2))
-    return _Whitened(p.weights, means, covs, mean, root, inv_root)
+    return _Whitened(weights / weights.sum(), (means - mean) @ inv_root, covs, mean, root, inv_root)
+
+
+def _whiten(p: GMM) -> _Whitened:
+    return _whiten_arrays(p.weights, p.means, p.covariances)
 
 
 def _forward_substitution(chol: np.ndarray, rhs: np.ndarray) -> np.ndarray:
@@ -562,10 +566,12 @@ def _overlap_matching(
 class _MatchedInit:
     """Initial affine maps from a matching of components, by linear least squares.
 
-    For matched pairs (j, k) an exact map satisfies ``M μ_j + c = ν_k`` and ``M Σ_j = Γ_k M``
-    when M is orthogonal (which it is between whitened mixtures: both have identity overall
-    covariance). Both are linear in (M, c); their weighted sum of squares is minimised in
-    closed form, one (m² + m)-dimensional solve per candidate matching.
+    The matched components of each side are whitened as a mixture of their own (so a matched
+    subset related by an affine map becomes related by an orthogonal one, even when other
+    components are left out). For matched pairs (j, k) an exact orthogonal map satisfies
+    ``M μ_j + c = ν_k`` and ``M Σ_j = Γ_k M``; both are linear in (M, c) and their weighted
+    sum of squares is minimised in closed form, one (m² + m)-dimensional solve per matching.
+    The result is returned in the coordinates of the objective (the global whitenings).
     """
 
     def __init__(self, p: _Whitened, q: _Whitened) -> None:
@@ -574,10 +580,19 @@ class _MatchedInit:
         self.pair_weight = 0.5 * (p.weights[:, None] + q.weights[None, :])
 
     def __call__(self, rows: np.ndarray, cols: np.ndarray) -> np.ndarray:
+        p, q = self.p, self.q
+        sub_p = _whiten_arrays(p.weights[rows], p.means[rows], p.covariances[rows])
+        sub_q = _whiten_arrays(q.weights[cols], q.means[cols], q.covariances[cols])
+        theta = self._least_squares(sub_p, sub_q, self.pair_weight[rows, cols])
+        M_sub, c_sub = theta[: self.m * self.m].reshape(self.m, self.m), theta[self.m * self.m :]
+        # Compose: global-whitened p -> sub-whitened p -> sub-whitened q -> global-whitened q.
+        M = sub_q.root @ M_sub @ sub_p.inv_root
+        c = sub_q.root @ (c_sub - M_sub @ sub_p.inv_root @ sub_p.mean) + sub_q.mean
+        return np.concatenate([M.ravel(), c])
+
+    def _least_squares(self, sp: _Whitened, sq: _Whitened, w: np.ndarray) -> np.ndarray:
         m, mm = self.m, self.m * self.m
-        w = self.pair_weight[rows, cols]
-        mu, nu = self.p.means[rows], self.q.means[cols]
-        sig, gam = self.p.covariances[rows], self.q.covariances[cols]
+        mu, nu, sig, gam = sp.means, sq.means, sp.covariances, sq.covariances
         eye = np.eye(m)
         h = np.zeros((mm + m, mm + m))
         g = np.zeros(mm + m)
@@ -663,8 +678,11 @@ def _search(
             theta = init(rows, cols)
             candidates.append((objective(theta)[0], theta))
 
+    # No map at all (A = I, b = 0 in the original coordinates), and the map between the two
+    # whitenings: so the result is never worse than either.
+    no_map = np.concatenate([(q.inv_root @ p.root).ravel(), q.inv_root @ (p.mean - q.mean)])
     identity = np.concatenate([np.eye(m).ravel(), np.zeros(m)])
-    candidates.append((objective(identity)[0], identity))
+    candidates += [(objective(no_map)[0], no_map), (objective(identity)[0], identity)]
     exhaustive = math.perm(max(p.weights.size, q.weights.size), min(p.weights.size, q.weights.size))
     for rows, cols in _candidate_matchings(p, q, max_permutations):
         add(rows, cols)
