@@ -22,7 +22,7 @@ from pathlib import Path
 from typing import Any
 
 from idvae._validation import atomic_write
-from idvae.report.figures import PNG_MAGIC
+from idvae.report._common import PNG_MAGIC
 
 __all__ = [
     "Figure",
