@@ -573,3 +573,25 @@ def test_stability_section_lists_every_run_and_the_papers_values(toy):
     assert "distAff failed on pair (0, 1)" in text
     with pytest.raises(TypeError, match="StabilityResult"):
         stability_section(object(), heading="x")
+
+
+def test_image_grid_places_images_row_by_row():
+    # Black, white / white, black: the dark cells must sit on the diagonal.
+    images = np.stack(
+        [np.zeros((10, 10)), np.ones((10, 10)), np.ones((10, 10)), np.zeros((10, 10))]
+    )
+    pixels = decode(image_grid_figure(images, n_cols=2, vmin=0, vmax=1))[..., :3].mean(axis=2)
+    dark = pixels < 0.5
+    rows, cols = np.nonzero(dark)
+    mid_r, mid_c = (rows.min() + rows.max()) / 2, (cols.min() + cols.max()) / 2
+    top_left = dark[: int(mid_r), : int(mid_c)].sum()
+    top_right = dark[: int(mid_r), int(mid_c) :].sum()
+    bottom_right = dark[int(mid_r) :, int(mid_c) :].sum()
+    assert top_left > 20 * max(top_right, 1) and bottom_right > 20 * max(top_right, 1)
+    # Flattened input gives the same picture; pairs set apart make the figure wider.
+    assert image_grid_figure(images.reshape(4, 100), n_cols=2, vmin=0, vmax=1) == (
+        image_grid_figure(images, n_cols=2, vmin=0, vmax=1)
+    )
+    wide = decode(image_grid_figure(np.zeros((8, 100)), n_cols=8, col_group=2))
+    narrow = decode(image_grid_figure(np.zeros((8, 100)), n_cols=8))
+    assert wide.shape[1] > narrow.shape[1]

@@ -88,12 +88,14 @@ def image_grid_figure(
     cmap: str = "gray",
     vmin: float | None = None,
     vmax: float | None = None,
+    col_group: int | None = None,
     dpi: int = DEFAULT_DPI,
 ) -> bytes:
     """Images in a grid, row by row: samples per component (Fig. 8), reconstructions (Fig. 9).
 
     For Fig. 8 pass the samples of component k as row k (n_cols samples per component);
-    for Fig. 9 pass ``interleave_images(x, x_hat)`` so each row shows pairs (x, x̂).
+    for Fig. 9 pass ``interleave_images(x, x_hat)`` and ``col_group=2`` so each row shows
+    pairs (x, x̂) set apart from each other.
 
     Args:
         images: array of shape (n, h*w) (square images unless ``image_shape``), (n, h, w)
@@ -106,6 +108,8 @@ def image_grid_figure(
         cmap: colour map of single-channel images.
         vmin: the black level (None: the least value over all images).
         vmax: the white level (None: the largest value over all images).
+        col_group: columns come in groups of this many (e.g. 2 for pairs), separated by a
+            wider gap.
         dpi: resolution of the PNG.
 
     Returns:
@@ -126,9 +130,14 @@ def image_grid_figure(
     hi = float(arr.max()) if vmax is None else float(vmax)
     if not hi > lo:
         hi = lo + 1.0
+    group = 0 if col_group is None else check_positive_int(col_group, "col_group")
     gap = max(1, round(0.08 * max(h, w)))
+    group_gap = 3 * gap if group else 0
+    # Left edge of each column and top edge of each row in the mosaic.
+    lefts = [c * (w + gap) + (c // group * group_gap if group else 0) for c in range(n_cols)]
+    tops = [r * (h + gap) for r in range(n_rows)]
     # One mosaic drawn once: NaN cells (gaps, missing images) show as the background.
-    shape = (n_rows * (h + gap) - gap, n_cols * (w + gap) - gap)
+    shape = (tops[-1] + h, lefts[-1] + w)
     if arr.ndim == 4:
         scaled = np.clip((arr - lo) / (hi - lo), 0.0, 1.0)
         mosaic = np.ones((*shape, arr.shape[3]))
@@ -137,7 +146,7 @@ def image_grid_figure(
         mosaic = np.full(shape, np.nan)
     for k in range(n):
         r, c = divmod(k, n_cols)
-        mosaic[r * (h + gap) : r * (h + gap) + h, c * (w + gap) : c * (w + gap) + w] = scaled[k]
+        mosaic[tops[r] : tops[r] + h, lefts[c] : lefts[c] + w] = scaled[k]
 
     scale = 0.55 / max(h, w)  # inches per pixel: every image is 0.55 in across
     width = shape[1] * scale + (1.2 if row_labels is not None else 0.3)
@@ -156,11 +165,11 @@ def image_grid_figure(
     for spine in ax.spines.values():
         spine.set_visible(False)
     if row_labels is not None:
-        ax.set_yticks([r * (h + gap) + (h - 1) / 2 for r in range(n_rows)], row_labels)
+        ax.set_yticks([top + (h - 1) / 2 for top in tops], row_labels)
         ax.tick_params(axis="y", length=0, labelsize=7)
     if col_labels is not None:
         ax.xaxis.set_ticks_position("top")
-        ax.set_xticks([c * (w + gap) + (w - 1) / 2 for c in range(n_cols)], col_labels)
+        ax.set_xticks([left + (w - 1) / 2 for left in lefts], col_labels)
         ax.tick_params(axis="x", length=0, labelsize=7)
     if title:
         ax.set_title(title, fontsize=10)
