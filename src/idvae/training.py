@@ -376,6 +376,7 @@ def train(
                 }
                 checkpoint(
                     {
+                        "format_version": CHECKPOINT_FORMAT_VERSION,
                         "phase": phase,
                         "epoch": epoch,
                         "module": module.state_dict(),

@@ -11,6 +11,7 @@ from typing import Any
 
 from idvae.models._base import REGISTRY, LatentEstimator
 from idvae.models._io import load
+from idvae.models.vade import VaDE
 from idvae.models.vae import VAE
 from idvae.training import ComponentCollapseWarning, TrainingError
 

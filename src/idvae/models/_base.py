@@ -363,10 +363,14 @@ class LatentEstimator(TransformerMixin, BaseEstimator):
             self.scaler_mean_ = np.zeros(X.shape[1])
             self.scaler_scale_ = np.ones(X.shape[1])
         else:
+            # centre each feature but divide all by ONE scale (the root mean variance): the
+            # isotropic noise of model (3) stays isotropic, and features that are mostly
+            # noise are not blown up to unit variance
             self.scaler_mean_ = X.mean(axis=0)
-            scale = X.std(axis=0)
-            # constant features keep scale 1 (they carry no information to standardise)
-            self.scaler_scale_ = np.where(scale > _MIN_SCALE * (1 + np.abs(X).max()), scale, 1.0)
+            scale = float(np.sqrt(np.mean(X.var(axis=0))))
+            if not scale > _MIN_SCALE * (1.0 + float(np.abs(X).max())):
+                scale = 1.0  # constant data: nothing to standardise
+            self.scaler_scale_ = np.full(X.shape[1], scale)
 
     def _scale(self, X: np.ndarray) -> np.ndarray:
         return ((X - self.scaler_mean_) / self.scaler_scale_).astype(np.float32)
@@ -717,26 +721,47 @@ class GaussianEncoder(nn.Module):
 
 
 class Decoder(nn.Module):
-    """p(x | z): Gaussian N(f(z), diag s²) with learned s² (softplus + floor), or Bernoulli.
+    """p(x | z): Gaussian N(f(z), s² I) or Bernoulli with logits f(z).
 
     Args:
         sizes: widths ``[latent_dim, *hidden, n_features]``.
         activation: nonlinearity between layers (none after the last).
         likelihood: ``"gaussian"`` or ``"bernoulli"`` (f(z) are logits then).
+        noise_variance: ``"learned"`` (one s² shared by all features, as the isotropic
+            noise of model (3), trained through softplus with a floor), ``"learned_diag"``
+            (one s² per feature) or a fixed positive float.
     """
 
-    def __init__(self, sizes: Sequence[int], activation: str, likelihood: str) -> None:
+    def __init__(
+        self,
+        sizes: Sequence[int],
+        activation: str,
+        likelihood: str,
+        noise_variance: str | float = "learned",
+    ) -> None:
         super().__init__()
         from idvae.nets import mlp
 
         self.net = mlp(sizes, activation)
         self.likelihood = likelihood
+        self.fixed_noise: float | None = None
         if likelihood == "gaussian":
-            # start at variance 0.1 of the standardised data
-            self.raw_noise = nn.Parameter(inverse_softplus(torch.full((int(sizes[-1]),), 0.1)))
+            if noise_variance == "learned":
+                self.raw_noise = nn.Parameter(inverse_softplus(torch.full((1,), 0.1)))
+            elif noise_variance == "learned_diag":
+                self.raw_noise = nn.Parameter(inverse_softplus(torch.full((int(sizes[-1]),), 0.1)))
+            elif isinstance(noise_variance, int | float) and noise_variance > 0:
+                self.fixed_noise = float(noise_variance)
+            else:
+                raise ValueError(
+                    "Expected noise_variance 'learned', 'learned_diag' or a positive float but "
+                    f"got {noise_variance!r}"
+                )
 
     def noise_variance(self) -> torch.Tensor:
-        """Array (n_features,): the observation noise variances s² (Gaussian only)."""
+        """The observation noise variances s² (Gaussian only), shape (1,) or (n_features,)."""
+        if self.fixed_noise is not None:
+            return torch.tensor([self.fixed_noise], device=self.net[0].weight.device)
         return torch.nn.functional.softplus(self.raw_noise) + MIN_NOISE_VARIANCE
 
     def mean(self, z: torch.Tensor) -> torch.Tensor:

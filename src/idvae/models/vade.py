@@ -1,0 +1,446 @@
+"""VaDE: a VAE with a Gaussian-mixture prior (Jiang et al., 2016), the estimator of Sec. 4.
+
+Generative model, model (3) with k = 1 (eq. (2) for the prior):
+
+    c ~ Cat(pi),    z | c ~ N(mu_c, Sigma_c),    x | z ~ p(x | f(z)),
+
+with Sigma_c diagonal or full (a Cholesky factor). Inference: q(z | x) = N(m(x), diag s2(x))
+and q(c | x) = p(c | z) at the sampled z (Jiang et al.'s choice: the q(c|x) that maximises
+the ELBO given z). The negative ELBO per sample, with gamma_c = q(c | x), is
+
+    -E_q log p(x | z)                                              "recon"
+    + sum_c gamma_c KL(q(z | x) || p(z | c))                       "kl_z"
+    + KL(q(c | x) || p(c)) = sum_c gamma_c (log gamma_c - log pi_c)    "kl_c"
+
+where E_q log N(z; mu_c, Sigma_c) has the closed form
+-1/2 [m log 2 pi + log|Sigma_c| + tr(Sigma_c^-1 diag s2) + (m - mu_c)' Sigma_c^-1 (m - mu_c)],
+so only the reconstruction term is a Monte Carlo estimate (one sample). Responsibilities
+are computed as ``log_softmax`` of log pi_c + log N(z; mu_c, Sigma_c); weights are logits.
+
+Fitting: autoencoder pretraining (reconstruction loss on the encoder means), a
+scikit-learn ``GaussianMixture`` on the encoder means (seeded) to initialise the prior,
+then the ELBO, all through the checkpointed engine ``idvae.training``.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from numbers import Integral, Real
+from typing import Any, ClassVar
+
+import numpy as np
+import torch
+from sklearn.base import ClusterMixin
+from sklearn.mixture import GaussianMixture
+from sklearn.utils._param_validation import Interval, StrOptions
+from torch import nn
+from torch.nn import functional as F
+
+from idvae.mixture import GMM
+from idvae.models._base import (
+    Decoder,
+    FitContext,
+    GaussianEncoder,
+    LatentEstimator,
+    LatentModule,
+    check_sizes,
+    gaussian_entropy,
+    inverse_softplus,
+    register,
+    reparameterize,
+)
+
+__all__ = ["GaussianMixturePrior", "VaDE", "VaDEModule"]
+
+_LOG_2PI = float(np.log(2.0 * np.pi))
+MIN_PRIOR_VARIANCE = 1e-4
+
+
+class GaussianMixturePrior(nn.Module):
+    """p(z) = sum_c pi_c N(z; mu_c, Sigma_c) with trainable logits, means and covariances.
+
+    Variances pass through softplus with a floor; a full covariance is L L' with L lower
+    triangular whose diagonal passes through softplus with a floor.
+
+    Args:
+        n_components: J.
+        latent_dim: m.
+        covariance_type: ``"diag"`` or ``"full"``.
+    """
+
+    def __init__(self, n_components: int, latent_dim: int, covariance_type: str) -> None:
+        super().__init__()
+        self.n_components, self.latent_dim = n_components, latent_dim
+        self.covariance_type = covariance_type
+        self.logits = nn.Parameter(torch.zeros(n_components))
+        self.means = nn.Parameter(torch.randn(n_components, latent_dim))
+        if covariance_type == "diag":
+            self.raw_scale = nn.Parameter(inverse_softplus(torch.ones(n_components, latent_dim)))
+        else:
+            raw = torch.zeros(n_components, latent_dim, latent_dim)
+            raw.diagonal(dim1=-2, dim2=-1).copy_(inverse_softplus(torch.ones(latent_dim)))
+            self.raw_scale = nn.Parameter(raw)
+
+    def log_weights(self) -> torch.Tensor:
+        """log pi, shape (J,)."""
+        return F.log_softmax(self.logits, dim=0)
+
+    def variances(self) -> torch.Tensor:
+        """Diagonal variances, shape (J, m) (``"diag"`` only)."""
+        return F.softplus(self.raw_scale) + MIN_PRIOR_VARIANCE
+
+    def cholesky(self) -> torch.Tensor:
+        """Lower Cholesky factors L_c of Sigma_c, shape (J, m, m)."""
+        if self.covariance_type == "diag":
+            return torch.diag_embed(torch.sqrt(self.variances()))
+        diag = F.softplus(self.raw_scale.diagonal(dim1=-2, dim2=-1)) + MIN_PRIOR_VARIANCE**0.5
+        return torch.tril(self.raw_scale, diagonal=-1) + torch.diag_embed(diag)
+
+    def covariances(self) -> torch.Tensor:
+        """Sigma_c, shape (J, m, m)."""
+        chol = self.cholesky()
+        return chol @ chol.transpose(-1, -2)
+
+    def expected_log_density(self, mean: torch.Tensor, var: torch.Tensor) -> torch.Tensor:
+        """E_{z ~ N(mean, diag var)} log N(z; mu_c, Sigma_c), shape (n, J).
+
+        With var = 0 it is log N(mean; mu_c, Sigma_c).
+
+        Args:
+            mean: array of shape (n, m).
+            var: array of shape (n, m), or a scalar 0.
+        """
+        diff = mean[:, None, :] - self.means[None, :, :]  # (n, J, m)
+        m = self.latent_dim
+        if self.covariance_type == "diag":
+            s2 = self.variances()  # (J, m)
+            quad = (diff**2 / s2).sum(-1)
+            log_det = torch.log(s2).sum(-1)
+            trace = var @ (1.0 / s2).T if torch.is_tensor(var) else 0.0
+        else:
+            chol = self.cholesky()
+            eye = torch.eye(m, device=chol.device, dtype=chol.dtype).expand_as(chol)
+            chol_inv = torch.linalg.solve_triangular(chol, eye, upper=False)  # (J, m, m)
+            y = torch.einsum("jid,njd->nji", chol_inv, diff)
+            quad = (y**2).sum(-1)
+            log_det = 2.0 * torch.log(chol.diagonal(dim1=-2, dim2=-1)).sum(-1)
+            # tr(Sigma^-1 diag var) = sum_d var_d sum_i (L^-1)_{id}^2
+            trace = var @ (chol_inv**2).sum(1).T if torch.is_tensor(var) else 0.0
+        return -0.5 * (m * _LOG_2PI + log_det[None, :] + trace + quad)
+
+    def log_responsibilities(self, z: torch.Tensor) -> torch.Tensor:
+        """log p(c | z) = log_softmax_c(log pi_c + log N(z; mu_c, Sigma_c)), shape (n, J)."""
+        return F.log_softmax(self.log_weights()[None, :] + self.expected_log_density(z, 0.0), 1)
+
+    def to_gmm(self) -> GMM:
+        """The prior as a float64 ``idvae.GMM``."""
+        with torch.no_grad():
+            weights = torch.softmax(self.logits.double(), dim=0).cpu().numpy()
+            chol = self.cholesky().double()
+            covs = (chol @ chol.transpose(-1, -2)).cpu().numpy()
+            means = self.means.double().cpu().numpy()
+        return GMM(weights, means, covs)
+
+    def set_from(self, weights: np.ndarray, means: np.ndarray, covariances: np.ndarray) -> None:
+        """Set the parameters to a mixture (weights (J,), means (J, m), covariances (J, m, m))."""
+        weights, means = np.array(weights, dtype=np.float64), np.array(means, dtype=np.float64)
+        covariances = np.array(covariances, dtype=np.float64)  # writable copies for torch
+        with torch.no_grad():
+            dtype, device = self.logits.dtype, self.logits.device
+            self.logits.copy_(torch.as_tensor(np.log(weights), dtype=dtype, device=device))
+            self.means.copy_(torch.as_tensor(means, dtype=dtype, device=device))
+            covs = torch.as_tensor(covariances, dtype=torch.float64)
+            if self.covariance_type == "diag":
+                var = covs.diagonal(dim1=-2, dim2=-1).clamp_min(2 * MIN_PRIOR_VARIANCE)
+                self.raw_scale.copy_(inverse_softplus(var - MIN_PRIOR_VARIANCE).to(dtype))
+            else:
+                chol = torch.linalg.cholesky(covs)
+                diag = chol.diagonal(dim1=-2, dim2=-1).clamp_min(2 * MIN_PRIOR_VARIANCE**0.5)
+                raw = torch.tril(chol, diagonal=-1) + torch.diag_embed(
+                    inverse_softplus(diag - MIN_PRIOR_VARIANCE**0.5)
+                )
+                self.raw_scale.copy_(raw.to(dtype))
+
+    def sample(self, n: int, generator: torch.Generator) -> tuple[torch.Tensor, torch.Tensor]:
+        """n draws z (n, m) and their components c (n,)."""
+        weights = torch.softmax(self.logits, dim=0)
+        c = torch.multinomial(weights, n, replacement=True, generator=generator)
+        eps = torch.randn(
+            (n, self.latent_dim), generator=generator, device=weights.device, dtype=weights.dtype
+        )
+        z = self.means[c] + torch.einsum("nij,nj->ni", self.cholesky()[c], eps)
+        return z, c
+
+
+class VaDEModule(LatentModule):
+    """The torch module of ``VaDE`` (see the contract in ``idvae.models._base``)."""
+
+    def __init__(
+        self,
+        n_features: int,
+        latent_dim: int,
+        n_components: int,
+        encoder_sizes: Sequence[int],
+        decoder_sizes: Sequence[int],
+        activation: str,
+        likelihood: str,
+        covariance_type: str,
+        noise_variance: str | float = "learned",
+    ) -> None:
+        super().__init__()
+        self.latent_dim = latent_dim
+        self.encoder = GaussianEncoder([n_features, *encoder_sizes], latent_dim, activation)
+        self.decoder = Decoder(
+            [latent_dim, *decoder_sizes, n_features], activation, likelihood, noise_variance
+        )
+        self.prior = GaussianMixturePrior(n_components, latent_dim, covariance_type)
+
+    def encode(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        return self.encoder(x)
+
+    def decode(self, z: torch.Tensor) -> torch.Tensor:
+        return self.decoder.mean(z)
+
+    def loss(self, x: torch.Tensor, *, generator: torch.Generator) -> dict[str, torch.Tensor]:
+        """The negative ELBO and its three terms (module docstring), batch means."""
+        mean, logvar = self.encoder(x)
+        z = reparameterize(mean, logvar, generator)
+        recon = -self.decoder.log_likelihood(x, z)
+        log_w = self.prior.log_weights()
+        # q(c | x) = p(c | z) at the sampled z, in log space
+        log_gamma = F.log_softmax(log_w[None, :] + self.prior.expected_log_density(z, 0.0), 1)
+        gamma = log_gamma.exp()
+        expected = self.prior.expected_log_density(mean, logvar.exp())  # (n, J)
+        kl_z = -(gamma * expected).sum(1) - gaussian_entropy(logvar)
+        kl_c = (gamma * (log_gamma - log_w[None, :])).sum(1)
+        recon, kl_z, kl_c = recon.mean(), kl_z.mean(), kl_c.mean()
+        return {"loss": recon + kl_z + kl_c, "recon": recon, "kl_z": kl_z, "kl_c": kl_c}
+
+    def pretrain_loss(
+        self, x: torch.Tensor, *, generator: torch.Generator
+    ) -> dict[str, torch.Tensor]:
+        """Autoencoder loss on the encoder means (MSE or cross-entropy), batch mean."""
+        mean, _ = self.encoder(x)
+        recon = self.decoder.reconstruction_error(x, mean).mean()
+        return {"loss": recon}
+
+    def log_responsibilities(self, x: torch.Tensor) -> torch.Tensor:
+        """log p(c | z = E[z | x]), shape (n, J)."""
+        mean, _ = self.encoder(x)
+        return self.prior.log_responsibilities(mean)
+
+    def prior_gmm(self) -> GMM:
+        return self.prior.to_gmm()
+
+    def mixture_weights(self) -> list[torch.Tensor]:
+        return [torch.softmax(self.prior.logits, dim=0)]
+
+    def sample(self, n: int, generator: torch.Generator) -> tuple[torch.Tensor, torch.Tensor]:
+        z, _ = self.prior.sample(n, generator)
+        return self.decoder.mean(z), z
+
+
+@register
+class VaDE(ClusterMixin, LatentEstimator):
+    """Variational Deep Embedding: a VAE whose prior is a Gaussian mixture (Jiang et al., 2016).
+
+    Fits model (3) of the paper with k = 1: Z from a J-component Gaussian mixture, X = f(Z)
+    plus noise. ``fit`` pretrains an autoencoder, initialises the prior with a seeded
+    scikit-learn ``GaussianMixture`` on the encoder means, then maximises the ELBO.
+
+    Args:
+        latent_dim: m, the dimension of z (at most the number of features, Remark 3.3).
+        n_components: J, the number of mixture components.
+        encoder_sizes: hidden widths of the encoder n -> ... -> m (default: the paper's
+            synthetic-data network, App. J.3.2).
+        decoder_sizes: hidden widths of the decoder m -> ... -> n.
+        activation: ``"leaky_relu"`` (slope 0.2) or ``"relu"``.
+        likelihood: ``"gaussian"`` (X standardised inside; learned noise variance per
+            feature) or ``"bernoulli"`` (X in [0, 1], e.g. images).
+        covariance_type: ``"diag"`` or ``"full"`` prior covariances.
+        pretrain_epochs: autoencoder pretraining epochs (0: none).
+        epochs: ELBO epochs.
+        batch_size: mini-batch size.
+        lr: Adam learning rate (both phases).
+        lr_decay: the learning rate is multiplied by this every ``lr_decay_every`` epochs
+            (VaDE's schedule: 0.9 every 10).
+        lr_decay_every: see ``lr_decay``.
+        gmm_n_init: restarts of the ``GaussianMixture`` initialisation.
+        early_stopping: stop when the ELBO stalls for ``patience`` epochs.
+        patience: see ``early_stopping``.
+        max_retries: non-finite epochs retried (halving the lr) before ``TrainingError``.
+        random_state: seed (int, numpy Generator or None); same seed, same result on CPU.
+        device: ``"auto"`` (CUDA if available), ``"cpu"`` or ``"cuda"``.
+        verbose: 0 silent, 1 a progress bar with the loss terms.
+
+    Attributes:
+        prior_: the learned prior over z, an ``idvae.GMM`` with J components.
+        labels_: the cluster of each training sample.
+        history_: per-epoch records (phase, loss, recon, kl_z, kl_c, lr, min_weight, time).
+        collapsed_components_: (0, j) for each component whose weight fell below 1e-3 / J.
+        module_: the fitted torch module.
+
+    Example:
+        >>> import idvae
+        >>> sim = idvae.simulate.sample_model(2000, latent_dim=2, obs_dim=5, n_components=3,
+        ...                                   random_state=0)
+        >>> model = idvae.VaDE(latent_dim=2, n_components=3, random_state=0).fit(sim.x)
+        >>> z = model.transform(sim.x)                  # (2000, 2) posterior means
+        >>> model.prior_.n_components
+        3
+    """
+
+    _registry_name: ClassVar[str] = "vade"
+    _parameter_constraints: ClassVar[dict] = LatentEstimator._common_constraints | {
+        "n_components": [Interval(Integral, 1, None, closed="left")],
+        "encoder_sizes": ["array-like"],
+        "decoder_sizes": ["array-like"],
+        "activation": [StrOptions({"leaky_relu", "relu"})],
+        "covariance_type": [StrOptions({"diag", "full"})],
+        "noise_variance": [
+            StrOptions({"learned", "learned_diag"}),
+            Interval(Real, 0, None, closed="neither"),
+        ],
+        "pretrain_epochs": [Interval(Integral, 0, None, closed="left")],
+        "gmm_n_init": [Interval(Integral, 1, None, closed="left")],
+    }
+
+    def __init__(
+        self,
+        latent_dim: int = 2,
+        n_components: int = 3,
+        *,
+        encoder_sizes: Sequence[int] = (64, 512, 64),
+        decoder_sizes: Sequence[int] = (64, 512, 512),
+        activation: str = "leaky_relu",
+        likelihood: str = "gaussian",
+        covariance_type: str = "diag",
+        noise_variance: str | float = "learned",
+        pretrain_epochs: int = 15,
+        epochs: int = 30,
+        batch_size: int = 100,
+        lr: float = 2e-3,
+        lr_decay: float = 0.9,
+        lr_decay_every: int = 10,
+        gmm_n_init: int = 3,
+        early_stopping: bool = False,
+        patience: int = 5,
+        max_retries: int = 5,
+        random_state: Any = None,
+        device: str = "auto",
+        verbose: int = 0,
+    ) -> None:
+        self.latent_dim = latent_dim
+        self.n_components = n_components
+        self.encoder_sizes = encoder_sizes
+        self.decoder_sizes = decoder_sizes
+        self.activation = activation
+        self.likelihood = likelihood
+        self.covariance_type = covariance_type
+        self.noise_variance = noise_variance
+        self.pretrain_epochs = pretrain_epochs
+        self.epochs = epochs
+        self.batch_size = batch_size
+        self.lr = lr
+        self.lr_decay = lr_decay
+        self.lr_decay_every = lr_decay_every
+        self.gmm_n_init = gmm_n_init
+        self.early_stopping = early_stopping
+        self.patience = patience
+        self.max_retries = max_retries
+        self.random_state = random_state
+        self.device = device
+        self.verbose = verbose
+
+    # -- hooks of the base ------------------------------------------------------------------
+    def _build_module(self, n_features: int, aux_dims: tuple[int, ...]) -> VaDEModule:
+        return VaDEModule(
+            n_features,
+            self.latent_dim,
+            self.n_components,
+            check_sizes(self.encoder_sizes, "encoder_sizes"),
+            check_sizes(self.decoder_sizes, "decoder_sizes"),
+            self.activation,
+            self.likelihood,
+            self.covariance_type,
+            self.noise_variance,
+        )
+
+    def _check_data(self, n_samples: int, n_features: int) -> None:
+        super()._check_data(n_samples, n_features)
+        if n_samples < self.n_components:
+            raise ValueError(
+                f"Expected n_samples >= n_components but got n_components = "
+                f"{self.n_components}, n_samples = {n_samples}"
+            )
+
+    def _fit_phases(self, ctx: FitContext) -> None:
+        module: VaDEModule = ctx.module  # type: ignore[assignment]
+        if self.pretrain_epochs > 0:
+            autoencoder = list(module.encoder.parameters()) + list(module.decoder.net.parameters())
+            ctx.run_phase(
+                "pretrain",
+                self._train_config(self.pretrain_epochs, lr_decay=1.0, early_stopping=False),
+                loss_fn=module.pretrain_loss,
+                parameters=autoencoder,
+            )
+        ctx.run_step("init", lambda: self._initialize_prior(ctx))
+        ctx.run_phase("train", self._train_config(self.epochs))
+
+    def _initialize_prior(self, ctx: FitContext) -> None:
+        """Fit a seeded GaussianMixture to the encoder means; copy it into the prior."""
+        module: VaDEModule = ctx.module  # type: ignore[assignment]
+        seed = int(ctx.rng.integers(0, 2**31 - 1))
+        module.eval()
+        with torch.no_grad():
+            z = torch.cat([module.encoder(b)[0] for b in ctx.data[0].split(4096)], dim=0).double()
+        z = z.cpu().numpy()
+        gmm = GaussianMixture(
+            self.n_components,
+            covariance_type=self.covariance_type,
+            n_init=self.gmm_n_init,
+            reg_covar=1e-6 * max(float(z.var()), 1e-12),
+            random_state=seed,
+        ).fit(z)
+        prior = GMM.from_sklearn(gmm)
+        # the weights stay strictly positive even if a component got no points
+        weights = np.maximum(prior.weights, 1e-6)
+        module.prior.set_from(weights / weights.sum(), prior.means, prior.covariances)
+
+    def _after_fit(self, X: np.ndarray, aux: tuple[np.ndarray, ...]) -> None:
+        self.labels_ = self.predict(X)
+
+    # -- answers ------------------------------------------------------------------------------
+    def predict_proba(self, X: Any) -> np.ndarray:
+        """Posterior cluster probabilities p(c | z = E[z | x]).
+
+        Args:
+            X: array of shape (n_samples, n_features).
+
+        Returns:
+            Array of shape (n_samples, n_components); rows sum to 1.
+        """
+        tensors = self._check_input(X, ())
+        log_p = self._map_batches(self.module_.log_responsibilities, tensors)
+        proba = np.exp(log_p)
+        return proba / proba.sum(axis=1, keepdims=True)
+
+    def predict(self, X: Any) -> np.ndarray:
+        """The most probable cluster of each sample, int array of shape (n_samples,)."""
+        tensors = self._check_input(X, ())
+        return np.argmax(self._map_batches(self.module_.log_responsibilities, tensors), axis=1)
+
+    @classmethod
+    def _test_config(cls) -> dict[str, Any]:
+        return {
+            "latent_dim": 2,
+            "n_components": 3,
+            "encoder_sizes": (16,),
+            "decoder_sizes": (16,),
+            "pretrain_epochs": 2,
+            "epochs": 2,
+            "batch_size": 32,
+            "gmm_n_init": 1,
+            "random_state": 0,
+            "device": "cpu",
+        }
