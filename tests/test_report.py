@@ -239,7 +239,7 @@ def test_figures_refuse_bad_input(toy):
         latent_grid_figure(runs, labels=[labels, labels])
     with pytest.raises(ValueError, match="dims < 2"):
         latent_grid_figure(runs, dims=(0, 2))
-    with pytest.raises(ValueError, match="finite"):
+    with pytest.raises(ValueError, match="finite latents"):
         latent_grid_figure([np.full((10, 2), np.nan)])
     with pytest.raises(ValueError, match="inf"):
         heatmap_figure(np.array([[np.inf]]), title="t")
@@ -523,6 +523,11 @@ def test_latent_grid_keeps_a_panel_for_a_failed_run(toy):
     assert decode(with_failed).shape[1] > decode(without).shape[1] * 1.3
     with pytest.raises(ValueError, match="every entry is None"):
         latent_grid_figure([None, None])
+    # A diverged run (NaN latents) is drawn as such instead of breaking the figure.
+    diverged = runs[2].copy()
+    diverged[5] = np.nan
+    with_nan = latent_grid_figure([runs[0], diverged, runs[1]], labels=labels)
+    assert decode(with_nan).shape == decode(with_failed).shape
 
 
 def _toy_stability_result(toy):

@@ -93,7 +93,8 @@ def align_affine(z: object, reference: object) -> np.ndarray:
 # ------------------------------------------------------------------ latent spaces
 
 
-def _as_latent_list(latents: object) -> list[np.ndarray | None]:
+def _as_latent_list(latents: object) -> tuple[list[np.ndarray | None], list[str | None]]:
+    """The runs' latents, None for a failed run, and why each missing run is missing."""
     if isinstance(latents, np.ndarray) and latents.ndim == 3:
         latents = list(latents)  # (n_runs, n_samples, m), e.g. vectorised seeds
     if isinstance(latents, np.ndarray) and latents.ndim == 2:
@@ -107,10 +108,25 @@ def _as_latent_list(latents: object) -> list[np.ndarray | None]:
         )
     if len(latents) == 0:
         raise ValueError("Expected at least one latent array but got an empty list")
-    zs = [None if z is None else check_array(z, f"latents[{i}]") for i, z in enumerate(latents)]
+    zs: list[np.ndarray | None] = []
+    reasons: list[str | None] = []
+    for i, z in enumerate(latents):
+        if z is None:
+            zs.append(None)
+            reasons.append("failed")
+            continue
+        z = check_array(z, f"latents[{i}]", allow_nan=True)
+        if np.all(np.isfinite(z)):
+            zs.append(z)
+            reasons.append(None)
+        else:  # a diverged run: shown as such, never dropped and never fatal to the figure
+            zs.append(None)
+            reasons.append("non-finite latents")
     if all(z is None for z in zs):
-        raise ValueError("Expected at least one run with latents but every entry is None")
-    return zs
+        raise ValueError(
+            "Expected at least one run with finite latents but every entry is None or non-finite"
+        )
+    return zs, reasons
 
 
 def _is_per_run(labels: object) -> bool:
@@ -146,7 +162,8 @@ def latent_grid_figure(
     (e.g. the true latents, drawn as the first panel) and the first run otherwise. For more
     than two dimensions the panels show coordinates ``dims`` of the aligned space (the
     reference's coordinates); the figure title says so. Each panel's title gives the R^2
-    of its map. A failed run (None) keeps its panel, marked "failed".
+    of its map. A failed run (None) keeps its panel, marked "failed"; so does a run whose
+    latents hold NaN or inf (marked "non-finite latents").
 
     Args:
         latents: a list of arrays of shape (n_samples, m), one per run (None for a failed
@@ -174,7 +191,7 @@ def latent_grid_figure(
     Returns:
         The PNG as bytes.
     """
-    zs = _as_latent_list(latents)
+    zs, reasons = _as_latent_list(latents)
     dpi = _check_dpi(dpi)
     max_points = check_positive_int(max_points, "max_points")
     if align not in ("affine", "none"):
@@ -230,7 +247,7 @@ def latent_grid_figure(
     for i, z in enumerate(zs):
         name = names[i]
         if z is None:
-            name = f"{name}: failed"
+            name = f"{name}: {reasons[i]}"
         elif align == "affine":
             if i == ref_index:
                 name = f"{name} (reference)"
@@ -288,7 +305,7 @@ def latent_grid_figure(
             ax.text(
                 0.5,
                 0.5,
-                "failed",
+                name.rsplit(": ", 1)[-1],
                 ha="center",
                 va="center",
                 fontsize=11,
@@ -336,6 +353,6 @@ def latent_grid_figure(
         what += "; colour = cluster"
     n_failed = sum(z is None for z in zs)
     if n_failed:
-        what += f"; {n_failed} of {n_runs} runs failed"
+        what += f"; {n_failed} of {n_runs} runs failed or diverged"
     fig.suptitle(what if title is None else f"{title}\n{what}", fontsize=10)
     return _to_png(fig, dpi)
