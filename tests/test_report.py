@@ -241,8 +241,8 @@ def test_figures_refuse_bad_input(toy):
         latent_grid_figure(runs, dims=(0, 2))
     with pytest.raises(ValueError, match="finite latents"):
         latent_grid_figure([np.full((10, 2), np.nan)])
-    with pytest.raises(ValueError, match="inf"):
-        heatmap_figure(np.array([[np.inf]]), title="t")
+    with pytest.raises(ValueError, match="2-D"):
+        heatmap_figure(np.ones(3), title="t")
     with pytest.raises(ValueError, match="3 row labels"):
         heatmap_figure(np.eye(3), title="t", labels=["a", "b"])
     with pytest.raises(ValueError, match="one value per grid point"):
@@ -261,6 +261,13 @@ def test_figures_refuse_bad_input(toy):
         metric_comparison_figure({"a": [1.0]}, title="t", paper={"b": 1.0})
     with pytest.raises(ValueError, match="reference_labels"):
         latent_grid_figure(runs, reference=z, reference_labels=labels[:5])
+
+
+def test_heatmap_draws_non_finite_cells_instead_of_failing():
+    finite = decode(heatmap_figure(np.array([[1.0, 0.5], [0.5, 1.0]]), title="t"))
+    broken = decode(heatmap_figure(np.array([[1.0, np.inf], [np.nan, 1.0]]), title="t"))
+    assert broken.shape == finite.shape
+    assert not np.array_equal(broken, finite)
 
 
 def test_interleave_images_alternates_pairs():

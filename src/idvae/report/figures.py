@@ -74,7 +74,7 @@ def heatmap_figure(
 
     Args:
         matrix: array of shape (n_rows, n_cols); NaN cells (e.g. a failed run) are drawn
-            grey and annotated "–".
+            grey and annotated "–", infinite ones grey and annotated "∞".
         title: the figure title.
         labels: names of the rows and columns of a square matrix (e.g. "run 1", ...).
         row_labels: names of the rows (overrides ``labels``).
@@ -104,8 +104,6 @@ def heatmap_figure(
         raise ValueError(f"Expected {n_rows} row labels but got {len(rows)}")
     if cols is not None and len(cols) != n_cols:
         raise ValueError(f"Expected {n_cols} column labels but got {len(cols)}")
-    if np.any(np.isinf(values)):
-        raise ValueError("Expected matrix to hold finite values or NaN but it contains inf")
     finite = values[np.isfinite(values)]
     lo = vmin if vmin is not None else (float(finite.min()) if finite.size else 0.0)
     hi = vmax if vmax is not None else (float(finite.max()) if finite.size else 1.0)
@@ -128,8 +126,8 @@ def heatmap_figure(
         for i in range(n_rows):
             for j in range(n_cols):
                 v = values[i, j]
-                if np.isnan(v):
-                    text, color = "–", "black"
+                if not np.isfinite(v):  # a failed run (NaN) or a diverged metric (inf)
+                    text, color = ("–" if np.isnan(v) else "∞" if v > 0 else "−∞"), "black"
                 else:
                     text = f"{v:.{precision}f}"
                     r, g, b, _ = color_map((v - lo) / (hi - lo))
