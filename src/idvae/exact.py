@@ -1596,7 +1596,8 @@ def plot_profiles(
     paper's claim is that they coincide. Written atomically as a PNG (no pyplot state).
 
     Returns:
-        For each parameter, ``{"truth": value, "argmin": value}``.
+        For each parameter, ``{"truth": value, "argmin": value}`` (argmin NaN on a flat
+        profile, e.g. the mean of a component of weight 0).
     """
     from matplotlib.figure import Figure
 
@@ -1619,16 +1620,26 @@ def plot_profiles(
         grid = np.union1d(np.linspace(lo, hi, n_points), [truth])
         nll = profile_nll(true_model, parameter, grid, nodes=nodes)
         finite = nll < 1e20
-        arg = float(grid[np.argmin(nll)])
+        tied = nll <= nll.min() + 1e-9
+        # among profile points tied with the minimum, mark the one nearest the truth and
+        # shade the tied range (a flat stretch, e.g. a neuron that is off there)
+        arg = float(grid[tied][np.argmin(np.abs(grid[tied] - truth))])
+        if tied.sum() > 1:
+            ax.axvspan(grid[tied].min(), grid[tied].max(), color="tab:red", alpha=0.12, lw=0)
+        flat = bool(np.ptp(nll[finite]) < 1e-9) if finite.any() else True
         ax.plot(grid[finite], nll[finite], color="black", lw=1.2)
         ax.axvline(truth, color="tab:blue", lw=2.0, label="truth")
-        ax.axvline(arg, color="tab:red", lw=1.2, ls="--", label="minimiser")
+        if flat:  # e.g. the mean of a component of weight 0: no information, no minimiser
+            ax.text(0.5, 0.9, "flat", transform=ax.transAxes, ha="center", fontsize=8)
+        else:
+            ax.axvline(arg, color="tab:red", lw=1.2, ls="--", label="minimiser")
         ax.set_xlabel(parameter)
         ax.set_ylabel("NLL")
-        marks[parameter] = {"truth": truth, "argmin": arg}
+        ax.ticklabel_format(axis="y", useOffset=False)
+        marks[parameter] = {"truth": truth, "argmin": float("nan") if flat else arg}
     for ax in axes[len(parameters) :]:
         ax.set_visible(False)
-    axes[0].legend(fontsize=7)
+    axes[0].legend(fontsize=7, loc="lower right")
     if title:
         fig.suptitle(title, fontsize=9)
     with atomic_write(path, "wb") as fh:
