@@ -581,18 +581,27 @@ class _MatchedInit:
 
     def __call__(self, rows: np.ndarray, cols: np.ndarray) -> np.ndarray:
         p, q = self.p, self.q
+        w = self.pair_weight[rows, cols]
+        if rows.size == p.weights.size and cols.size == q.weights.size:  # already whitened
+            return self._least_squares(
+                p.means[rows], q.means[cols], p.covariances[rows], q.covariances[cols], w
+            )
         sub_p = _whiten_arrays(p.weights[rows], p.means[rows], p.covariances[rows])
         sub_q = _whiten_arrays(q.weights[cols], q.means[cols], q.covariances[cols])
-        theta = self._least_squares(sub_p, sub_q, self.pair_weight[rows, cols])
+        theta = self._least_squares(
+            sub_p.means, sub_q.means, sub_p.covariances, sub_q.covariances, w
+        )
         M_sub, c_sub = theta[: self.m * self.m].reshape(self.m, self.m), theta[self.m * self.m :]
         # Compose: global-whitened p -> sub-whitened p -> sub-whitened q -> global-whitened q.
         M = sub_q.root @ M_sub @ sub_p.inv_root
         c = sub_q.root @ (c_sub - M_sub @ sub_p.inv_root @ sub_p.mean) + sub_q.mean
         return np.concatenate([M.ravel(), c])
 
-    def _least_squares(self, sp: _Whitened, sq: _Whitened, w: np.ndarray) -> np.ndarray:
+    def _least_squares(
+        self, mu: np.ndarray, nu: np.ndarray, sig: np.ndarray, gam: np.ndarray, w: np.ndarray
+    ) -> np.ndarray:
+        """(M, c) minimising sum_i w_i (||M mu_i + c - nu_i||² + ||M sig_i - gam_i M||_F²)."""
         m, mm = self.m, self.m * self.m
-        mu, nu, sig, gam = sp.means, sq.means, sp.covariances, sq.covariances
         eye = np.eye(m)
         h = np.zeros((mm + m, mm + m))
         g = np.zeros(mm + m)
@@ -646,12 +655,13 @@ def _refine(
 def _candidate_matchings(
     p: _Whitened, q: _Whitened, max_permutations: int
 ) -> list[tuple[np.ndarray, np.ndarray]]:
-    """Every injective matching of components when few, else the invariant-feature one."""
+    """The invariant-feature matching, then every injective matching when there are few."""
     J, K = p.weights.shape[0], q.weights.shape[0]
+    # The matching of invariant features comes first: exact for affine images, found at once.
+    matchings = [_invariant_matching(p, q)]
     if math.perm(max(J, K), min(J, K)) > max_permutations:
-        return [_invariant_matching(p, q)]
+        return matchings
     small, large = (J, K) if J <= K else (K, J)
-    matchings = []
     for chosen in itertools.permutations(range(large), small):
         idx_small, idx_large = np.arange(small), np.asarray(chosen)
         matchings.append((idx_small, idx_large) if J <= K else (idx_large, idx_small))
@@ -671,12 +681,14 @@ def _search(
     seen: set[tuple[tuple[int, ...], tuple[int, ...]]] = set()
     candidates: list[tuple[float, np.ndarray]] = []
 
-    def add(rows: np.ndarray, cols: np.ndarray) -> None:
+    def add(rows: np.ndarray, cols: np.ndarray) -> bool:
+        """Score the matching's initial map; True when it is already exact."""
         key = (tuple(rows.tolist()), tuple(cols.tolist()))
         if key not in seen:
             seen.add(key)
             theta = init(rows, cols)
             candidates.append((objective(theta)[0], theta))
+        return candidates[-1][0] < _EXACT
 
     # No map at all (A = I, b = 0 in the original coordinates), and the map between the two
     # whitenings: so the result is never worse than either.
@@ -684,9 +696,8 @@ def _search(
     identity = np.concatenate([np.eye(m).ravel(), np.zeros(m)])
     candidates += [(objective(no_map)[0], no_map), (objective(identity)[0], identity)]
     exhaustive = math.perm(max(p.weights.size, q.weights.size), min(p.weights.size, q.weights.size))
-    for rows, cols in _candidate_matchings(p, q, max_permutations):
-        add(rows, cols)
-    if exhaustive > max_permutations and min(c[0] for c in candidates) >= _EXACT:
+    exact = any(add(rows, cols) for rows, cols in _candidate_matchings(p, q, max_permutations))
+    if exhaustive > max_permutations and not exact:
         # Large J: more matchings, from the overlap of randomly rotated components.
         for _ in range(n_starts):
             add(*_overlap_matching(p, q, _random_orthogonal(m, rng), np.zeros(m)))
