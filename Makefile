@@ -6,7 +6,7 @@ BIN    := $(VENV)/bin
 # (see README) and sets TORCH_SPEC= to keep it.
 TORCH_SPEC ?= $(shell command -v nvidia-smi >/dev/null 2>&1 && echo "" || echo "torch==2.13.0")
 
-.PHONY: demo test test-all bench lint format clean
+.PHONY: demo test test-all bench lint format browser clean
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -37,6 +37,10 @@ lint: $(VENV)/.installed
 format: $(VENV)/.installed
 	$(BIN)/ruff format src tests benchmarks
 	$(BIN)/ruff check --fix src tests benchmarks
+
+# Debian's Chromium for the headless-browser report test (skipped when absent). Needs root.
+browser:
+	command -v chromium >/dev/null 2>&1 || (apt-get update && apt-get install -y chromium)
 
 clean:
 	rm -rf $(VENV) build src/*.egg-info
