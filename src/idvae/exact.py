@@ -36,7 +36,7 @@ from pathlib import Path
 from typing import Any, Literal
 
 import numpy as np
-from scipy.special import log_ndtr, logsumexp, ndtr
+from scipy.special import log_ndtr, logsumexp
 
 from idvae._validation import (
     RandomState,
@@ -494,7 +494,8 @@ def population_nll(
     Args:
         true_model: an unbatched ToyModel, the law of the data.
         model: a ToyModel, batched or not (p_theta).
-        nodes: quadrature (x, w) as from ``quadrature_nodes``; by default those of the truth.
+        nodes: quadrature (x, w) as from ``quadrature_nodes``; by default the truth's, with
+            step min(sigma_true, sigma_theta) / 2.
 
     Returns:
         A float, or an array of shape (B,) for a batched ``model``. At ``model = true_model``
@@ -502,7 +503,10 @@ def population_nll(
     """
     if true_model.is_batched:
         raise ValueError("Expected an unbatched true_model but got a batch")
-    x, w = nodes if nodes is not None else quadrature_nodes(true_model)
+    if nodes is None:  # resolve the finer of the two noise scales
+        step = min(float(true_model.noise_std), float(np.min(model.noise_std))) / 2
+        nodes = quadrature_nodes(true_model, step=step)
+    x, w = nodes
     weight = w * true_model.pdf(x)
     log_p = np.maximum(model.logpdf(x), _LOG_FLOOR)
     out = -(log_p @ weight)
@@ -672,8 +676,9 @@ def disagreement_mass(a: ToyModel, b: ToyModel, tol: float = 1e-6) -> float:
         else:  # both are affine between consecutive probes: agreement at both ends suffices
             agree_piece = agree[:-1] & agree[1:]
         prior = np.array(form_a["prior"])  # (weight, mean, std)
-        cdf = np.sum(prior[:, :1] * ndtr((edges[None, :] - prior[:, 1:2]) / prior[:, 2:3]), axis=0)
-        mass = float(np.sum(np.diff(cdf)[~agree_piece]))
+        std_edges = (edges[None, :] - prior[:, 1:2]) / prior[:, 2:3]
+        piece_mass = prior[:, :1] * np.exp(_log_ndtr_diff(std_edges[:, :-1], std_edges[:, 1:]))
+        mass = float(np.sum(piece_mass[:, ~agree_piece]))
         best = min(best, mass)
     return best
 
