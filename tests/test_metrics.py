@@ -152,6 +152,15 @@ def test_cca_handles_rank_deficient_sides(rng):
     assert mcc(x, y, alignment="cca", random_state=0) == pytest.approx(1.0, abs=1e-9)
 
 
+@pytest.mark.parametrize("alignment", ["none", "cca", "affine"])
+def test_a_collapsed_coordinate_counts_as_zero_correlation(rng, alignment):
+    z = rng.normal(size=(1000, 3))
+    z_b = np.column_stack([z[:, 0], 2 * z[:, 1], np.full(1000, 0.5)])  # z's 3rd axis lost
+    value = mcc(z, z_b, alignment=alignment, random_state=0)
+    # "affine" predicts the lost axis from noise: a chance correlation of order 1/sqrt(500).
+    assert value == pytest.approx(2 / 3, abs=3 / np.sqrt(500) / 3)
+
+
 def test_mcc_with_different_dimensions_matches_the_smaller_side(rng):
     z = rng.normal(size=(1000, 3))
     assert mcc(z, -z[:, [2, 0]], random_state=0) == pytest.approx(1.0)

@@ -299,7 +299,9 @@ def mcc(
     correlation of average ranks (ranks taken on the set being scored, after alignment). With
     ``out_of_sample=True`` (the paper's protocol, App. J.1) the samples are split at random
     into halves: the first half (n // 2 rows) is the fit set, the rest the score set. With
-    ``out_of_sample=False`` both are the whole sample. A constant coordinate has correlation 0.
+    ``out_of_sample=False`` both are the whole sample. A constant coordinate has correlation 0;
+    with ``"cca"``, canonical pairs missing because a side has rank below min(m_a, m_b) (e.g.
+    a collapsed latent coordinate) count as correlation 0, as they do without alignment.
 
     Args:
         z_a: array of shape (n_samples, m_a).
@@ -353,6 +355,8 @@ def _mcc(
             f"{fit_a.shape[0]} (n_samples = {n})"
         )
 
+    # The number of pairs averaged over: min(m_a, m_b), or m_a after the affine map.
+    n_pairs = z_a.shape[1] if alignment == "affine" else min(z_a.shape[1], z_b.shape[1])
     if alignment == "cca":
         model = _fit_cca(fit_a, fit_b)
         if model.correlations.shape[0] == 0:  # a side is constant: nothing correlates
@@ -366,7 +370,8 @@ def _mcc(
 
     rows, cols = _hungarian(_correlation(fit_a, fit_b, correlation))
     corr = _correlation(score_a[:, rows], score_b[:, cols], correlation)
-    return float(np.mean(np.abs(np.diagonal(corr))))
+    # Canonical pairs missing through rank deficiency (a collapsed coordinate) count as 0.
+    return float(np.sum(np.abs(np.diagonal(corr))) / n_pairs)
 
 
 # ---------------------------------------------------------------------------------------------
