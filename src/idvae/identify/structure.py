@@ -41,12 +41,18 @@ from idvae._validation import RandomState, check_random_state
 from idvae.mixture import GMM
 
 __all__ = [
+    "DECISIVE_GAP",
     "Structure",
     "random_structured_gmm",
     "recover_structure",
     "same_structure",
     "structured_gmm",
 ]
+
+
+# a grouping of per-coordinate parameters that is stable over this factor of tolerance is
+# taken as the answer on its own (exact input has ties at ~1e-16 and gaps of O(1))
+DECISIVE_GAP = 100.0
 
 
 @dataclass(frozen=True, eq=False)
@@ -64,8 +70,8 @@ class Structure:
         meets_p3: whether a product structure meeting (P3) was found; when False the
             structure is the trivial one (k = 1, J states) that is always valid.
         tolerance: the distance under which per-coordinate parameters count as equal.
-        gap_ratio: separation of the chosen tolerance (ratio of the merge heights around
-            it; inf on exact input).
+        gap_ratio: stability of the chosen tolerance: the factor over which it can vary
+            without changing the structure (inf on exact input, nan when ``tol`` is given).
         reasons: how the conclusions were reached.
     """
 
@@ -225,20 +231,15 @@ def _linkages(gmm: GMM) -> list[np.ndarray]:
     return out
 
 
-def _candidate_tolerances(links: list[np.ndarray]) -> list[tuple[float, float]]:
-    """(tolerance, gap ratio) candidates, best separated first, 'all distinct' last."""
-    heights = np.sort(np.concatenate([lk[:, 2] for lk in links]))
+def _candidate_tolerances(links: list[np.ndarray]) -> list[tuple[float, float, float]]:
+    """(tolerance, lower, upper): one threshold between each pair of consecutive distinct
+    merge heights (pooled over coordinates), and one below them all."""
     floor = 1e-12
-    h = np.maximum(heights, floor)
-    out: list[tuple[float, float]] = []
-    if h.size >= 2:
-        ratios = h[1:] / h[:-1]
-        for idx in np.argsort(-ratios):
-            if ratios[idx] < 4.0:
-                break
-            out.append((float(np.sqrt(h[idx] * h[idx + 1])), float(ratios[idx])))
-    below = float(h[0] / 2.0) if h[0] > floor else floor
-    out.append((below, float("nan")))
+    h = np.unique(np.maximum(np.concatenate([lk[:, 2] for lk in links]), floor))
+    # below every merge height: all components distinct (nominal stability factor 2)
+    out = [(float(h[0]) / 2.0, float(h[0]) / 2.0, float(h[0]))]
+    for lo, hi in zip(h[:-1], h[1:], strict=True):
+        out.append((float(np.sqrt(lo * hi)), float(lo), float(hi)))
     return out
 
 
@@ -298,7 +299,7 @@ def _build(levels: np.ndarray) -> tuple[list[frozenset[int]], np.ndarray] | str:
 
 
 def recover_structure(
-    gmm: GMM, *, tol: float | None = None, diagonal_tol: float = 0.1
+    gmm: GMM, *, tol: float | None = None, diagonal_tol: float = 0.3
 ) -> Structure:
     """Theorem F.1: recover k, (d_i), P(U), ne(U_i) and each component's configuration.
 
@@ -306,9 +307,11 @@ def recover_structure(
         gmm: the mixture of Z in canonical coordinates (e.g. ``disentangle(g).pushforward(g)``)
             with diagonal covariances; components may be in any order.
         tol: distance under which two components' (μ/sd, log σ) on a coordinate count as
-            equal (coordinates standardised by the mixture). Default: data-driven — the
-            largest ratio gap (≥ 4) in the pooled hierarchical-clustering merge heights
-            that yields a consistent product structure.
+            equal (coordinates standardised by the mixture). Default: data-driven — every
+            cut between consecutive merge heights of the per-coordinate hierarchical
+            clusterings (average linkage, pooled over coordinates) is tried; among the cuts
+            giving a consistent product structure, the one with the most facets that stays
+            the same over a factor ≥ 2 of tolerance (else the most stable one) is kept.
         diagonal_tol: largest |correlation| inside a component accepted as diagonal.
 
     Returns:
@@ -341,24 +344,47 @@ def recover_structure(
     if tol is not None:
         if not tol > 0:
             raise ValueError(f"Expected tol > 0 but got {tol}")
-        candidates = [(float(tol), float("nan"))]
+        candidates = [(float(tol), float(tol), float(tol))]
     else:
-        candidates = _candidate_tolerances(links) if J > 1 else [(1.0, float("nan"))]
-    failures = []
-    for cand_tol, ratio in candidates:
+        candidates = _candidate_tolerances(links) if J > 1 else [(1.0, 1.0, 1.0)]
+    # group consecutive thresholds that give the same per-coordinate grouping: a run's
+    # width (upper / lower merge height) measures how stable its structure is
+    runs: list[dict[str, Any]] = []
+    for cand_tol, lo, hi in candidates:
         levels = _levels(links, cand_tol, J)
-        built = _build(levels)
-        if isinstance(built, str):
-            failures.append(f"tolerance {cand_tol:.3g}: {built}")
+        if runs and np.array_equal(runs[-1]["levels"], levels):
+            runs[-1]["hi"] = hi
             continue
-        minimal, assignment = built
+        runs.append({"levels": levels, "tol": cand_tol, "lo": lo, "hi": hi})
+    failures = []
+    good = []
+    for run in runs:
+        run["width"] = run["hi"] / run["lo"] if tol is None else float("nan")
+        built = _build(run["levels"])
+        if isinstance(built, str):
+            failures.append(f"tolerance {run['tol']:.3g}: {built}")
+            continue
+        run["built"] = built
+        good.append(run)
+    decisive = max(runs, key=lambda r: r["width"]) if tol is None else runs[0]
+    if tol is None and decisive["width"] >= DECISIVE_GAP:
+        # one grouping stands out (e.g. exact ties on exact input): trust it alone
+        good = [decisive] if "built" in decisive else []
+    if good:
+        # Kivva et al.'s maximality: the most facets among structures stable over a factor
+        # of >= 2 in tolerance; otherwise the most stable one
+        stable = [r for r in good if len(r["built"][0]) >= 2 and r["width"] >= 2.0]
+        pool = stable or good
+        best = max(pool, key=lambda r: (len(r["built"][0]) if stable else 0, r["width"]))
+        minimal, assignment = best["built"]
+        levels, cand_tol, ratio = best["levels"], best["tol"], best["width"]
         sizes = tuple(int(d) for d in assignment.max(axis=0) + 1) if minimal else ()
         joint = np.zeros(sizes)
         for j in range(J):
             joint[tuple(assignment[j])] = gmm.weights[j]
         reasons = [
             f"per-coordinate parameters grouped with tolerance {cand_tol:.3g}"
-            + (f" (gap ratio {ratio:.3g})" if np.isfinite(ratio) else ""),
+            + (f" (stable over a factor {ratio:.3g})" if np.isfinite(ratio) else ""),
             f"{len(minimal)} minimal difference sets = neighbourhoods; the {J} components "
             f"form the product {' x '.join(map(str, sizes)) or '()'}",
         ]
@@ -376,8 +402,8 @@ def recover_structure(
             reasons=tuple(reasons),
         )
     # no product structure: the trivial one is always valid
-    tol0, ratio0 = candidates[0]
-    levels = _levels(links, tol0, J)
+    tol0, ratio0 = decisive["tol"], decisive["width"]
+    levels = decisive["levels"]
     varying = frozenset(np.flatnonzero(np.any(levels != levels[:1], axis=0)).tolist())
     return Structure(
         n_facets=1,
