@@ -14,8 +14,6 @@ from sklearn.metrics import adjusted_rand_score, normalized_mutual_info_score
 
 from idvae import GMM
 from idvae.metrics import (
-    _AffineObjective,
-    _whiten,
     ari,
     cca,
     cluster_accuracy,
@@ -26,6 +24,7 @@ from idvae.metrics import (
     mcc,
     nmi,
 )
+from idvae.metrics._l2 import _AffineObjective, _whiten
 
 
 def random_gmm(rng, n_components=3, dim=2, spread=2.0):
