@@ -346,6 +346,36 @@ def test_dist_aff_l2_with_different_numbers_of_components(rng):
     assert 0 < d_qp < 0.2
 
 
+def test_dist_aff_l2_aligns_a_mixture_that_lost_a_component(rng):
+    # J = 8 > 6: the assignment path. q is A#p without its lightest component.
+    p = random_gmm(rng, 8, 3, spread=3.0)
+    A, b = random_invertible(rng, 3, 1.0), rng.normal(size=3)
+    image = p.pushforward(A, b)
+    keep = np.argsort(image.weights)[1:]
+    q = GMM(
+        image.weights[keep] / image.weights[keep].sum(), image.means[keep], image.covariances[keep]
+    )
+    distance, A_hat, _ = dist_aff_l2(p, q, return_map=True)
+    assert 0 < distance <= gmm_l2_distance(image, q) + 1e-9  # at least as good as the truth
+    np.testing.assert_allclose(A_hat, A, atol=0.05 * np.abs(A).max())
+
+
+@pytest.mark.slow
+@settings(max_examples=150, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(
+    n_components=st.integers(1, 9),
+    dim=st.integers(1, 6),
+    log10_scale=st.sampled_from([0.0, 1.0, 2.0]),
+    seed=st.integers(0, 2**32 - 1),
+)
+def test_dist_aff_l2_is_zero_for_affine_images_wide(n_components, dim, log10_scale, seed):
+    rng = np.random.default_rng(seed)
+    p = random_gmm(rng, n_components, dim)
+    A = random_invertible(rng, dim, log10_scale)
+    q = permuted(p.pushforward(A, rng.normal(size=dim)), rng.permutation(n_components))
+    assert dist_aff_l2(p, q) < 1e-6
+
+
 def test_dist_aff_l2_rejects_bad_input(rng):
     p = random_gmm(rng, 2, 2)
     with pytest.raises(ValueError, match="equal dimension"):
