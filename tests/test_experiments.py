@@ -265,3 +265,26 @@ def test_no_warnings_for_successful_study(blobs):
     with warnings.catch_warnings():
         warnings.simplefilter("error")
         stability(toy_factory, x, n_runs=2)
+
+
+@pytest.mark.slow  # starting a local Ray runtime takes ~30 s on 2 shared cores
+def test_ray_local_runtime_matches_in_process(blobs):
+    ray = pytest.importorskip("ray", reason="Ray is not installed (pip install 'idvae[ray]')")
+    x, z, _ = blobs
+    spec = EstimatorSpec("test_experiments:ToyEstimator", {})
+    # Ray workers import the toy estimator from this test module.
+    here = str(Path(__file__).resolve().parent)
+    ray.init(
+        num_cpus=2,
+        include_dashboard=False,
+        log_to_driver=False,
+        runtime_env={"env_vars": {"PYTHONPATH": here}},
+    )
+    try:
+        on_ray = stability(spec, x, n_runs=2, random_state=4, z_true=z, executor="ray")
+    finally:
+        ray.shutdown()
+    local = stability(spec, x, n_runs=2, random_state=4, z_true=z)
+    assert on_ray.n_failed == 0
+    for name, matrix in local.matrices.items():
+        np.testing.assert_allclose(on_ray.matrices[name], matrix, atol=1e-10)

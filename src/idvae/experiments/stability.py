@@ -163,6 +163,7 @@ class StabilityResult:
         priors: per run, the learned ``prior_`` (``GMM``) or None.
         config: the study's description (estimator, data fingerprint, seeds, options).
         notes: warnings collected while computing metrics (a metric that failed on a pair).
+        histories: per run, the estimator's ``history_`` (training curves) or None.
     """
 
     runs: list[RunRecord]
@@ -172,6 +173,7 @@ class StabilityResult:
     priors: list[GMM | None] = field(default_factory=list, repr=False)
     config: dict[str, Any] = field(default_factory=dict)
     notes: list[str] = field(default_factory=list)
+    histories: list[Any] = field(default_factory=list, repr=False)
 
     @property
     def n_runs(self) -> int:
@@ -674,6 +676,7 @@ def compute_result(
         priors=priors,
         config=config,
         notes=notes,
+        histories=[o.history for o in outputs],
     )
 
 

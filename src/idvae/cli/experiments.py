@@ -1,0 +1,258 @@
+"""``idvae stability``, ``idvae demo`` and ``idvae reproduce``: multi-run studies."""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import typer
+from rich.console import Console
+
+from idvae.cli import command
+
+__all__ = ["demo", "reproduce", "stability"]
+
+_EXECUTORS = ("local", "ray")
+
+
+def _check_executor(executor: str, address: str | None) -> None:
+    if executor not in _EXECUTORS:
+        raise ValueError(f"Expected --executor local or ray but got {executor!r}")
+    if address is not None and executor != "ray":
+        raise ValueError("Expected --address only with --executor ray")
+
+
+@contextmanager
+def _progress(total: int, description: str) -> Iterator[Callable[..., None]]:
+    """A rich progress bar on stderr; yields a callback taking a run record."""
+    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TimeElapsedColumn
+
+    console = Console(stderr=True)
+    with Progress(
+        "[progress.description]{task.description}",
+        BarColumn(),
+        MofNCompleteColumn(),
+        TimeElapsedColumn(),
+        console=console,
+        transient=False,
+    ) as bar:
+        task = bar.add_task(description, total=total)
+
+        def advance(*args: Any) -> None:
+            record = args[-1]
+            status = "ok" if record.status == "ok" else f"FAILED ({record.error})"
+            prefix = f"{args[0]} " if len(args) > 1 else ""
+            bar.console.print(
+                f"  {prefix}run {record.run_id} (seed {record.seed}): {status}, "
+                f"{record.fit_seconds:.1f} s"
+            )
+            bar.advance(task)
+
+        yield advance
+
+
+def _load_truth(path: Path | None) -> dict[str, Any]:
+    """z, labels and the prior (``prior_weights``/``_means``/``_covariances``) of a .npz."""
+    if path is None:
+        return {}
+    from idvae.datasets import load_array
+
+    loaded = load_array(path)
+    truth: dict[str, Any] = {"z": loaded.z, "labels": loaded.labels}
+    if path.suffix == ".npz":
+        with np.load(path, allow_pickle=False) as npz:
+            if {"prior_weights", "prior_means", "prior_covariances"} <= set(npz.files):
+                from idvae import GMM
+
+                truth["prior"] = GMM(
+                    npz["prior_weights"], npz["prior_means"], npz["prior_covariances"]
+                )
+    return truth
+
+
+@command("stability")
+def stability(
+    data: Path = typer.Argument(..., help="Data file: .npz (key x), .npy or .csv."),
+    out: Path = typer.Option(..., "--out", help="Output directory (runs saved as they finish)."),
+    runs: int = typer.Option(5, "--runs", help="Number of runs (seeds)."),
+    model: str = typer.Option("vade", "--model", help="vade, mfcvae, vae, ivae."),
+    latent_dim: int = typer.Option(2, "--latent-dim", help="m, the latent dimension."),
+    components: int = typer.Option(3, "--components", help="J, mixture components."),
+    epochs: int | None = typer.Option(None, "--epochs", help="Training epochs (model default)."),
+    pretrain_epochs: int | None = typer.Option(
+        None, "--pretrain-epochs", help="Pretraining epochs (VaDE/MFCVAE; model default)."
+    ),
+    executor: str = typer.Option("local", "--executor", help="local or ray."),
+    jobs: int = typer.Option(1, "--jobs", help="Local worker processes."),
+    address: str | None = typer.Option(None, "--address", help="Ray cluster address."),
+    resume: bool = typer.Option(False, "--resume", help="Continue the study in --out."),
+    truth: Path | None = typer.Option(
+        None, "--truth", help=".npz with the true z (and labels, prior_*); default: DATA's."
+    ),
+    seed: int = typer.Option(0, "--seed", help="Seed the run seeds derive from."),
+) -> None:
+    """Fit a model --runs times and measure how alike the latent spaces are (MCC, distAff)."""
+    from idvae.datasets import load_array
+    from idvae.experiments import EstimatorSpec
+    from idvae.experiments import stability as run_stability
+    from idvae.experiments.reproduce import stability_rows, write_text_atomic
+    from idvae.report import write_html_report
+    from idvae.report.stability import stability_section
+
+    _check_executor(executor, address)
+    loaded = load_array(data)
+    own = _load_truth(data) if data.suffix == ".npz" else {}
+    given = _load_truth(truth) if truth is not None else {}
+    z_true = given.get("z", own.get("z"))
+    labels = given.get("labels", own.get("labels"))
+    prior = given.get("prior", own.get("prior"))
+    if prior is not None and z_true is not None and prior.dim != z_true.shape[1]:
+        prior = None
+    params: dict[str, Any] = {"latent_dim": latent_dim}
+    if model.lower() != "vae":
+        params["n_components"] = components
+    if epochs is not None:
+        params["epochs"] = epochs
+    if pretrain_epochs is not None:
+        params["pretrain_epochs"] = pretrain_epochs
+    spec = EstimatorSpec(model.lower(), params)
+    fit_kwargs: dict[str, Any] = {}
+    if model.lower() == "ivae":
+        if loaded.u is None:
+            raise ValueError(
+                f"Expected DATA with a key u (the auxiliary variable) for iVAE: {data}"
+            )
+        fit_kwargs["u"] = loaded.u
+    with _progress(runs, f"{model} × {runs}") as advance:
+        result = run_stability(
+            spec,
+            loaded.x,
+            n_runs=runs,
+            random_state=seed,
+            z_true=z_true,
+            prior_true=prior,
+            labels=labels,
+            executor=executor,  # type: ignore[arg-type]
+            jobs=jobs,
+            address=address,
+            out=out,
+            resume=resume,
+            fit_kwargs=fit_kwargs,
+            progress=advance,
+        )
+    console = Console()
+    console.print(result.table(title=f"Stability of {model} over {runs} runs"))
+    console.print(result.runs_table())
+    write_text_atomic(out / "results.csv", _rows_csv(stability_rows("stability", "data", result)))
+    section = stability_section(
+        result, heading=f"{model} on {data.name}", labels=labels, reference=z_true
+    )
+    write_html_report(out / "report.html", title=f"Stability: {data.name}", sections=[section])
+    typer.echo(f"wrote {out / 'stability.json'}, results.csv, report.html and runs/")
+
+
+def _rows_csv(rows: list[dict[str, Any]]) -> str:
+    from idvae.experiments.reproduce import CSV_COLUMNS, _csv_text
+
+    return _csv_text(rows, CSV_COLUMNS)
+
+
+@command("demo")
+def demo(
+    out: Path = typer.Option(Path("idvae-demo"), "--out", help="Output directory."),
+    quick: bool = typer.Option(False, "--quick", help="A much smaller version (seconds)."),
+    runs: int | None = typer.Option(None, "--runs", help="VaDE runs (default 5; quick 2)."),
+    jobs: int | None = typer.Option(
+        None, "--jobs", help="Worker processes (default: one per core; quick: 1)."
+    ),
+    seed: int = typer.Option(0, "--seed", help="Seed of the runs."),
+) -> None:
+    """Simulate model (3), fit VaDE 5 times, print how identifiable the latent space is."""
+    from idvae.experiments.demo import DEMO_MODEL, DEMO_RUNS, QUICK_MODEL, QUICK_RUNS, run_demo
+
+    model = QUICK_MODEL if quick else DEMO_MODEL
+    n_runs = runs or (QUICK_RUNS if quick else DEMO_RUNS)
+    console = Console()
+    console.print(
+        f"Simulating model (3): LeakyReLU decoder, m = {model['latent_dim']}, "
+        f"n = {model['obs_dim']}, J = {model['n_components']}, {model['n_samples']} samples; "
+        f"fitting VaDE {n_runs} times"
+    )
+    with _progress(n_runs, "VaDE runs") as advance:
+        outcome = run_demo(out, quick=quick, n_runs=runs, jobs=jobs, random_state=seed,
+                           progress=advance)  # fmt: skip
+    result = outcome.result
+    console.print(result.table(title="Identifiability of the learned latent space"))
+    weak = result.summary()["between_runs"].get("weak_mcc", {}).get("mean")
+    if weak is not None:
+        verdict = "the runs agree up to an affine map" if weak >= 0.95 else "weak agreement"
+        console.print(f"weak MCC between runs: {weak:.3f} ({verdict})")
+    console.print(
+        f"wrote {out / 'results.json'} and {out / 'latents.png'} in {outcome.wall_seconds:.0f} s"
+    )
+
+
+@command("reproduce")
+def reproduce(
+    name: str = typer.Argument(..., help="table2, pinwheel, table3, mle or all."),
+    out: Path = typer.Option(..., "--out", help="Output directory (one folder per experiment)."),
+    quick: bool = typer.Option(False, "--quick", help="A small version that runs in minutes."),
+    runs: int | None = typer.Option(None, "--runs", help="Runs per study (paper's default)."),
+    executor: str = typer.Option("local", "--executor", help="local or ray."),
+    jobs: int = typer.Option(1, "--jobs", help="Local worker processes."),
+    address: str | None = typer.Option(None, "--address", help="Ray cluster address."),
+    resume: bool = typer.Option(False, "--resume", help="Continue an interrupted run."),
+    mnist_root: Path | None = typer.Option(
+        None, "--mnist-root", help="Folder with the MNIST IDX files (table3)."
+    ),
+    seed: int = typer.Option(0, "--seed", help="Seed of every study."),
+) -> None:
+    """Rerun the paper's experiments (App. J); writes results.json/.csv and report.html."""
+    from idvae.experiments.reproduce import EXPERIMENTS
+    from idvae.experiments.reproduce import reproduce as run_reproduce
+
+    _check_executor(executor, address)
+    if name != "all" and name not in EXPERIMENTS:
+        raise ValueError(f"Expected an experiment in {[*EXPERIMENTS, 'all']} but got {name!r}")
+    console = Console(stderr=True)
+
+    def progress(key: str, record: Any) -> None:
+        status = "ok" if record.status == "ok" else f"FAILED ({record.error})"
+        console.print(f"  {key} run {record.run_id}: {status}, {record.fit_seconds:.1f} s")
+
+    results = run_reproduce(
+        name,
+        out,
+        quick=quick,
+        n_runs=runs,
+        executor=executor,  # type: ignore[arg-type]
+        jobs=jobs,
+        address=address,
+        resume=resume,
+        mnist_root=mnist_root,
+        random_state=seed,
+        progress=progress,
+    )
+    stdout = Console()
+    for exp_name, payload in results.items():
+        stdout.print(f"[bold]{payload['title']}[/bold] ({payload['wall_seconds']} s)")
+        if exp_name == "mle":
+            summary = payload["summary"]
+            stdout.print(
+                f"  truth is the unique global minimiser in {summary.get('n_unique')} of "
+                f"{summary.get('n_simulations')} simulations (paper: 50 of 50)"
+            )
+        else:
+            for key, study in payload["studies"].items():
+                between = study["result"]["summary"]["between_runs"]
+                cells = ", ".join(
+                    f"{metric} {stat['mean']:.3f}"
+                    for metric, stat in between.items()
+                    if stat["mean"] is not None
+                )
+                failed = study["result"]["summary"]["n_failed"]
+                stdout.print(f"  {key}: {cells}; {failed} failed")
+        stdout.print(f"  wrote {out / exp_name}/results.json, results.csv, report.html")
