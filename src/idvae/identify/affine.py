@@ -187,8 +187,8 @@ class P2Report:
         best_pair: the pair (i, j) with the best separated variance ratios, or None.
         variance_ratios: the ratios (Σ_i)_tt / (Σ_j)_tt of the best pair, sorted
             (affine invariants: the generalised eigenvalues of (Σ̃_i, Σ̃_j)).
-        ratio_gap: min |log λ_s − log λ_t| over s ≠ t for the best pair (0 when m = 1... is
-            reported as inf since a single ratio is trivially distinct).
+        ratio_gap: min |log λ_s − log λ_t| over s ≠ t for the best pair (inf when m = 1:
+            a single ratio is trivially distinct).
         offdiagonality: max |correlation| of any component after joint diagonalisation.
         jointly_unique: the weaker uniqueness condition of joint diagonalisation holds: no
             two recovered coordinates have proportional variance profiles across components.

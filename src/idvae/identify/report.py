@@ -28,7 +28,7 @@ from idvae.identify.affine import (
     check_p2,
     disentangle,
 )
-from idvae.identify.structure import Structure, recover_structure
+from idvae.identify.structure import DECISIVE_GAP, Structure, recover_structure
 from idvae.mixture import GMM
 
 __all__ = ["TABLE_1", "IdentifiabilityReport", "find_decoder", "identifiability_report"]
@@ -241,6 +241,11 @@ def identifiability_report(
         except ValueError as err:
             notes.append(f"structure not recovered: {err}")
     p3 = bool(struct is not None and struct.meets_p3)
+    if struct is not None and struct.n_facets > 1 and not struct.gap_ratio >= DECISIVE_GAP:
+        notes.append(
+            f"the U structure rests on grouping nearly equal parameters (tolerance "
+            f"{struct.tolerance:.3g}, stable over a factor {struct.gap_ratio:.3g} only)"
+        )
 
     if f2 and f4 and p2.holds and p3 and struct is not None and struct.n_facets > 1:
         row = 4
