@@ -93,6 +93,9 @@ def stability(
         None, "--truth", help=".npz with the true z (and labels, prior_*); default: DATA's."
     ),
     seed: int = typer.Option(0, "--seed", help="Seed the run seeds derive from."),
+    no_vectorize: bool = typer.Option(
+        False, "--no-vectorize", help="Fit seeds one by one, not as one batched model."
+    ),
 ) -> None:
     """Fit a model --runs times and measure how alike the latent spaces are (MCC, distAff)."""
     from idvae.datasets import load_array
@@ -141,6 +144,7 @@ def stability(
             out=out,
             resume=resume,
             fit_kwargs=fit_kwargs,
+            vectorize=not no_vectorize,
             progress=advance,
         )
     console = Console()
@@ -169,6 +173,9 @@ def demo(
         None, "--jobs", help="Worker processes (default: one per core; quick: 1)."
     ),
     seed: int = typer.Option(0, "--seed", help="Seed of the runs."),
+    no_vectorize: bool = typer.Option(
+        False, "--no-vectorize", help="Fit seeds one by one, not as one batched model."
+    ),
 ) -> None:
     """Simulate model (3), fit VaDE 5 times, print how identifiable the latent space is."""
     from idvae.experiments.demo import DEMO_MODEL, DEMO_RUNS, QUICK_MODEL, QUICK_RUNS, run_demo
@@ -183,7 +190,7 @@ def demo(
     )
     with _progress(n_runs, "VaDE runs") as advance:
         outcome = run_demo(out, quick=quick, n_runs=runs, jobs=jobs, random_state=seed,
-                           progress=advance)  # fmt: skip
+                           vectorize=not no_vectorize, progress=advance)  # fmt: skip
     result = outcome.result
     console.print(result.table(title="Identifiability of the learned latent space"))
     weak = result.summary()["between_runs"].get("weak_mcc", {}).get("mean")
@@ -209,6 +216,9 @@ def reproduce(
         None, "--mnist-root", help="Folder with the MNIST IDX files (table3)."
     ),
     seed: int = typer.Option(0, "--seed", help="Seed of every study."),
+    no_vectorize: bool = typer.Option(
+        False, "--no-vectorize", help="Fit seeds one by one, not as one batched model."
+    ),
 ) -> None:
     """Rerun the paper's experiments (App. J); writes results.json/.csv and report.html."""
     from idvae.experiments.reproduce import EXPERIMENTS
@@ -234,6 +244,7 @@ def reproduce(
         resume=resume,
         mnist_root=mnist_root,
         random_state=seed,
+        vectorize=not no_vectorize,
         progress=progress,
     )
     stdout = Console()

@@ -101,6 +101,7 @@ def run_demo(
     jobs: int | None = None,
     address: str | None = None,
     random_state: int = 0,
+    vectorize: bool = True,
     progress: Callable[[RunRecord], None] | None = None,
 ) -> DemoResult:
     """Simulate model (3), fit VaDE ``n_runs`` times and write the results into ``out``.
@@ -113,8 +114,9 @@ def run_demo(
         quick: 1,000 samples, 2 runs and small networks (seconds; for tests).
         n_runs: number of VaDE fits (default 5, quick 2).
         executor, jobs, address: where the runs are fitted (see :func:`idvae.stability`);
-            ``jobs=None`` uses one process per CPU core (at most ``n_runs``), or this
-            process alone for ``quick``.
+            ``jobs=None`` trains the seeds as one batched model in this process when
+            ``vectorize`` (else one process per CPU core, at most ``n_runs``).
+        vectorize: train the seeds as one batched model (``idvae.vectorize``).
         random_state: seed of the runs (the simulation is always ``random_state=0``).
         progress: called with each run's record as it finishes.
     """
@@ -137,7 +139,7 @@ def run_demo(
     )
     spec = demo_estimator(quick=quick)
     if jobs is None:
-        jobs = 1 if quick else max(1, min(n_runs, os.cpu_count() or 1))
+        jobs = 1 if (quick or vectorize) else max(1, min(n_runs, os.cpu_count() or 1))
     with atomic_directory(out) as tmp:
         os.chmod(tmp, 0o755)  # mkdtemp makes it private; the demo's output is not
         (tmp / MARKER).write_text("written by `idvae demo`; replaced by the next demo\n")
@@ -153,6 +155,7 @@ def run_demo(
             jobs=jobs,
             address=address,
             out=tmp / "study",
+            vectorize=vectorize,
             progress=progress,
         )
         wall = time.perf_counter() - start
@@ -162,6 +165,8 @@ def run_demo(
             "n_runs": n_runs,
             "quick": quick,
             "random_state": random_state,
+            "jobs": jobs,
+            "vectorize": vectorize,
         }
         payload = {
             "demo": settings,

@@ -25,6 +25,7 @@ import socket
 import tempfile
 import time
 import traceback
+import warnings
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from concurrent.futures import FIRST_COMPLETED, ProcessPoolExecutor, wait
 from dataclasses import dataclass, field
@@ -139,6 +140,8 @@ class RunOutput:
         prior: the learned ``prior_`` as ``GMM.to_dict()``, when the estimator has one.
         history: the estimator's ``history_`` when JSON-serialisable.
         model_files: relative path -> bytes of ``estimator.save(dir)``.
+        vectorized: whether the run was trained in a batched model with other seeds (its
+            ``fit_seconds`` is then the batch's time divided by the number of seeds).
     """
 
     run_id: int
@@ -152,6 +155,7 @@ class RunOutput:
     prior: dict[str, Any] | None = None
     history: Any = None
     model_files: dict[str, bytes] = field(default_factory=dict)
+    vectorized: bool = False
 
 
 def fit_run(context: RunContext, run_id: int, seed: int) -> RunOutput:
@@ -161,33 +165,124 @@ def fit_run(context: RunContext, run_id: int, seed: int) -> RunOutput:
     try:
         estimator = context.make_estimator(int(seed))
         estimator.fit(context.x, **dict(context.fit_kwargs))
-        latents = np.asarray(
-            estimator.transform(context.x, **dict(context.transform_kwargs)), dtype=np.float64
-        )
-        if latents.ndim != 2 or latents.shape[0] != context.x.shape[0]:
-            raise ValueError(
-                f"Expected transform to return shape ({context.x.shape[0]}, latent_dim) "
-                f"but got {latents.shape}"
-            )
-        if not np.all(np.isfinite(latents)):
-            raise ValueError("Expected finite latents but transform returned NaN or infinity")
-        out.latents = latents
-        if hasattr(estimator, "predict"):
-            out.predictions = np.asarray(estimator.predict(context.x)).astype(np.int64)
-        prior = getattr(estimator, "prior_", None)
-        if prior is not None and hasattr(prior, "to_dict"):
-            out.prior = prior.to_dict()
-        out.history = _jsonable_or_none(getattr(estimator, "history_", None))
-        if context.save_models and hasattr(estimator, "save"):
-            out.model_files = _saved_files(estimator)
+        _collect(estimator, context, out)
     except Exception as err:  # a failed run is a result, never a crash of the study
-        out.status = "failed"
-        out.error = f"{type(err).__name__}: {str(err).strip().splitlines()[0] if str(err) else ''}"
-        out.traceback = traceback.format_exc()
-        out.latents = out.predictions = out.prior = None
-        out.model_files = {}
+        _record_failure(out, err)
     out.fit_seconds = time.perf_counter() - start
     return out
+
+
+def _record_failure(out: RunOutput, err: BaseException) -> None:
+    message = str(err).strip()
+    out.status = "failed"
+    out.error = f"{type(err).__name__}: {message.splitlines()[0] if message else ''}"
+    out.traceback = traceback.format_exc()
+    out.latents = out.predictions = out.prior = None
+    out.model_files = {}
+
+
+def _collect(estimator: Any, context: RunContext, out: RunOutput) -> None:
+    """Fill ``out`` from a fitted estimator: latents, predictions, prior, history, files."""
+    latents = np.asarray(
+        estimator.transform(context.x, **dict(context.transform_kwargs)), dtype=np.float64
+    )
+    if latents.ndim != 2 or latents.shape[0] != context.x.shape[0]:
+        raise ValueError(
+            f"Expected transform to return shape ({context.x.shape[0]}, latent_dim) "
+            f"but got {latents.shape}"
+        )
+    if not np.all(np.isfinite(latents)):
+        raise ValueError("Expected finite latents but transform returned NaN or infinity")
+    out.latents = latents
+    if hasattr(estimator, "predict"):
+        out.predictions = np.asarray(estimator.predict(context.x)).astype(np.int64)
+    prior = getattr(estimator, "prior_", None)
+    if prior is not None and hasattr(prior, "to_dict"):
+        out.prior = prior.to_dict()
+    out.history = _jsonable_or_none(getattr(estimator, "history_", None))
+    if context.save_models and hasattr(estimator, "save"):
+        out.model_files = _saved_files(estimator)
+
+
+# --------------------------------------------------------------------------- vectorised
+
+
+def _vectorizable(context: RunContext, tasks: Sequence[tuple[int, int]]) -> tuple[Any, tuple]:
+    """The template estimator and ``fit``'s positional aux arrays, or raise ValueError."""
+    import inspect
+
+    from idvae.vectorize import supports_vectorization
+
+    template = context.make_estimator(int(tasks[0][1]))
+    ok, reason = supports_vectorization(template, return_reason=True)
+    if not ok:
+        raise ValueError(reason)
+    reference = {k: v for k, v in template.get_params().items() if k != "random_state"}
+    for _, seed in tasks[1:]:
+        other = context.make_estimator(int(seed))
+        params = other.get_params()
+        if type(other) is not type(template) or params.get("random_state") != seed:
+            raise ValueError("make_estimator(seed) is not the template with random_state=seed")
+        if repr({k: v for k, v in params.items() if k != "random_state"}) != repr(reference):
+            raise ValueError("make_estimator(seed) changes parameters other than random_state")
+    names = [
+        p.name
+        for p in list(inspect.signature(type(template).fit).parameters.values())[2:]
+        if p.kind in (p.POSITIONAL_ONLY, p.POSITIONAL_OR_KEYWORD)
+    ]
+    unknown = set(context.fit_kwargs) - set(names)
+    if unknown:
+        raise ValueError(f"fit keyword arguments {sorted(unknown)} cannot be passed positionally")
+    aux: list[Any] = []
+    for name in names:
+        if name not in context.fit_kwargs:
+            break
+        aux.append(context.fit_kwargs[name])
+    if len(aux) != len(context.fit_kwargs):
+        raise ValueError("fit keyword arguments are not a prefix of fit's positional arguments")
+    return template, tuple(aux)
+
+
+def fit_runs_vectorized(
+    context: RunContext, tasks: Sequence[tuple[int, int]], notes: list[str] | None = None
+) -> list[RunOutput] | None:
+    """Fit the runs' seeds as one batched model (``idvae.vectorize.fit_seeds``).
+
+    Returns None, with the reason appended to ``notes``, when vectorisation does not apply
+    (not an idvae estimator, a factory that changes more than the seed, fit keyword arguments
+    that are not fit's auxiliary arrays) or when the batched fit raised; the caller then
+    fits the runs separately, so that a failing seed is recorded on its own.
+    """
+    notes = notes if notes is not None else []
+    try:
+        from idvae.vectorize import fit_seeds
+
+        template, aux = _vectorizable(context, tasks)
+    except Exception as err:  # whatever the reason, separate runs are the safe path
+        notes.append(f"vectorisation does not apply: {err}")
+        return None
+    seeds = [int(seed) for _, seed in tasks]
+    start = time.perf_counter()
+    try:
+        with warnings.catch_warnings(record=True) as caught:
+            warnings.simplefilter("always")
+            fitted, reports = fit_seeds(template, context.x, seeds, *aux, return_report=True)
+    except Exception as err:  # fall back to separate runs, which record each failure
+        notes.append(f"vectorised fit failed ({type(err).__name__}: {err}); fitting separately")
+        return None
+    notes.extend(f"vectorise: {w.message}" for w in caught)
+    per_run = (time.perf_counter() - start) / len(tasks)
+    outputs = []
+    for (run_id, seed), estimator, report in zip(tasks, fitted, reports, strict=True):
+        out = RunOutput(run_id=int(run_id), seed=int(seed), vectorized=bool(report.vectorized))
+        begin = time.perf_counter()
+        try:
+            _collect(estimator, context, out)
+        except Exception as err:
+            _record_failure(out, err)
+        out.fit_seconds = per_run + time.perf_counter() - begin
+        outputs.append(out)
+    return outputs
 
 
 def _saved_files(estimator: Any) -> dict[str, bytes]:

@@ -427,6 +427,7 @@ def reproduce(
     resume: bool = False,
     mnist_root: str | Path | None = None,
     random_state: int = 0,
+    vectorize: bool = True,
     progress: Callable[[str, RunRecord], None] | None = None,
 ) -> dict[str, dict[str, Any]]:
     """Run one experiment of App. J (or ``"all"``) and write its results and report.
@@ -440,6 +441,7 @@ def reproduce(
         resume: continue an interrupted reproduction in ``out``.
         mnist_root: the MNIST directory (table3).
         random_state: seed of every study (run seeds derive from it).
+        vectorize: train each study's seeds as one batched model where it applies.
         progress: called with (study key, run record) as each run finishes.
 
     Returns:
@@ -462,6 +464,7 @@ def reproduce(
                 address=address,
                 resume=resume,
                 random_state=random_state,
+                vectorize=vectorize,
                 progress=progress,
             )
     return results
@@ -476,6 +479,7 @@ def _run_experiment(
     address: str | None,
     resume: bool,
     random_state: int,
+    vectorize: bool,
     progress: Callable[[str, RunRecord], None] | None,
 ) -> dict[str, Any]:
     start = time.perf_counter()
@@ -502,6 +506,7 @@ def _run_experiment(
             out=target / study.key,
             resume=resume,
             fit_kwargs=data.fit_kwargs,
+            vectorize=vectorize,
             progress=report_run,
         )
         study_results[study.key] = (study, data, result)

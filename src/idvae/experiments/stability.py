@@ -24,7 +24,7 @@ import hashlib
 import json
 import math
 import warnings
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
@@ -45,6 +45,7 @@ from idvae.experiments.executors import (
     RunOutput,
     _jsonable,
     execute_runs,
+    fit_runs_vectorized,
 )
 from idvae.mixture import GMM
 
@@ -120,6 +121,7 @@ class RunRecord:
         truth: metrics against ``z_true`` / ``prior_true`` (keys of ``TRUTH_METRICS``).
         clustering: accuracy, NMI, ARI of ``predict(X)`` against ``labels``.
         resumed: whether the run was read back from an earlier, interrupted study.
+        vectorized: whether it was trained in one batched model with other seeds.
     """
 
     run_id: int
@@ -130,6 +132,7 @@ class RunRecord:
     truth: dict[str, float] = field(default_factory=dict)
     clustering: dict[str, float] = field(default_factory=dict)
     resumed: bool = False
+    vectorized: bool = False
 
     @property
     def ok(self) -> bool:
@@ -458,6 +461,7 @@ class StudyStore:
             predictions=predictions,
             prior=data.get("prior"),
             history=data.get("history"),
+            vectorized=bool(data.get("vectorized", False)),
         )
 
     def write(self, output: RunOutput) -> None:
@@ -472,6 +476,7 @@ class StudyStore:
                 "fit_seconds": output.fit_seconds,
                 "prior": output.prior,
                 "history": output.history,
+                "vectorized": output.vectorized,
             }
             (tmp / "result.json").write_text(json.dumps(result, indent=2) + "\n")
             if output.latents is not None:
@@ -646,6 +651,7 @@ def compute_result(
             error=o.error,
             fit_seconds=round(float(o.fit_seconds), 3),
             resumed=o.run_id in resumed,
+            vectorized=o.vectorized,
         )
         i = o.run_id
         if i in ok:
@@ -700,6 +706,7 @@ def stability(
     fit_kwargs: Mapping[str, Any] | None = None,
     transform_kwargs: Mapping[str, Any] | None = None,
     save_models: bool = True,
+    vectorize: bool = True,
     progress: Callable[[RunRecord], None] | None = None,
 ) -> StabilityResult:
     """Fit ``n_runs`` seeds of one model and measure how alike their latent spaces are.
@@ -726,6 +733,11 @@ def stability(
         fit_kwargs: extra keyword arguments of ``fit`` (e.g. ``{"u": labels}`` for iVAE).
         transform_kwargs: extra keyword arguments of ``transform``.
         save_models: save each fitted model in ``out/runs/<id>/model`` (when it has ``save``).
+        vectorize: train the seeds as one batched model (``idvae.vectorize.fit_seeds``) where
+            it applies: idvae estimators built by ``make_estimator`` that differ only in
+            ``random_state``, ``executor="local"`` with ``jobs=1``. Each seed is still its own
+            fit (own initialisation, batch order and noise). Runs are then written when the
+            batch finishes; a batch that fails falls back to separate runs.
         progress: called with each run's :class:`RunRecord` (status, seed, seconds) as soon as
             it finishes.
 
@@ -813,7 +825,13 @@ def stability(
         save_models=save_models and store is not None,
     )
     tasks = [(i, s) for i, s in enumerate(seeds) if i not in outputs]
-    for output in execute_runs(context, tasks, executor=executor, jobs=jobs, address=address):
+    notes: list[str] = []
+    finished: Iterable[RunOutput] | None = None
+    if vectorize and executor == "local" and jobs == 1 and len(tasks) > 1:
+        finished = fit_runs_vectorized(context, tasks, notes)
+    if finished is None:
+        finished = execute_runs(context, tasks, executor=executor, jobs=jobs, address=address)
+    for output in finished:
         if store is not None:
             store.write(output)
         output.model_files = {}
@@ -826,6 +844,7 @@ def stability(
                     status=output.status,
                     error=output.error,
                     fit_seconds=output.fit_seconds,
+                    vectorized=output.vectorized,
                 )
             )
 
@@ -846,6 +865,7 @@ def stability(
         config=config,
         resumed=resumed,
     )
+    result.notes[:0] = notes
     if store is not None:
         result.to_json(store.root / "stability.json")
     return result
