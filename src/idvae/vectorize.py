@@ -451,9 +451,20 @@ class _Stack:
     def __init__(self, modules: list[nn.Module], trained: list[str], config: TrainConfig) -> None:
         self.trained = trained
         self.config = config
+        # Linear weights are stored transposed, (n_seeds, in, out): the batched matmul then
+        # reads them as they are and their gradients come out contiguous (stored (out, in),
+        # every backward step would copy a transposed gradient). Adam is elementwise, so the
+        # layout does not change the arithmetic.
+        self.transposed = {
+            f"{prefix}.weight" if prefix else "weight"
+            for prefix, sub in modules[0].named_modules()
+            if isinstance(sub, nn.Linear)
+        }
         with torch.no_grad():
             self.params = {
-                name: torch.stack([dict(m.named_parameters())[name] for m in modules])
+                name: torch.stack(
+                    [self._layout(name, dict(m.named_parameters())[name]) for m in modules]
+                )
                 for name, _ in modules[0].named_parameters()
             }
             self.buffers = {
@@ -463,6 +474,17 @@ class _Stack:
         for name in trained:
             self.params[name].requires_grad_(True)
         self.optimizer = self._adam()
+
+    def _layout(self, name: str, value: torch.Tensor) -> torch.Tensor:
+        """One seed's parameter in the stored layout (and back: the transpose is its inverse)."""
+        return value.T if name in self.transposed else value
+
+    def call_params(self, prefix: str) -> dict[str, torch.Tensor]:
+        """The stacked parameters in the module's layout, named for ``functional_call``."""
+        return {
+            prefix + name: value.transpose(1, 2) if name in self.transposed else value
+            for name, value in self.params.items()
+        }
 
     def _adam(self) -> torch.optim.Adam:
         return torch.optim.Adam(
@@ -499,7 +521,8 @@ class _Stack:
         grads = [g for g in grads if g is not None]
         if not grads:
             return torch.zeros(next(iter(self.params.values())).shape[0])
-        return torch.sqrt(sum(g.pow(2).flatten(1).sum(1) for g in grads))
+        per_tensor = torch.stack([torch.linalg.vector_norm(g.flatten(1), dim=1) for g in grads])
+        return torch.linalg.vector_norm(per_tensor, dim=0)
 
     def scale_grads(self, factors: torch.Tensor) -> None:
         """Multiply seed i's gradients by ``factors[i]`` (clipping; 0 silences a seed)."""
@@ -513,7 +536,7 @@ class _Stack:
         with torch.no_grad():
             for i, module in enumerate(modules):
                 for name, p in module.named_parameters():
-                    p.copy_(self.params[name][i])
+                    p.copy_(self._layout(name, self.params[name][i]))
                 for name, b in module.named_buffers():
                     b.copy_(self.buffers[name][i])
 
@@ -522,7 +545,7 @@ class _Stack:
         with torch.no_grad():
             for i, module in enumerate(modules):
                 for name, p in module.named_parameters():
-                    self.params[name][i].copy_(p)
+                    self.params[name][i].copy_(self._layout(name, p))
                 for name, b in module.named_buffers():
                     self.buffers[name][i].copy_(b)
 
@@ -591,7 +614,6 @@ def _train_phase(
             return functional_call(template, (params, buffers), batch, {"generator": dummy})
 
     batched_loss = vmap(per_seed, randomness="error")
-    prefix = {n: f"module.{n}" for n in stack.params}
     bprefix = {n: f"module.{n}" for n in stack.buffers}
     batch_size = min(config.batch_size, n_samples)
     steps = math.ceil(n_samples / batch_size)
@@ -620,7 +642,7 @@ def _train_phase(
                 noise = tuple(
                     _draw_noise(calls, [requests[i].ctx.noise_generator for i in active], device)
                 )
-                params = {prefix[n]: v for n, v in stack.params.items()}
+                params = stack.call_params("module.")
                 buffers = {bprefix[n]: v for n, v in stack.buffers.items()}
                 try:
                     terms = batched_loss(params, buffers, batch, noise)
