@@ -199,3 +199,46 @@ def test_reproduce_empty_mnist_folder(tmp_path):
         "reproduce", "table3", "--quick", "--mnist-root", empty, "--out", tmp_path / "o"
     )
     assert result.exit_code == 2 and "missing" in result.output
+
+
+def test_reproduce_mle_quick_delegates_to_exact(tmp_path):
+    out = tmp_path / "repro"
+    result = invoke("reproduce", "mle", "--quick", "--out", out)
+    assert result.exit_code == 0, result.output
+    payload = json.loads((out / "mle" / "results.json").read_text())
+    summary = payload["summary"]
+    assert summary["n_simulations"] == 5 == len(payload["simulations"])
+    assert 0 <= summary["n_unique"] <= summary["n_truth_is_minimizer"] <= 5
+    assert "50 simulations" in payload["paper"]
+    rows = list(csv.DictReader((out / "mle" / "results.csv").open()))
+    assert len([r for r in rows if r.get("index") not in (None, "")]) >= 5
+    html = (out / "mle" / "report.html").read_text()
+    assert html.count("data:image/png;base64,") >= 1  # Fig. 1 style profiles
+
+
+@pytest.mark.slow
+def test_reproduce_all_quick(tmp_path):
+    """Every experiment, small; table3 needs the real MNIST files (skipped without them)."""
+    mnist = Path(os.environ.get("IDVAE_MNIST", "/work/shared/data/mnist"))
+    if not mnist.is_dir():
+        pytest.skip(f"no MNIST at {mnist} (set IDVAE_MNIST)")
+    out = tmp_path / "repro"
+    result = invoke("reproduce", "all", "--quick", "--out", out, "--mnist-root", mnist)
+    assert result.exit_code == 0, result.output
+    for name in ("table2", "pinwheel", "table3", "mle"):
+        for file in ("results.json", "results.csv", "report.html"):
+            assert (out / name / file).stat().st_size > 0, (name, file)
+    table3 = json.loads((out / "table3" / "results.json").read_text())
+    assert set(table3["studies"]) == {
+        "arch1-mfcvae-relu",
+        "arch1-mfcvae-leaky_relu",
+        "arch1-ivae-leaky_relu",
+    }
+    for study in table3["studies"].values():
+        summary = study["result"]["summary"]
+        assert summary["n_runs"] == 2
+        # distAff between the 25-component priors (the paper: infeasible) when both ran
+        if summary["n_failed"] == 0 and study["title"].count("MFCVAE"):
+            assert summary["between_runs"]["dist_aff"]["n"] == 1
+    pinwheel = json.loads((out / "pinwheel" / "results.json").read_text())
+    assert pinwheel["studies"]["pinwheel"]["paper"]["dist_aff"] == [0.113, 0.065]

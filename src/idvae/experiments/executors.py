@@ -195,13 +195,22 @@ def _collect(estimator: Any, context: RunContext, out: RunOutput) -> None:
         raise ValueError("Expected finite latents but transform returned NaN or infinity")
     out.latents = latents
     if hasattr(estimator, "predict"):
-        out.predictions = np.asarray(estimator.predict(context.x)).astype(np.int64)
+        out.predictions = _as_cluster_labels(np.asarray(estimator.predict(context.x)))
     prior = getattr(estimator, "prior_", None)
     if prior is not None and hasattr(prior, "to_dict"):
         out.prior = prior.to_dict()
     out.history = _jsonable_or_none(getattr(estimator, "history_", None))
     if context.save_models and hasattr(estimator, "save"):
         out.model_files = _saved_files(estimator)
+
+
+def _as_cluster_labels(predictions: np.ndarray) -> np.ndarray:
+    """One int label per sample; facet states of shape (n, k) become joint indices."""
+    predictions = predictions.astype(np.int64)
+    if predictions.ndim == 2:
+        dims = tuple(int(d) for d in predictions.max(axis=0) + 1)
+        predictions = np.ravel_multi_index(tuple(predictions.T), dims).astype(np.int64)
+    return predictions
 
 
 # --------------------------------------------------------------------------- vectorised
