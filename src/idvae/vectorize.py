@@ -486,6 +486,16 @@ class _Stack:
             for name, value in self.params.items()
         }
 
+    def call_buffers(self, prefix: str) -> tuple[dict, dict]:
+        """The buffers for ``functional_call``: (stacked ones, ones equal in every seed)."""
+        stacked, shared = {}, {}
+        for name, value in self.buffers.items():
+            if bool((value == value[:1]).all()):
+                shared[prefix + name] = value[0]
+            else:
+                stacked[prefix + name] = value
+        return stacked, shared
+
     def _adam(self) -> torch.optim.Adam:
         return torch.optim.Adam(
             [self.params[n] for n in self.trained],
@@ -609,12 +619,15 @@ def _train_phase(
             recorded[batch_size] = recorder.calls
         return recorded[batch_size]
 
-    def per_seed(params: dict, buffers: dict, batch: tuple, noise: tuple) -> dict:
+    def per_seed(params: dict, buffers: dict, shared: dict, batch: tuple, noise: tuple) -> dict:
         with _NoiseFeed(noise):
-            return functional_call(template, (params, buffers), batch, {"generator": dummy})
+            return functional_call(
+                template, (params, buffers | shared), batch, {"generator": dummy}
+            )
 
-    batched_loss = vmap(per_seed, randomness="error")
-    bprefix = {n: f"module.{n}" for n in stack.buffers}
+    # buffers equal in every seed (e.g. MFCVAE's fade-in weights, set by the epoch) go in
+    # unbatched, so a loss may branch on them
+    batched_loss = vmap(per_seed, in_dims=(0, 0, None, 0, 0), randomness="error")
     batch_size = min(config.batch_size, n_samples)
     steps = math.ceil(n_samples / batch_size)
     max_norm = config.grad_clip if config.grad_clip is not None else math.inf
@@ -643,14 +656,18 @@ def _train_phase(
                     _draw_noise(calls, [requests[i].ctx.noise_generator for i in active], device)
                 )
                 params = stack.call_params("module.")
-                buffers = {bprefix[n]: v for n, v in stack.buffers.items()}
+                buffers, shared = stack.call_buffers("module.")
                 try:
-                    terms = batched_loss(params, buffers, batch, noise)
+                    terms = batched_loss(params, buffers, shared, batch, noise)
                 except RuntimeError as err:
                     if "randomness" in str(err):
                         raise VectorizationError(
                             f"the loss of phase {phase!r} draws randomness outside its "
                             f"generator ({err})"
+                        ) from None
+                    if "vmap" in str(err):
+                        raise VectorizationError(
+                            f"the loss of phase {phase!r} cannot be batched ({err})"
                         ) from None
                     raise
                 stack.optimizer.zero_grad(set_to_none=True)
