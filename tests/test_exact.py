@@ -393,6 +393,31 @@ def test_mle_study_quick():
     json.dumps(study.to_dict())
 
 
+def test_mle_study_within_the_theorems_class():
+    study = mle_study(6, random_state=2, grid=quick_grid, weakly_injective_only=True)
+    for truth in study.truths:
+        assert injectivity(truth) != "not weakly injective"
+        assert injectivity(truth, bulk=4.0) != "not weakly injective"
+    grid = study.grids[3]
+    alpha, beta, bias = grid.decoders()
+    assert grid.weakly_injective_only and len(alpha) < len(quick_grid(3).decoders()[0])
+    for a, b, c in zip(alpha, beta, bias, strict=True):
+        model = ToyModel([1.0], [0.0], [1.0], a, b, c, 0.3)
+        assert injectivity(model) != "not weakly injective"
+    assert study.summary["n_unique_up_to_tails"] == 6
+
+
+def test_constant_decoder_is_not_identified():
+    # f = 0: X is pure noise whatever the prior, so many priors tie with the truth
+    grid = small_grid()
+    truth = ToyModel([0.5, 0.5], [-1.0, 1.0], [0.5, 0.5], [0.0, 0.0], [1.0, 1.0], [0.5, 0.5], 0.3)
+    result = grid_search(truth, grid, keep=2000)
+    assert not result.unique_up_to_equivalence(truth)
+    ties = [m for m in result.minimizers if not equivalent(m, truth)]
+    assert ties and all(density_distance(m, truth) < 1e-14 for m in ties)
+    assert injectivity(truth) == "not weakly injective"
+
+
 def test_profile_nll_minimum_at_truth():
     truth = ToyModel([0.5, 0.5], [-1.0, 1.0], [0.5, 0.5], [1.0, 0.5], [1.0, -1.0], [0.0, 0.5], 0.3)
     values = np.linspace(-2.0, 2.0, 81)  # contains the true beta[0] = 1

@@ -27,6 +27,7 @@ experiment itself, ``mle_study`` (Fig. 1: "is the truth the unique global minimi
 
 from __future__ import annotations
 
+import dataclasses
 import itertools
 import math
 import time
@@ -72,6 +73,9 @@ __all__ = [
 
 _LOG_2PI = math.log(2.0 * math.pi)
 _LOG_FLOOR = -1e30  # stands in for log(0) so that 0 * log p stays 0 in quadrature sums
+# total variation below which two closed-form densities are equal to float64 rounding
+# (equivalent models measure <= 1e-16; distinct ones on the paper grid >= 1.5e-11)
+_TV_FLOOR = 1e-13
 
 
 # ---------------------------------------------------------------------------------------
@@ -762,11 +766,20 @@ def injectivity(model: ToyModel, *, bulk: float | None = None) -> str:
     """
     if model.is_batched:
         raise ValueError("Expected an unbatched ToyModel but got a batch")
-    lower, upper, slope, intercept = (
-        p[0] for p in _pieces(model.alpha[None], model.beta[None], model.bias[None])
-    )
-    if bulk is not None:
-        left, right = _bulk_interval(model, bulk)
+    interval = None if bulk is None else _bulk_interval(model, bulk)
+    return _decoder_injectivity(model.alpha, model.beta, model.bias, interval)
+
+
+def _decoder_injectivity(
+    alpha: np.ndarray,
+    beta: np.ndarray,
+    bias: np.ndarray,
+    interval: tuple[float, float] | None = None,
+) -> str:
+    """``injectivity`` of f = sum_i alpha_i ReLU(beta_i z + pi_i), on R or on an interval."""
+    lower, upper, slope, intercept = (p[0] for p in _pieces(alpha[None], beta[None], bias[None]))
+    if interval is not None:
+        left, right = interval
         lower, upper = np.clip(lower, left, right), np.clip(upper, left, right)
     used = upper > lower
     lower, upper, slope, intercept = lower[used], upper[used], slope[used], intercept[used]
@@ -781,6 +794,8 @@ def injectivity(model: ToyModel, *, bulk: float | None = None) -> str:
         return "injective"
     # multiplicity of values on the open intervals between image endpoints
     cuts = np.unique(images[np.isfinite(images)])
+    if cuts.size == 0:
+        cuts = np.zeros(1)
     probes = np.concatenate([[cuts[0] - 1.0], (cuts[:-1] + cuts[1:]) / 2, [cuts[-1] + 1.0]])
     counts = np.array([np.sum(sloped & (images[:, 0] < y) & (y < images[:, 1])) for y in probes])
     covered = counts > 0
@@ -822,6 +837,9 @@ class Grid:
         alpha, beta, bias: values of each neuron's parameters.
         noise_std: the known noise standard deviation (not searched).
         n_neurons: H, the number of hidden units.
+        weakly_injective_only: keep only decoders that are weakly injective (F2) on R, the
+            class of decoders the identifiability theorem speaks about (Definition 2.1
+            compares models within one class).
     """
 
     weights: tuple[tuple[float, ...], ...]
@@ -832,6 +850,7 @@ class Grid:
     bias: tuple[float, ...]
     noise_std: float
     n_neurons: int = 2
+    weakly_injective_only: bool = False
 
     def __post_init__(self) -> None:
         w = check_array(np.asarray(self.weights, dtype=np.float64), "grid weights", ndim=2)
@@ -926,22 +945,40 @@ class Grid:
                     seen.add(tag)
                     keep.append(i)
             params = params[keep]
+        if self.weakly_injective_only:
+            f2 = [
+                _decoder_injectivity(p[:, 0], p[:, 1], p[:, 2]) != "not weakly injective"
+                for p in params
+            ]
+            params = params[np.array(f2, dtype=bool)]
         return params[:, :, 0].copy(), params[:, :, 1].copy(), params[:, :, 2].copy()
 
     def random_model(self, random_state: RandomState = None) -> ToyModel:
-        """A model drawn uniformly from the grid's value sets, as in App. J.3.1 steps 1-4."""
+        """A model drawn uniformly from the grid's value sets, as in App. J.3.1 steps 1-4.
+
+        With ``weakly_injective_only`` the draw is repeated until f is weakly injective on
+        R and on the bulk of the prior (4 standard deviations), so that the truth lies in
+        the theorem's class with a margin float64 can see.
+        """
         rng = check_random_state(random_state)
         J, H = self.n_components, self.n_neurons
         pick = lambda vals, n: np.array(vals)[rng.integers(len(vals), size=n)]  # noqa: E731
-        return ToyModel(
-            np.array(self.weights)[rng.integers(len(self.weights))],
-            pick(self.means, J),
-            pick(self.stds, J),
-            pick(self.alpha, H),
-            pick(self.beta, H),
-            pick(self.bias, H),
-            self.noise_std,
-        )
+        for _ in range(10_000):
+            model = ToyModel(
+                np.array(self.weights)[rng.integers(len(self.weights))],
+                pick(self.means, J),
+                pick(self.stds, J),
+                pick(self.alpha, H),
+                pick(self.beta, H),
+                pick(self.bias, H),
+                self.noise_std,
+            )
+            if not self.weakly_injective_only or (
+                injectivity(model) != "not weakly injective"
+                and injectivity(model, bulk=4.0) != "not weakly injective"
+            ):
+                return model
+        raise ValueError("Expected the grid to hold weakly injective decoders but found none")
 
 
 def paper_grid(n_components: int = 3) -> Grid:
@@ -1323,6 +1360,7 @@ class MLEStudy:
                 "bias": list(g.bias),
                 "noise_std": g.noise_std,
                 "n_neurons": g.n_neurons,
+                "weakly_injective_only": g.weakly_injective_only,
                 "size": g.size,
             }
             for j, g in self.grids.items()
@@ -1357,6 +1395,7 @@ def mle_study(
     tol: float = 1e-10,
     equivalence_tol: float = 1e-6,
     tail_mass: float = 1e-4,
+    weakly_injective_only: bool = False,
     keep: int = 512,
     chunk_size: int = 50_000,
 ) -> MLEStudy:
@@ -1376,9 +1415,13 @@ def mle_study(
         n_components: the values of J to alternate over (paper: 2 or 3).
         tol: grid points within ``tol`` of the minimal NLL are global minimisers.
         equivalence_tol: tolerance of ``equivalent``.
-        tail_mass: ties whose ``disagreement_mass`` with the truth is below ``tail_mass`` are
-            counted in ``n_unique_up_to_tails``: their densities differ, so the truth is
-            strictly better (Gibbs), but by a KL of order mass^2, below float64 resolution.
+        tail_mass: a tie (a non-equivalent point within ``tol`` of the minimum) counts as
+            explained, for ``n_unique_up_to_tails``, when its density differs from the
+            truth's (total variation > 1e-13; then KL > 0 and the truth is strictly better in
+            exact arithmetic, by Gibbs, just below what float64 resolves) or when its f
+            differs from the truth's only on prior mass < ``tail_mass``.
+        weakly_injective_only: restrict truths and grid decoders to the theorem's class
+            (f weakly injective, (F2); truths also on the prior's bulk), see ``Grid``.
         keep: best points kept per truth (for the gap to the best non-equivalent point).
         chunk_size: grid points per block.
 
@@ -1389,6 +1432,8 @@ def mle_study(
     n_simulations = check_positive_int(n_simulations, "n_simulations")
     rng = check_random_state(random_state)
     grids, comps = _resolve_grids(grid, n_components)
+    if weakly_injective_only:
+        grids = {j: dataclasses.replace(g, weakly_injective_only=True) for j, g in grids.items()}
     start = time.perf_counter()
     truths = [grids[comps[i % len(comps)]].random_model(rng) for i in range(n_simulations)]
     records: list[dict[str, Any] | None] = [None] * n_simulations
@@ -1437,13 +1482,15 @@ def _simulation_record(
     ties = [(m, mass) for m, mass in zip(minimizers, masses, strict=True) if mass > 0]
     log_gaps, tvs = _tie_diagnostics(truth, [m for m, _ in ties])
     tie_tv = float(tvs.max(initial=0.0))
-    # a tie is explained when f differs only where the prior has (almost) no mass, or when
-    # the closed-form log densities differ somewhere (tails included): then KL > 0 and the
-    # truth is strictly better in exact arithmetic (Gibbs), by less than float64 resolves.
+    # A tie is explained when its density differs from the truth's (total variation above
+    # the float64 rounding floor of ~1e-16, or log densities differing far out): then
+    # KL > 0 and the truth is strictly better in exact arithmetic (Gibbs), by less than the
+    # float64 NLL resolves. So is a tie whose f differs only where the prior has mass
+    # < tail_mass. What remains has the truth's density to rounding: not identifiable.
     unexplained = [
         m
-        for (m, mass), gap in zip(ties, log_gaps, strict=True)
-        if mass >= tail_mass and gap <= 1e-9
+        for (m, mass), gap, tv in zip(ties, log_gaps, tvs, strict=True)
+        if mass >= tail_mass and gap <= 1e-9 and tv <= _TV_FLOOR
     ]
     # Definition 2.1 compares models of the same class: a tie whose decoder is not weakly
     # injective (F2) is outside the class the identifiability theorem speaks about.
@@ -1460,14 +1507,16 @@ def _simulation_record(
         reason = f"more than {len(res.values)} points tie with the minimum"
     elif unique_tails:
         reason = (
-            "ties differ from the truth only in the tails (prior mass < "
-            f"{tail_mass:g} or log-density differences far out); KL below float64 resolution"
+            f"{len(ties)} non-equivalent tie(s), all with a density distinct from the truth's "
+            f"(total variation {float(tvs.min()):.1e} to {tie_tv:.1e}): KL below float64 "
+            "resolution; unique in exact arithmetic"
         )
     else:
         reason = (
-            "a non-equivalent model has the same density (to 1e-9 in log space, tails "
-            f"included) and differs on prior mass {max(mass for _, mass in ties):.2g}"
-            + ("" if unexplained_f2 else "; its decoder is not weakly injective (F2)")
+            f"{len(unexplained)} non-equivalent model(s) with the truth's density (to float64 "
+            f"rounding), differing on prior mass {max(mass for _, mass in ties):.2g}: not "
+            "identifiable"
+            + ("" if unexplained_f2 else "; their decoders are not weakly injective (F2)")
         )
     return {
         "index": index,
