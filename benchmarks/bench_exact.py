@@ -8,11 +8,13 @@ Figures (all wall-clock on whatever machine runs this; a shared machine inflates
   closed form once per point (per-call overhead included).
 - ``grid_points_per_s``: parameter points of ``paper_grid(3)`` evaluated per second by
   ``grid_search`` (population NLL, deduplicated points), cold (first search: grid
-  enumeration and closed-form component table) and warm (another truth on the same grid);
+  enumeration and closed-form component table) and warm (another truth on the same grid;
+  one thread, and ``n_jobs=2``);
   ``raw_grid_points_per_s`` counts the full product grid those searches cover.
 - ``study_point_evaluations_per_s``: (point, truth) pairs per second in ``mle_study``, where
   the truths of one J share a pass over the grid.
-- ``mle_study_50_s`` and its counts (``idvae mle --simulations 50`` does the same plus plots).
+- ``mle_study_50_s`` and its counts (``idvae mle --simulations 50`` does the same plus plots);
+  ``..._f2``: the same restricted to weakly injective decoders (``idvae mle --f2``).
 """
 
 from __future__ import annotations
@@ -92,7 +94,12 @@ def _grid_throughput() -> dict:
         exact.grid_search(truth, grid)
         warm_times.append(time.perf_counter() - t)
     warm = float(np.median(warm_times))
+    t = time.perf_counter()
+    for truth in truths[1:]:
+        exact.grid_search(truth, grid, n_jobs=2)
+    warm2 = (time.perf_counter() - t) / len(truths[1:])
     return {
+        "grid_points_per_s_warm_2_threads": round(first.n_evaluated / warm2),
         "grid_size": grid.size,
         "points_evaluated": first.n_evaluated,
         "cold_search_s": round(cold, 3),
@@ -104,25 +111,29 @@ def _grid_throughput() -> dict:
 
 
 def _study() -> dict:
-    exact._GRID_CACHE.clear()
-    exact._TABLE_CACHE.clear()
-    t = time.perf_counter()
-    study = exact.mle_study(50, random_state=0)
-    seconds = time.perf_counter() - t
-    s = study.summary
-    pairs = sum(
-        n * sum(r["n_components"] == int(j) for r in study.simulations)
-        for j, n in s["points_evaluated"].items()
-    )
-    return {
-        "mle_study_50_s": round(seconds, 2),
-        "study_point_evaluations_per_s": round(pairs / seconds),
-        "n_truth_is_minimizer": s["n_truth_is_minimizer"],
-        "n_unique": s["n_unique"],
-        "n_unique_up_to_tails": s["n_unique_up_to_tails"],
-        "n_unique_among_weakly_injective": s["n_unique_among_weakly_injective"],
-        "n_simulations": s["n_simulations"],
-    }
+    out = {}
+    for tag, restrict in (("", False), ("_f2", True)):
+        exact._GRID_CACHE.clear()
+        exact._TABLE_CACHE.clear()
+        t = time.perf_counter()
+        study = exact.mle_study(50, random_state=0, weakly_injective_only=restrict)
+        seconds = time.perf_counter() - t
+        s = study.summary
+        pairs = sum(
+            n * sum(r["n_components"] == int(j) for r in study.simulations)
+            for j, n in s["points_evaluated"].items()
+        )
+        out.update(
+            {
+                f"mle_study_50{tag}_s": round(seconds, 2),
+                f"study{tag}_point_evaluations_per_s": round(pairs / seconds),
+                f"n_truth_is_minimizer{tag}": s["n_truth_is_minimizer"],
+                f"n_unique{tag}": s["n_unique"],
+                f"n_unique_up_to_tails{tag}": s["n_unique_up_to_tails"],
+                f"n_unique_among_weakly_injective{tag}": s["n_unique_among_weakly_injective"],
+            }
+        )
+    return out
 
 
 def run() -> dict:

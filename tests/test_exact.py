@@ -263,6 +263,15 @@ def test_grid_search_values_equal_direct_evaluation():
     assert np.all(np.diff(result.values) >= 0)
 
 
+def test_grid_search_threads_agree():
+    grid = small_grid()
+    truth = ToyModel([0.5, 0.5], [0.0, 1.0], [0.5, 0.5], [1.0, 0.0], [-1.0, 1.0], [0.5, 0.5], 0.3)
+    one = grid_search(truth, grid, keep=40, chunk_size=30)
+    two = grid_search(truth, grid, keep=40, chunk_size=30, n_jobs=2)
+    np.testing.assert_array_equal(one.values, two.values)
+    np.testing.assert_array_equal(one.candidates.means, two.candidates.means)
+
+
 def test_grid_search_sample_objective():
     grid = small_grid()
     truth = ToyModel(

@@ -32,6 +32,7 @@ import itertools
 import math
 import time
 from collections.abc import Callable, Iterator, Sequence
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal
@@ -1135,6 +1136,7 @@ def _evaluate_grid(
     deduplicate: bool,
     chunk_size: int,
     keep: int,
+    n_jobs: int = 1,
 ) -> tuple[_TopK, int]:
     """Stream the objective -sum_q node_weights[q, t] log p_theta(x_q) over the grid.
 
@@ -1156,7 +1158,8 @@ def _evaluate_grid(
     step = max(1, chunk_size // n_prior)
     flat_g = g.reshape(n_keys, n_dec * n_nodes)  # column slices of it are BLAS-ready views
     shift_term = shift @ node_weights  # (n_dec, T): the shift is constant per decoder
-    for start in range(0, n_dec, step):
+
+    def block(start: int) -> tuple[np.ndarray, np.ndarray]:
         stop = min(start + step, n_dec)
         n_c = stop - start
         dens = mix @ flat_g[:, start * n_nodes : stop * n_nodes]  # (n_prior, n_c * Q)
@@ -1166,7 +1169,16 @@ def _evaluate_grid(
         log_p = np.log(dens, out=dens).reshape(n_prior * n_c, n_nodes)
         values = -(log_p @ node_weights).reshape(n_prior, n_c, -1) - shift_term[None, start:stop]
         flat = (np.arange(n_prior)[:, None] * n_dec + np.arange(start, stop)).ravel()
-        top.update(values.reshape(n_prior * n_c, -1), flat)
+        return values.reshape(n_prior * n_c, -1), flat
+
+    starts = range(0, n_dec, step)
+    if n_jobs == 1 or len(starts) == 1:
+        for start in starts:
+            top.update(*block(start))
+    else:  # numpy releases the GIL in matmul and log: threads share the table, no copies
+        with ThreadPoolExecutor(n_jobs) as pool:
+            for values, flat in pool.map(block, starts):
+                top.update(values, flat)
     return top, n_prior * n_dec
 
 
@@ -1263,6 +1275,7 @@ def grid_search(
     tol: float = 1e-10,
     keep: int = 256,
     deduplicate: bool = True,
+    n_jobs: int = 1,
 ) -> GridSearchResult:
     """Exhaustive minimisation of the negative log-likelihood over a grid (App. J.3.1).
 
@@ -1278,6 +1291,7 @@ def grid_search(
         keep: how many best points to keep as ``candidates``.
         deduplicate: evaluate each distinct prior law and decoder function once (the dropped
             points have exactly the same density as a kept one).
+        n_jobs: threads evaluating blocks of the grid (numpy releases the GIL there).
 
     Returns:
         GridSearchResult.
@@ -1311,8 +1325,16 @@ def grid_search(
             raise ValueError("Expected at least 1 sample in x but got 0")
         g, shift = _component_table(grid, deduplicate, nodes)
         weights = np.full((nodes.shape[0], 1), 1.0 / nodes.shape[0])
+    n_jobs = check_positive_int(n_jobs, "n_jobs")
     top, n_eval = _evaluate_grid(
-        grid, g, shift, weights, deduplicate=deduplicate, chunk_size=chunk_size, keep=keep
+        grid,
+        g,
+        shift,
+        weights,
+        deduplicate=deduplicate,
+        chunk_size=chunk_size,
+        keep=keep,
+        n_jobs=n_jobs,
     )
     return _finish(top, 0, grid, deduplicate, n_eval, time.perf_counter() - start, objective, tol)
 
@@ -1398,6 +1420,7 @@ def mle_study(
     weakly_injective_only: bool = False,
     keep: int = 512,
     chunk_size: int = 50_000,
+    n_jobs: int = 1,
 ) -> MLEStudy:
     """The maximum-likelihood experiment of App. J.3.1 (Fig. 1).
 
@@ -1424,12 +1447,14 @@ def mle_study(
             (f weakly injective, (F2); truths also on the prior's bulk), see ``Grid``.
         keep: best points kept per truth (for the gap to the best non-equivalent point).
         chunk_size: grid points per block.
+        n_jobs: threads evaluating blocks of the grid.
 
     Returns:
         MLEStudy; ``summary["n_unique"]`` counts truths that are the unique global minimiser
         up to equivalence (the paper reports 50 of 50).
     """
     n_simulations = check_positive_int(n_simulations, "n_simulations")
+    n_jobs = check_positive_int(n_jobs, "n_jobs")
     rng = check_random_state(random_state)
     grids, comps = _resolve_grids(grid, n_components)
     if weakly_injective_only:
@@ -1449,7 +1474,14 @@ def mle_study(
         table, shift = _lattice_table(g, True, step, first, first + len(nodes) - 1)
         node_weights = (w[None, :] * batch.pdf(nodes)).T  # (Q, T)
         top, n_eval = _evaluate_grid(
-            g, table, shift, node_weights, deduplicate=True, chunk_size=chunk_size, keep=keep
+            g,
+            table,
+            shift,
+            node_weights,
+            deduplicate=True,
+            chunk_size=chunk_size,
+            keep=keep,
+            n_jobs=n_jobs,
         )
         evaluated[str(j)] = n_eval
         truth_nll = -(np.maximum(batch.logpdf(nodes), _LOG_FLOOR) * node_weights.T).sum(1)

@@ -20,6 +20,7 @@ def mle(
         -1, "--plots", help="Profile figures to draw (default: all, at most 6 with --quick)."
     ),
     tol: float = typer.Option(1e-10, "--tol", help="NLL tolerance defining the minimisers."),
+    jobs: int = typer.Option(1, "--jobs", help="Threads evaluating the grid."),
     f2: bool = typer.Option(
         False,
         "--f2",
@@ -46,6 +47,7 @@ def mle(
         grid=exact.quick_grid if quick else None,
         tol=tol,
         weakly_injective_only=f2,
+        n_jobs=jobs,
     )
     n_plots = len(study.simulations) if plots < 0 else plots
     if quick and plots < 0:
