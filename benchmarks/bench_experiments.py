@@ -76,11 +76,10 @@ def bench_jobs() -> dict:
 
 
 def bench_vectorized() -> dict:
+    import idvae
     from idvae.datasets import parallelograms
     from idvae.experiments.reproduce import _vade_params
     from idvae.vectorize import fit_seeds
-
-    import idvae
 
     data = parallelograms(1000 if QUICK else 5000, 3, random_state=1)
     params = _vade_params(QUICK, 2)

@@ -243,6 +243,9 @@ def test_bad_data_and_factory():
         EstimatorSpec("transformer")
     with pytest.raises(ValueError, match="random_state"):
         EstimatorSpec("vade", {"random_state": 1})
+    bad = EstimatorSpec("test_experiments:ToyEstimator", {"no_such_parameter": 1})
+    with pytest.raises(ValueError, match="build an estimator.*no_such_parameter"):
+        stability(bad, np.zeros((4, 2)) + np.arange(4)[:, None])
 
 
 def test_unreachable_ray_address_is_a_clear_error():

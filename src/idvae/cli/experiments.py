@@ -114,21 +114,21 @@ def stability(
     prior = given.get("prior", own.get("prior"))
     if prior is not None and z_true is not None and prior.dim != z_true.shape[1]:
         prior = None
-    params: dict[str, Any] = {"latent_dim": latent_dim}
-    if model.lower() != "vae":
-        params["n_components"] = components
+    params = _model_params(model.lower(), latent_dim, components)
     if epochs is not None:
         params["epochs"] = epochs
     if pretrain_epochs is not None:
         params["pretrain_epochs"] = pretrain_epochs
     spec = EstimatorSpec(model.lower(), params)
     fit_kwargs: dict[str, Any] = {}
+    transform_kwargs: dict[str, Any] = {}
     if model.lower() == "ivae":
         if loaded.u is None:
             raise ValueError(
                 f"Expected DATA with a key u (the auxiliary variable) for iVAE: {data}"
             )
         fit_kwargs["u"] = loaded.u
+        transform_kwargs["u"] = loaded.u
     with _progress(runs, f"{model} × {runs}") as advance:
         result = run_stability(
             spec,
@@ -144,6 +144,7 @@ def stability(
             out=out,
             resume=resume,
             fit_kwargs=fit_kwargs,
+            transform_kwargs=transform_kwargs,
             vectorize=not no_vectorize,
             progress=advance,
         )
@@ -156,6 +157,15 @@ def stability(
     )
     write_html_report(out / "report.html", title=f"Stability: {data.name}", sections=[section])
     typer.echo(f"wrote {out / 'stability.json'}, results.csv, report.html and runs/")
+
+
+def _model_params(model: str, latent_dim: int, components: int) -> dict[str, Any]:
+    """--latent-dim/--components in each model's own parameter names."""
+    if model == "mfcvae":  # one facet
+        return {"facet_dims": [latent_dim], "facet_components": [components]}
+    if model in ("vae", "ivae"):  # no mixture prior of their own (iVAE's comes from u)
+        return {"latent_dim": latent_dim}
+    return {"latent_dim": latent_dim, "n_components": components}
 
 
 def _rows_csv(rows: list[dict[str, Any]]) -> str:

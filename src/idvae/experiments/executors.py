@@ -195,7 +195,10 @@ def _collect(estimator: Any, context: RunContext, out: RunOutput) -> None:
         raise ValueError("Expected finite latents but transform returned NaN or infinity")
     out.latents = latents
     if hasattr(estimator, "predict"):
-        out.predictions = _as_cluster_labels(np.asarray(estimator.predict(context.x)))
+        try:
+            out.predictions = _as_cluster_labels(np.asarray(estimator.predict(context.x)))
+        except Exception:  # a model without clusters (VAE, iVAE): no clustering scores
+            out.predictions = None
     prior = getattr(estimator, "prior_", None)
     if prior is not None and hasattr(prior, "to_dict"):
         out.prior = prior.to_dict()

@@ -117,6 +117,7 @@ class StudyData:
         prior_true: the true law of Z, or None.
         labels: array of shape (n_samples,), the true clusters, or None.
         fit_kwargs: extra keyword arguments of ``fit`` (iVAE's u).
+        transform_kwargs: extra keyword arguments of ``transform`` (iVAE's u).
         description: how the data were made (JSON).
     """
 
@@ -125,6 +126,7 @@ class StudyData:
     prior_true: GMM | None = None
     labels: np.ndarray | None = None
     fit_kwargs: Mapping[str, Any] = field(default_factory=dict)
+    transform_kwargs: Mapping[str, Any] = field(default_factory=dict)
     description: Mapping[str, Any] = field(default_factory=dict)
 
 
@@ -222,8 +224,10 @@ def _mnist_loader(root: Path, n_samples: int | None, *, aux: bool) -> Callable[[
         return StudyData(
             x=x,
             labels=labels,
-            # iVAE's u: the digit labels, one-hot (u of shape (n_samples, 10))
-            fit_kwargs={"u": np.eye(10, dtype=np.float32)[labels]} if aux else {},
+            # iVAE's u: the digit labels (IVAE one-hot encodes class labels itself); its
+            # encoder q(z | x, u) needs u in transform too
+            fit_kwargs={"u": labels} if aux else {},
+            transform_kwargs={"u": labels} if aux else {},
             description={"dataset": "mnist", "n_samples": int(x.shape[0]), "root": str(root)},
         )
 
@@ -509,6 +513,7 @@ def _run_experiment(
             out=target / study.key,
             resume=resume,
             fit_kwargs=data.fit_kwargs,
+            transform_kwargs=data.transform_kwargs,
             vectorize=vectorize,
             progress=report_run,
         )
@@ -796,21 +801,26 @@ def write_experiment_report(
         values = {
             study.title: result.pair_values(metric).tolist()
             for study, _, result in studies.values()
-            if metric in result.matrices
+            if metric in result.matrices and result.pair_values(metric).size
         }
-        if not values:
+        if not values:  # every study of the experiment lacks this metric (or failed)
             continue
         paper = {
             study.title: study.paper[metric]
             for study, _, _ in studies.values()
             if metric in study.paper
         }
-        paper = {k: (v if v[1] is not None else v[0]) for k, v in paper.items()}
+        paper = {k: (v if v[1] is not None else v[0]) for k, v in paper.items() if k in values}
+        try:
+            png = metric_comparison_figure(
+                values, title=PAIR_METRICS[metric], ylabel=metric, paper=paper or None
+            )
+        except (ValueError, TypeError) as err:  # a figure must not lose the results
+            intro += f"\n\n(figure of {metric} not drawn: {err})"
+            continue
         comparison_figures.append(
             Figure(
-                metric_comparison_figure(
-                    values, title=PAIR_METRICS[metric], ylabel=metric, paper=paper or None
-                ),
+                png,
                 f"{PAIR_METRICS[metric]} between runs: ours (dots, mean ± std) and the paper's "
                 "(red)",
             )
@@ -834,15 +844,21 @@ def write_experiment_report(
         )
     for study, data, result in studies.values():
         paper = {k: _paper_cell(v) for k, v in study.paper.items()}
-        section = stability_section(
-            result,
-            heading=study.title,
-            text=f"Data: {json.dumps(_jsonable(dict(data.description)))}. "
-            f"Model: {json.dumps(study.estimator.to_dict())}.",
-            labels=data.labels,
-            reference=data.z_true,
-            paper=paper or None,
+        text = (
+            f"Data: {json.dumps(_jsonable(dict(data.description)))}. "
+            f"Model: {json.dumps(study.estimator.to_dict())}."
         )
+        try:
+            section = stability_section(
+                result,
+                heading=study.title,
+                text=text,
+                labels=data.labels,
+                reference=data.z_true,
+                paper=paper or None,
+            )
+        except (ValueError, TypeError) as err:  # a figure must not lose the results
+            section = Section(study.title, text=f"{text}\n\n(section not drawn: {err})")
         histories = [h for h in result.histories if h]
         if histories:
             try:

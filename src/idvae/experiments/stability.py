@@ -783,6 +783,13 @@ def stability(
 
     base = _base_entropy(random_state)
     seeds = [_child_seed(base, i) for i in range(n_runs)]
+    try:  # a factory that cannot build an estimator is the caller's error, not n failures
+        make_estimator(seeds[0])
+    except Exception as err:
+        raise ValueError(
+            f"Expected make_estimator(seed) to build an estimator but it raised "
+            f"{type(err).__name__}: {err}"
+        ) from None
     metric_seed = _child_seed(base, 2**31 - 1)
     fingerprint = {
         "estimator": describe_estimator(make_estimator),
