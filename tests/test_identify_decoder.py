@@ -148,10 +148,10 @@ def test_example_5_is_abs_over_two_and_flagged() -> None:
     x = np.linspace(-5, 5, 101)
     np.testing.assert_allclose(f_np(ce.f, x[:, None]).ravel(), np.abs(x) / 2, atol=1e-12)
     rep = check_decoder(ce.f, random_state=0)
-    assert rep.weakly_injective is False
-    assert rep.observably_injective is False and rep.certified["observably_injective"]
-    assert rep.injective is False and rep.certified["injective"]
+    assert (rep.weakly_injective, rep.observably_injective, rep.injective) == (False,) * 3
+    assert all(rep.certified.values())  # m = 1: decided exactly from the linear pieces
     z1, z2 = rep.witness
+    assert abs(z1[0] - z2[0]) > 1e-6
     np.testing.assert_allclose(f_np(ce.f, z1), f_np(ce.f, z2), atol=1e-10)
 
 
@@ -161,6 +161,56 @@ def test_example_1_is_zero_and_flagged() -> None:
     np.testing.assert_array_equal(f_np(ce.f, x), 0.0)
     rep = check_decoder(ce.f, random_state=0)
     assert rep.weakly_injective is False and rep.injective is False
+    assert all(rep.certified.values())
+
+
+def _net(*layers) -> nn.Sequential:
+    mods = []
+    for spec in layers:
+        if isinstance(spec, nn.Module):
+            mods.append(spec)
+            continue
+        W = torch.tensor(spec, dtype=torch.float64)
+        lin = nn.Linear(W.shape[1], W.shape[0]).double()
+        with torch.no_grad():
+            lin.weight.copy_(W)
+            lin.bias.zero_()
+        mods.append(lin)
+    return nn.Sequential(*mods)
+
+
+def test_one_dimensional_latents_are_decided_exactly() -> None:
+    # Example 1: ReLU is observably injective but not injective
+    rep = check_decoder(_net([[1.0]], nn.ReLU(), [[1.0]]))
+    assert (rep.weakly_injective, rep.observably_injective, rep.injective) == (True, True, False)
+    assert all(rep.certified.values())
+    # x -> (ReLU(x), ReLU(-x)) is injective although ReLU is not
+    rep = check_decoder(_net([[1.0], [-1.0]], nn.ReLU(), [[1.0, 0.0], [0.0, 1.0]]))
+    assert (rep.weakly_injective, rep.observably_injective, rep.injective) == (True,) * 3
+    assert all(rep.certified.values())
+    # x -> (ReLU(x) + ReLU(-x), 0) = (|x|, 0) folds: nothing holds
+    rep = check_decoder(_net([[1.0], [-1.0]], nn.ReLU(), [[1.0, 1.0], [0.0, 0.0]]))
+    assert (rep.weakly_injective, rep.observably_injective, rep.injective) == (False,) * 3
+    # a partial fold: x -> |x| on [-1, inf) only is weakly but not observably injective
+    net = _net([[1.0], [-1.0], [1.0]], nn.ReLU(), [[1.0, 1.0, 0.0]])
+    with torch.no_grad():
+        net[0].bias.copy_(torch.tensor([0.0, 0.0, 1.0], dtype=torch.float64))
+        net[2].weight.copy_(torch.tensor([[1.0, 1.0, 0.0]], dtype=torch.float64))
+        net[2].bias.zero_()
+    # f(x) = |x| (the third unit is unused): still folds everywhere
+    rep = check_decoder(net)
+    assert rep.weakly_injective is False
+    # f(x) = (x, 0) for x >= 0, (-x, 0) on [-1, 0), (1, -x - 1) below -1: the fold covers
+    # only (0, 1] x {0}, so weakly but not observably injective
+    net = _net([[1.0], [-1.0], [-1.0]], nn.ReLU(), [[1.0, 1.0, -1.0], [0.0, 0.0, 1.0]])
+    with torch.no_grad():
+        net[0].bias.copy_(torch.tensor([0.0, 0.0, -1.0], dtype=torch.float64))
+    np.testing.assert_allclose(
+        f_np(net, np.array([[0.5], [-0.5], [-3.0]])), [[0.5, 0], [0.5, 0], [1, 2]]
+    )
+    rep = check_decoder(net)
+    assert rep.injective is False and rep.observably_injective is False
+    assert rep.weakly_injective is True and all(rep.certified.values())
 
 
 def test_relu_fold_meets_cor_h2_hypotheses_but_is_not_weakly_injective() -> None:
@@ -175,5 +225,5 @@ def test_relu_fold_meets_cor_h2_hypotheses_but_is_not_weakly_injective() -> None
     np.testing.assert_allclose(out, np.c_[np.abs(x), np.zeros_like(x)], atol=1e-12)
     np.testing.assert_allclose(f_np(ce.f, -x), out)  # f(x) = f(-x)
     rep = check_decoder(ce.f, random_state=0)
-    assert rep.weakly_injective is False
+    assert rep.weakly_injective is False and rep.certified["weakly_injective"]
     assert rep.observably_injective is False and rep.certified["observably_injective"]

@@ -11,6 +11,9 @@ Certificates (proofs):
   (F4); when the two regions' images span the same m-flat the double points fill an open set
   of f(R^m), which disproves (F3) too.
 
+With a one-dimensional latent space (m = 1) the question is decided exactly: the kinks of f
+are found layer by layer and the finitely many linear pieces compared pairwise.
+
 For ReLU networks App. H's Lemma H.1 / Cor. H.2 (nondecreasing widths and dim f(R^m) = m ⇒
 (F3)) is *not* used as a certificate: ``counterexamples.relu_fold`` meets those hypotheses
 (with every layer of full column rank) and is not even weakly injective. Undecided cases
@@ -170,6 +173,175 @@ def _pattern(ops: list[Op], z: np.ndarray) -> np.ndarray:
 
 
 # --------------------------------------------------------------------------------------
+# exact analysis for a one-dimensional latent space
+# --------------------------------------------------------------------------------------
+_MAX_BREAKS = 20_000
+
+
+def _preactivations(ops: list[Op], x: np.ndarray) -> list[np.ndarray]:
+    """The input of every activation at the points x (shape (N, 1))."""
+    h, out = x, []
+    for kind, a, b in ops:
+        if kind == "affine":
+            h = h @ a.T + b
+        else:
+            out.append(h.copy())
+            h = np.where(h > 0, h, a * h)
+    return out
+
+
+def _breakpoints_1d(ops: list[Op]) -> np.ndarray | None:
+    """All kinks of f: R -> R^n, found layer by layer (None when there are too many)."""
+    breaks = np.zeros(0)
+    n_acts = sum(op[0] == "act" for op in ops)
+    for layer in range(n_acts):
+        probe = np.concatenate([[breaks[0] - 1.0] if breaks.size else [-1.0], breaks])
+        probe = np.concatenate([probe, [probe[-1] + 1.0] if breaks.size else [0.0, 1.0]])
+        g = _preactivations(ops, probe[:, None])[layer]  # (P, width), linear between probes
+        new = probe[np.any(g == 0.0, axis=1)].tolist()  # a unit exactly at zero on a probe
+        a, b = g[:-1], g[1:]
+        cross = (a * b) < 0
+        for i, u in zip(*np.nonzero(cross), strict=True):
+            t = a[i, u] / (a[i, u] - b[i, u])
+            new.append(probe[i] + t * (probe[i + 1] - probe[i]))
+        # the two rays beyond the outermost probes
+        for end, step in ((0, -1.0), (-1, 1.0)):
+            x0 = probe[end]
+            slope = (g[end] - g[end + (1 if end == 0 else -1)]) / (
+                x0 - probe[end + (1 if end == 0 else -1)]
+            )
+            with np.errstate(divide="ignore", invalid="ignore"):
+                root = x0 - g[end] / slope
+            ok = np.isfinite(root) & ((root - x0) * step > 0)
+            new.extend(root[ok].tolist())
+        breaks = np.unique(np.concatenate([breaks, np.asarray(new, dtype=np.float64)]))
+        if breaks.size > _MAX_BREAKS:
+            return None
+    return breaks
+
+
+def _pieces_1d(ops: list[Op], breaks: np.ndarray) -> list[tuple[np.ndarray, np.ndarray, float]]:
+    """Each linear piece as (start point p, direction d, length L): {p + t d, t in [0, L]}."""
+
+    def f(x: np.ndarray) -> np.ndarray:
+        return _forward(ops, np.asarray(x, dtype=np.float64)[:, None])[0]
+
+    if breaks.size == 0:
+        p, q = f(np.array([0.0, 1.0]))
+        return [(p, q - p, np.inf), (p, p - q, np.inf)]
+    vals = f(np.concatenate([[breaks[0] - 1.0], breaks, [breaks[-1] + 1.0]]))
+    pieces = [(vals[1], vals[0] - vals[1], np.inf)]  # left ray, walking leftwards
+    for i in range(1, len(breaks)):
+        pieces.append((vals[i], vals[i + 1] - vals[i], 1.0))
+    pieces.append((vals[-2], vals[-1] - vals[-2], np.inf))
+    return pieces
+
+
+def _piece_x(index: int, t: float, breaks: np.ndarray) -> np.ndarray:
+    """The latent point x (shape (1,)) at parameter t of linear piece ``index``."""
+    if breaks.size == 0:
+        return np.array([t if index == 0 else -t])
+    if index == 0:
+        return np.array([breaks[0] - t])
+    if index == len(breaks):
+        return np.array([breaks[-1] + t])
+    return np.array([breaks[index - 1] + t * (breaks[index] - breaks[index - 1])])
+
+
+def _exact_1d(ops: list[Op]) -> tuple[bool, bool, bool, list[str], Any] | None:
+    """Decide (F2)-(F4) exactly for m = 1 from the finitely many linear pieces of f."""
+    breaks = _breakpoints_1d(ops)
+    if breaks is None:
+        return None
+    pieces = _pieces_1d(ops, breaks)
+    scale = max(1.0, max(float(np.abs(p).max()) for p, _, _ in pieces))
+    tol = 1e-9 * scale
+    flat = [np.linalg.norm(d) <= tol for _, d, _ in pieces]
+    # the left ray and the first segment meet at breaks[0] (same x): neighbours in this list
+    order = list(range(len(pieces)))
+    adjacent = {(i, i + 1) for i in order[:-1]}
+    if breaks.size == 0:
+        adjacent = {(0, 1)}
+    double, overlap, witness = False, False, None
+    covered: list[list[tuple[float, float]]] = [[] for _ in pieces]
+    for i in order:
+        for j in order[i + 1 :]:
+            if flat[i] or flat[j]:
+                continue
+            p, d, L = pieces[i]
+            q, e, M = pieces[j]
+            dn = d / np.linalg.norm(d)
+            en = e / np.linalg.norm(e)
+            parallel = abs(abs(dn @ en) - 1.0) <= 1e-12
+            off = (q - p) - ((q - p) @ dn) * dn
+            if parallel and np.linalg.norm(off) <= tol:
+                # collinear: overlap of the two parameter intervals along d
+                s0 = (q - p) @ d / (d @ d)
+                ratio = (e @ d) / (d @ d)
+                s1 = s0 + ratio * M  # ±inf for a ray
+                lo, hi = max(0.0, min(s0, s1)), min(L, max(s0, s1))
+                if hi - lo > 1e-9 * max(1.0, abs(lo)):
+                    overlap = double = True
+                    covered[i].append((lo, hi))
+                    r0 = (p + lo * d - q) @ e / (e @ e)
+                    r1 = (p + hi * d - q) @ e / (e @ e) if np.isfinite(hi) else np.inf
+                    covered[j].append((min(r0, r1), max(r0, r1)))
+                    if witness is None:
+                        mid = lo + 0.5 * (min(hi, lo + 1.0) - lo)
+                        witness = (i, mid, j, (p + mid * d - q) @ e / (e @ e))
+                elif hi - lo >= -1e-12 and (i, j) not in adjacent:
+                    double = True  # the pieces touch at one point
+                continue
+            if parallel:
+                continue
+            A = np.stack([d, -e], axis=1)
+            (s, t), *_ = np.linalg.lstsq(A, q - p, rcond=None)
+            if np.linalg.norm(p + s * d - q - t * e) > tol:
+                continue
+            inside = -1e-12 <= s <= L + 1e-12 and -1e-12 <= t <= M + 1e-12
+            shared = (
+                (i, j) in adjacent and abs(t) <= 1e-9 and (abs(s) <= 1e-9 or abs(s - L) <= 1e-9)
+            )
+            if inside and not shared:
+                double = True
+                if witness is None:
+                    witness = (i, s, j, t)
+    reasons = [
+        f"m = 1, decided exactly: f has {breaks.size} kink(s); its {len(pieces)} linear "
+        "pieces were compared pairwise"
+    ]
+    unique_part = False
+    for i, (_, _, L) in enumerate(pieces):
+        if flat[i]:
+            continue
+        ivs = sorted(covered[i])
+        reach = 0.0
+        for lo, hi in ivs:
+            if lo > reach + 1e-9:
+                break
+            reach = max(reach, hi)
+        if reach < L - 1e-9:
+            unique_part = True
+            break
+    any_flat = any(flat)
+    f4 = not (double or any_flat)
+    f3 = not overlap and not all(flat)
+    f2 = unique_part
+    if any_flat:
+        reasons.append("a linear piece is constant: its points have infinitely many preimages")
+    if overlap:
+        reasons.append("two linear pieces overlap along a segment: (F3) fails")
+    elif double:
+        reasons.append("two linear pieces meet at a point: (F4) fails, (F3) holds")
+    reasons.append(
+        "(F2) holds: some piece has points with a unique preimage"
+        if f2
+        else "(F2) fails: every point of the image has more than one preimage"
+    )
+    return f2, f3, f4, reasons, (witness, pieces, breaks)
+
+
+# --------------------------------------------------------------------------------------
 # the check
 # --------------------------------------------------------------------------------------
 def _rank(M: np.ndarray) -> int:
@@ -263,6 +435,18 @@ def check_decoder(
             f"non-injective activations ({', '.join(kinds)}): no certificate from App. H (Cor. "
             "H.2's ReLU condition is not used: counterexamples.relu_fold breaks it)"
         )
+
+    # ---- m = 1: exact ------------------------------------------------------------------
+    if m == 1:
+        exact = _exact_1d(ops)
+        if exact is not None:
+            f2, f3, f4, more, (wit, _, breaks) = exact
+            reasons.extend(more)
+            witness = None
+            if wit is not None:
+                i, s_i, j, t_j = wit
+                witness = (_piece_x(i, s_i, breaks), _piece_x(j, t_j, breaks))
+            return report(f2, f3, f4, True, witness)
 
     # ---- empirical search ---------------------------------------------------------------
     scales = (3.0, 30.0, 300.0) if scale is None else (float(scale),)
