@@ -210,8 +210,11 @@ def _check_seeds(seeds: Any) -> list[int]:
 
 
 # -- one seed's fit, run in a thread and paused at each training phase ---------------------
-class _Aborted(Exception):
-    """Raised inside a seed's fit to stop it (it is refitted separately)."""
+class _Aborted(BaseException):
+    """Raised inside a seed's fit to stop it (it is refitted separately).
+
+    A BaseException, so that a model's own ``except Exception`` cannot swallow it.
+    """
 
 
 @dataclass
