@@ -202,3 +202,17 @@ def test_report_recovers_the_facets_of_a_fitted_mfcvae() -> None:
     assert frozenset().union(*rep.structure.neighbors) == frozenset(range(4))
     np.testing.assert_allclose(rep.structure.joint.sum(), 1.0)
     assert rep.row == 4 and not rep.row_certified
+
+
+def test_cli_identify_on_a_saved_simulation(tmp_path) -> None:
+    from idvae.cli import app
+
+    sim = sample_model(
+        20, latent_dim=4, obs_dim=6, facets=(2, 2), neighbors=((0, 1), (2, 3)), random_state=0
+    )
+    sim.save(tmp_path / "sim.npz")
+    res = CliRunner().invoke(app, ["identify", str(tmp_path / "sim.npz"), "--json"])
+    assert res.exit_code == 0, res.output
+    payload = json.loads(res.output)
+    assert payload["row"] == 4 and payload["row_certified"] is True
+    assert sorted(payload["structure"]["facet_sizes"]) == [2, 2]

@@ -16,7 +16,9 @@ __all__ = ["identify"]
 
 @command("identify")
 def identify(
-    model_dir: Path = typer.Argument(..., help="A model saved with estimator.save(path)."),
+    model_dir: Path = typer.Argument(
+        ..., help="A model saved with estimator.save(path), or a simulation .npz (the truth)."
+    ),
     data: Path | None = typer.Option(
         None, "--data", help="Data (.npz key x, .npy, .csv) to map to canonical latents."
     ),
@@ -34,9 +36,16 @@ def identify(
         raise ValueError("Expected --data together with --out (the latents of which data?)")
     if out is not None and out.suffix != ".npy":
         raise ValueError(f"Expected --out to end in .npy but got {str(out)!r}")
-    if not model_dir.is_dir():
-        raise OSError(f"Expected a saved model directory but {model_dir} is not a directory")
-    estimator = load(model_dir)
+    if model_dir.is_file() and model_dir.suffix == ".npz":
+        from idvae.simulate import Simulation
+
+        estimator = Simulation.load(model_dir)  # the true prior and decoder
+        if data is not None:
+            raise ValueError("Expected --data only with a fitted model, not with a simulation")
+    elif not model_dir.is_dir():
+        raise OSError(f"Expected a saved model directory or a simulation .npz but got {model_dir}")
+    else:
+        estimator = load(model_dir)
     x = None
     if data is not None:
         from idvae.datasets import load_array
