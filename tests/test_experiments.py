@@ -299,15 +299,15 @@ def test_vectorized_seeds_match_separate_runs():
     pytest.importorskip("idvae.vectorize")
     from idvae.simulate import sample_model
 
-    sim = sample_model(400, latent_dim=2, obs_dim=5, n_components=2, random_state=0)
+    sim = sample_model(300, latent_dim=2, obs_dim=5, n_components=2, random_state=0)
     spec = EstimatorSpec(
         "vade",
         {
             "n_components": 2,
-            "encoder_sizes": [32, 32],
-            "decoder_sizes": [32, 32],
-            "pretrain_epochs": 3,
-            "epochs": 5,
+            "encoder_sizes": [16, 16],
+            "decoder_sizes": [16, 16],
+            "pretrain_epochs": 2,
+            "epochs": 3,
             "batch_size": 50,
         },
     )
