@@ -227,3 +227,12 @@ def test_relu_fold_meets_cor_h2_hypotheses_but_is_not_weakly_injective() -> None
     rep = check_decoder(ce.f, random_state=0)
     assert rep.weakly_injective is False and rep.certified["weakly_injective"]
     assert rep.observably_injective is False and rep.certified["observably_injective"]
+
+
+def test_idvae_decoder_modules_are_unwrapped() -> None:
+    from idvae.models._base import Decoder
+
+    torch.manual_seed(0)
+    dec = Decoder([2, 8, 10], "leaky_relu", "gaussian")
+    rep = check_decoder(dec)
+    assert rep.injective and rep.certified["injective"] and rep.widths == (2, 8, 10)

@@ -94,6 +94,9 @@ def _flatten(module: Any) -> list[nn.Module]:
         return out
     if isinstance(module, nn.Linear | nn.ReLU | nn.LeakyReLU | nn.Identity | nn.Dropout):
         return [module]
+    if isinstance(getattr(module, "net", None), nn.Sequential):
+        # an idvae Decoder: its mean is net(z) (through a sigmoid, injective, for Bernoulli)
+        return _flatten(module.net)
     if isinstance(module, nn.Module):
         raise TypeError(
             f"Expected an MLP of Linear and ReLU/LeakyReLU layers (nn.Sequential) but got a "
