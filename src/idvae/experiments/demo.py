@@ -20,7 +20,7 @@ from typing import Any
 
 from idvae._validation import atomic_directory, check_positive_int
 from idvae.experiments.executors import EstimatorSpec, ExecutorName, _jsonable
-from idvae.experiments.stability import RunRecord, StabilityResult, stability
+from idvae.experiments.study import RunRecord, StabilityResult, stability
 
 __all__ = ["DEMO_MODEL", "DemoResult", "demo_estimator", "run_demo"]
 

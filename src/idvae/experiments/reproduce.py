@@ -37,7 +37,7 @@ import numpy as np
 
 from idvae._validation import atomic_write, check_positive_int
 from idvae.experiments.executors import EstimatorSpec, ExecutorName, _jsonable
-from idvae.experiments.stability import (
+from idvae.experiments.study import (
     CLUSTER_METRICS,
     PAIR_METRICS,
     TRUTH_METRICS,
