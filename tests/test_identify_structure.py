@@ -174,3 +174,20 @@ def test_recovery_from_sklearn_fit() -> None:
     )
     found = recover_structure(fitted)
     assert same_structure(found, truth((2, 2), [[0], [1]], g.weights), atol=0.03)
+
+
+def test_single_component_and_no_false_facets_on_noisy_k1_mixtures() -> None:
+    s = recover_structure(GMM([1.0], [[0.0, 1.0]], [[1.0, 2.0]]))
+    assert s.n_facets == 0 and s.joint == 1.0 and s.levels.shape == (1, 2)
+    # an unstructured mixture (every coordinate depends on the one U) estimated from
+    # samples must not be split into spurious facets
+    for seed in range(10):
+        rng = np.random.default_rng(seed)
+        J, m = int(rng.integers(3, 7)), int(rng.integers(2, 4))
+        z = GMM(
+            rng.dirichlet(np.full(J, 3.0)),
+            3 * rng.normal(size=(J, m)),
+            np.exp(rng.uniform(-0.7, 0.7, (J, m))),
+        )
+        found = recover_structure(_estimated(z, 5_000, seed))
+        assert found.n_facets == 1 and found.facet_sizes == (J,)

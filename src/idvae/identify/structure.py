@@ -243,9 +243,9 @@ def _candidate_tolerances(links: list[np.ndarray]) -> list[tuple[float, float, f
     return out
 
 
-def _levels(links: list[np.ndarray], tol: float, n_components: int) -> np.ndarray:
+def _levels(links: list[np.ndarray], tol: float, n_components: int, dim: int) -> np.ndarray:
     if n_components == 1:
-        return np.zeros((1, len(links)), dtype=int)
+        return np.zeros((1, dim), dtype=int)
     return np.stack([fcluster(lk, t=tol, criterion="distance") - 1 for lk in links], axis=1)
 
 
@@ -351,7 +351,7 @@ def recover_structure(
     # width (upper / lower merge height) measures how stable its structure is
     runs: list[dict[str, Any]] = []
     for cand_tol, lo, hi in candidates:
-        levels = _levels(links, cand_tol, J)
+        levels = _levels(links, cand_tol, J, gmm.dim)
         if runs and np.array_equal(runs[-1]["levels"], levels):
             runs[-1]["hi"] = hi
             continue
