@@ -26,6 +26,7 @@ import numpy as np
 from scipy import integrate
 
 from idvae import exact
+from idvae.exact import _grid
 
 
 def _quad_pdf(model: exact.ToyModel, x: float) -> float:
@@ -82,8 +83,8 @@ def _closed_form_vs_quadrature() -> dict:
 def _grid_throughput() -> dict:
     rng = np.random.default_rng(1)
     grid = exact.paper_grid(3)
-    exact._GRID_CACHE.clear()
-    exact._TABLE_CACHE.clear()
+    _grid._GRID_CACHE.clear()
+    _grid._TABLE_CACHE.clear()
     truths = [grid.random_model(rng) for _ in range(4)]
     t = time.perf_counter()
     first = exact.grid_search(truths[0], grid)
@@ -113,8 +114,8 @@ def _grid_throughput() -> dict:
 def _study() -> dict:
     out = {}
     for tag, restrict in (("", False), ("_f2", True)):
-        exact._GRID_CACHE.clear()
-        exact._TABLE_CACHE.clear()
+        _grid._GRID_CACHE.clear()
+        _grid._TABLE_CACHE.clear()
         t = time.perf_counter()
         study = exact.mle_study(50, random_state=0, weakly_injective_only=restrict)
         seconds = time.perf_counter() - t
