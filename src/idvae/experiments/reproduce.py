@@ -859,6 +859,14 @@ def write_experiment_report(
             )
         except (ValueError, TypeError) as err:  # a figure must not lose the results
             section = Section(study.title, text=f"{text}\n\n(section not drawn: {err})")
+        images = _image_figures(path.parent / study.key, data, result, study.title)
+        if images:
+            section = Section(
+                section.heading,
+                text=section.text,
+                tables=section.tables,
+                figures=(*section.figures, *images),
+            )
         histories = [h for h in result.histories if h]
         if histories:
             try:
@@ -878,6 +886,64 @@ def write_experiment_report(
         sections=sections,
         metadata={"wall time (s)": payload["wall_seconds"], "quick": exp.quick},
     )
+
+
+def _image_figures(
+    study_dir: Path, data: StudyData, result: StabilityResult, title: str
+) -> list[Any]:
+    """Figs. 8 and 9 for image data (28 x 28): samples of each learned component and
+    reconstructions, from the first successful run's saved model. Empty when not images, no
+    saved model, or the model cannot be read back."""
+    from idvae.report import Figure, image_grid_figure, interleave_images
+
+    if data.x.shape[1] != 784:
+        return []
+    ok = [r.run_id for r in result.runs if r.ok]
+    if not ok or result.priors[ok[0]] is None:
+        return []
+    try:
+        import torch
+
+        import idvae
+
+        run = ok[0]
+        model = idvae.load(study_dir / "runs" / f"{run:03d}" / "model")
+        prior = result.priors[run]
+        order = np.argsort(-prior.weights)[:10]
+        rng = np.random.default_rng(0)
+        z = np.concatenate(
+            [rng.multivariate_normal(prior.means[k], prior.covariances[k], 8) for k in order]
+        )
+        with torch.no_grad():
+            samples = model.module_.decode(torch.as_tensor(z, dtype=torch.float32)).numpy()
+        fig8 = image_grid_figure(
+            samples,
+            n_cols=8,
+            title=f"{title}, run {run + 1}: samples of the 10 heaviest components (Fig. 8)",
+            row_labels=[f"c{k} ({prior.weights[k]:.2f})" for k in order],
+        )
+        figures = [Figure(fig8, "Samples from the learned components, heaviest first (Fig. 8)")]
+        clusters = result.predictions[run]
+        if clusters is not None:
+            sizes = np.bincount(clusters)
+            used = [k for k in np.argsort(-sizes) if sizes[k] >= 4][:8]
+            idx = np.concatenate([np.flatnonzero(clusters == k)[:4] for k in used])
+            with torch.no_grad():
+                recon = model.module_.decode(
+                    torch.as_tensor(result.latents[run][idx], dtype=torch.float32)
+                )
+            fig9 = image_grid_figure(
+                interleave_images(data.x[idx], recon.numpy()),
+                n_cols=8,
+                col_group=2,
+                title=f"{title}, run {run + 1}: x and x̂, 4 per predicted cluster (Fig. 9)",
+                row_labels=[f"cluster {k}" for k in used],
+            )
+            figures.append(Figure(fig9, "Pairs (x, x̂) for 4 images of each cluster (Fig. 9)"))
+    except Exception as err:  # figures are a bonus; the numbers are already saved
+        result.notes.append(f"image figures not drawn: {type(err).__name__}: {err}")
+        return []
+    return figures
 
 
 def write_mle_report(
