@@ -197,6 +197,11 @@ def demo(
         f"Simulating model (3): LeakyReLU decoder, m = {model['latent_dim']}, "
         f"n = {model['obs_dim']}, J = {model['n_components']}, {model['n_samples']} samples; "
         f"fitting VaDE {n_runs} times"
+        + (
+            ""
+            if no_vectorize or (jobs or 1) > 1
+            else " as one batched model (--no-vectorize: one by one)"
+        )
     )
     with _progress(n_runs, "VaDE runs") as advance:
         outcome = run_demo(out, quick=quick, n_runs=runs, jobs=jobs, random_state=seed,
