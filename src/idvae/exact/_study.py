@@ -300,7 +300,7 @@ def _summarise(
         "max_tie_total_variation": max(r["max_tie_total_variation"] for r in records),
         "n_unique_among_weakly_injective": sum(r["unique_among_weakly_injective"] for r in records),
         "n_truth_is_minimizer": sum(r["truth_is_minimizer"] for r in records),
-        "n_truth_weakly_injective": len(weakly),
+        "n_weakly_injective": len(weakly),
         "by_injectivity": by_class,
         "failures": [
             {
