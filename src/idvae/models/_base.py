@@ -62,13 +62,14 @@ from pathlib import Path
 from typing import Any, ClassVar
 
 import numpy as np
+import scipy.sparse as sp
 import torch
 from sklearn.base import BaseEstimator, TransformerMixin
 from sklearn.utils._param_validation import Interval, StrOptions
-from sklearn.utils.validation import check_is_fitted
+from sklearn.utils.validation import check_is_fitted, validate_data
 from torch import nn
 
-from idvae._validation import check_array, check_positive_int, check_random_state
+from idvae._validation import check_positive_int, check_random_state
 from idvae.mixture import GMM
 from idvae.training import (
     CHECKPOINT_FORMAT_VERSION,
@@ -401,6 +402,20 @@ class LatentEstimator(TransformerMixin, BaseEstimator):
             module = self._build_module(n_features, aux_dims)
         return module.float()
 
+    def _validate_X(self, X: Any, *, reset: bool) -> np.ndarray:
+        """X as a finite float64 array of shape (n_samples, n_features).
+
+        scikit-learn's ``validate_data`` gives the messages its estimator checks expect
+        (sparse, complex, empty, wrong number of features) and records ``n_features_in_``
+        when ``reset``.
+        """
+        if sp.issparse(X):
+            raise TypeError(
+                f"Expected a dense array X but got a sparse {type(X).__name__}; sparse input "
+                "is not supported, convert it with X.toarray()"
+            )
+        return validate_data(self, X, reset=reset, dtype=np.float64, ensure_min_samples=1)
+
     # -- fit ----------------------------------------------------------------------------------
     def fit(
         self,
@@ -435,7 +450,7 @@ class LatentEstimator(TransformerMixin, BaseEstimator):
         resume: bool = False,
     ) -> LatentEstimator:
         self._validate_params()
-        X = check_array(X, "X", ndim=2, min_samples=1)
+        X = self._validate_X(X, reset=True)
         n_samples, n_features = X.shape
         aux_arrays = self._check_aux(aux, n_samples, True)
         self._check_data(n_samples, n_features)
@@ -518,7 +533,7 @@ class LatentEstimator(TransformerMixin, BaseEstimator):
     # -- inference ----------------------------------------------------------------------------
     def _check_input(self, X: Any, aux: tuple[Any, ...]) -> tuple[torch.Tensor, ...]:
         check_is_fitted(self, "module_")
-        X = check_array(X, "X", ndim=2, n_features=self.n_features_in_)
+        X = self._validate_X(X, reset=False)
         aux_arrays = self._check_aux(aux, X.shape[0], False)
         device = next(self.module_.parameters()).device
         return (torch.as_tensor(self._scale(X), device=device),) + tuple(

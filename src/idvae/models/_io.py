@@ -6,7 +6,9 @@ A saved model is a folder (written atomically, so a crash leaves the old one or 
   parameters, fitted shapes, scaler, the estimator's extra fitted state, the prior;
 - ``weights.pt``: the module's state dict (tensors only; read with ``weights_only=True``);
 - ``environment.json``: python, torch, numpy, scikit-learn versions and the platform;
-- ``history.csv``: one row per training epoch.
+- ``history.csv``: one row per training epoch;
+- ``checkpoint.pt``: kept when the directory already held one (``fit(checkpoint_dir=...)``
+  into the same directory), so ``resume`` still works there.
 
 No pickled code: loading rebuilds the module from the class named in ``config.json`` (looked
 up in the registry, never imported by name) and fills in the tensors.
@@ -18,6 +20,7 @@ import csv
 import io
 import json
 import platform
+import shutil
 import sys
 import warnings
 from pathlib import Path
@@ -28,7 +31,7 @@ import torch
 
 from idvae._validation import atomic_directory
 from idvae.mixture import GMM
-from idvae.training import ComponentCollapseWarning
+from idvae.training import CHECKPOINT_NAME, ComponentCollapseWarning
 
 __all__ = ["FORMAT_VERSION", "load", "read_config", "save"]
 
@@ -75,7 +78,8 @@ def history_csv(history: list[dict[str, Any]]) -> str:
 def save(estimator: Any, path: str | Path) -> Path:
     """Write a fitted estimator to the directory ``path``; returns the path.
 
-    An existing directory is replaced as a whole once the new one is complete.
+    An existing directory is replaced as a whole once the new one is complete (a training
+    checkpoint in it is carried over).
     """
     from sklearn.utils.validation import check_is_fitted
 
@@ -92,7 +96,7 @@ def save(estimator: Any, path: str | Path) -> Path:
         "fitted": {
             "n_features_in_": int(estimator.n_features_in_),
             "aux_dims_": [int(d) for d in estimator.aux_dims_],
-            "latent_dim": int(estimator.prior_.dim),
+            "latent_dim": int(estimator.module_.latent_dim),
             "scaler_mean_": np.asarray(estimator.scaler_mean_).tolist(),
             "scaler_scale_": np.asarray(estimator.scaler_scale_).tolist(),
             "n_iter_": int(estimator.n_iter_),
@@ -100,7 +104,8 @@ def save(estimator: Any, path: str | Path) -> Path:
             "device_": str(estimator.device_),
             "extra": estimator._fitted_state(),
         },
-        "prior": estimator.prior_.to_dict(),
+        # None: a prior with no finite mixture (IVAE with continuous u)
+        "prior": None if estimator.prior_ is None else estimator.prior_.to_dict(),
     }
     state = {k: v.detach().cpu().clone() for k, v in estimator.module_.state_dict().items()}
     with atomic_directory(path) as tmp:
@@ -108,6 +113,9 @@ def save(estimator: Any, path: str | Path) -> Path:
         torch.save(state, tmp / WEIGHTS)
         (tmp / ENVIRONMENT).write_text(json.dumps(environment(), indent=2) + "\n")
         (tmp / HISTORY).write_text(history_csv(estimator.history_))
+        checkpoint = path / CHECKPOINT_NAME
+        if checkpoint.is_file():  # a training checkpoint in the directory is kept
+            shutil.copy2(checkpoint, tmp / CHECKPOINT_NAME)
     return path
 
 
@@ -162,7 +170,9 @@ def load(path: str | Path) -> Any:
         )
     fitted = config["fitted"]
     try:
-        estimator = cls(**config["params"])
+        # JSON has no tuples: parameters saved as lists (layer sizes) come back as tuples
+        params = {k: tuple(v) if isinstance(v, list) else v for k, v in config["params"].items()}
+        estimator = cls(**params)
         n_features = int(fitted["n_features_in_"])
         aux_dims = tuple(int(d) for d in fitted["aux_dims_"])
         scaler_mean = np.asarray(fitted["scaler_mean_"], dtype=np.float64)
@@ -214,8 +224,12 @@ def load(path: str | Path) -> Any:
     with warnings.catch_warnings():  # a collapse was reported when the model was fitted
         warnings.simplefilter("ignore", ComponentCollapseWarning)
         estimator._finish_fit()
-    saved_prior = GMM.from_dict(config["prior"])
-    if not np.allclose(saved_prior.means, estimator.prior_.means, atol=1e-5):
+    if (config["prior"] is None) != (estimator.prior_ is None):
+        raise ValueError(f"Expected the prior in {file} to match the weights but it does not")
+    saved_prior = None if config["prior"] is None else GMM.from_dict(config["prior"])
+    if saved_prior is not None and not np.allclose(
+        saved_prior.means, estimator.prior_.means, atol=1e-5
+    ):
         raise ValueError(f"Expected the prior in {file} to match the weights but it does not")
     return estimator
 

@@ -1,0 +1,237 @@
+"""``idvae fit | transform | sample | info``: train, apply and inspect saved estimators."""
+
+from __future__ import annotations
+
+import inspect
+import json
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import typer
+
+from idvae._validation import atomic_write
+from idvae.cli import command
+
+__all__ = ["fit", "info", "sample", "transform"]
+
+
+def _load_x(path: Path) -> Any:
+    """The data file as ``idvae.datasets.load_array`` reads it (x, optional z, u, labels)."""
+    from idvae.datasets import load_array
+
+    return load_array(path)
+
+
+def _int_list(text: str | None, option: str) -> tuple[int, ...] | None:
+    """'3,4' -> (3, 4)."""
+    if text is None:
+        return None
+    try:
+        values = tuple(int(part) for part in text.split(",") if part.strip())
+    except ValueError:
+        values = ()
+    if not values or min(values) < 1:
+        raise ValueError(
+            f"Expected {option} as comma-separated positive integers like 3,4 but got {text!r}"
+        )
+    return values
+
+
+def _aux_array(aux: Path | None, data: Any, model: str) -> np.ndarray | None:
+    """u for IVAE: from --aux, else the data file's ``u`` (or ``labels``)."""
+    if aux is not None:
+        loaded = _load_x(aux) if aux.suffix.lower() != ".npy" else None
+        u = np.load(aux, allow_pickle=False) if loaded is None else loaded.x
+        return np.asarray(u)
+    for key in ("u", "labels"):
+        value = getattr(data, key, None)
+        if value is not None:
+            return np.asarray(value)
+    raise ValueError(
+        f"Expected --aux U.npy (or a key u or labels in the data file) for --model {model} "
+        "but got none"
+    )
+
+
+def _save_npy(path: Path, array: np.ndarray) -> None:
+    if path.suffix != ".npy":
+        raise ValueError(f"Expected --out to end in .npy but got {str(path)!r}")
+    with atomic_write(path, "wb") as fh:
+        np.save(fh, array, allow_pickle=False)
+
+
+def _check_out_dir(out: Path, model: str, resume: bool, overwrite: bool) -> None:
+    """Refuse to clobber a model directory unless told, and --resume across models."""
+    if out.exists() and not out.is_dir():
+        raise ValueError(f"Expected --out to be a directory but {out} is a file")
+    if not out.exists() or not any(out.iterdir()):
+        return
+    config = out / "config.json"
+    if resume:
+        if config.is_file():
+            try:
+                saved = json.loads(config.read_text()).get("model")
+            except (json.JSONDecodeError, UnicodeDecodeError, AttributeError):
+                saved = None
+            if saved is not None and saved != model:
+                raise ValueError(
+                    f"Expected a directory of a {model} model to resume but {out} holds a "
+                    f"{saved} model"
+                )
+        return
+    if not overwrite:
+        raise ValueError(
+            f"Expected a new or empty --out directory but {out} is not empty; pass --resume to "
+            "continue its training or --overwrite to replace it"
+        )
+
+
+@command("fit")
+def fit(
+    data: Path = typer.Argument(..., help="Data file: .npz (key x), .npy or .csv."),
+    out: Path = typer.Option(..., "--out", help="Model directory (checkpoints, then the model)."),
+    model: str = typer.Option("vade", "--model", help="vade, mfcvae, vae or ivae."),
+    aux: Path | None = typer.Option(None, "--aux", help="Auxiliary u (.npy) for ivae."),
+    resume: bool = typer.Option(False, "--resume", help="Continue from the checkpoint in --out."),
+    overwrite: bool = typer.Option(False, "--overwrite", help="Replace a model in --out."),
+    latent_dim: int | None = typer.Option(None, "--latent-dim", help="Latent dimension m."),
+    components: int | None = typer.Option(None, "--components", help="Mixture components J."),
+    facets: str | None = typer.Option(None, "--facets", help="mfcvae: components per facet."),
+    facet_dims: str | None = typer.Option(None, "--facet-dims", help="mfcvae: dims per facet."),
+    epochs: int | None = typer.Option(None, "--epochs", help="Training epochs."),
+    pretrain_epochs: int | None = typer.Option(None, "--pretrain-epochs", help="Pretraining."),
+    batch_size: int | None = typer.Option(None, "--batch-size", help="Mini-batch size."),
+    lr: float | None = typer.Option(None, "--lr", help="Adam learning rate."),
+    likelihood: str | None = typer.Option(None, "--likelihood", help="gaussian or bernoulli."),
+    seed: int = typer.Option(0, "--seed", help="Random seed."),
+    device: str = typer.Option("auto", "--device", help="auto, cpu or cuda."),
+    quiet: bool = typer.Option(False, "--quiet", help="No progress display."),
+) -> None:
+    """Fit an estimator to DATA and save it to --out (checkpointed every epoch)."""
+    from idvae.models import get_estimator
+
+    cls = get_estimator(model)
+    _check_out_dir(out, model, resume, overwrite)
+    loaded = _load_x(data)
+    requested = {
+        "latent_dim": latent_dim,
+        "n_components": components,
+        "facet_components": _int_list(facets, "--facets"),
+        "facet_dims": _int_list(facet_dims, "--facet-dims"),
+        "epochs": epochs,
+        "pretrain_epochs": pretrain_epochs,
+        "batch_size": batch_size,
+        "lr": lr,
+        "likelihood": likelihood,
+    }
+    accepted = set(inspect.signature(cls).parameters)
+    for name, value in requested.items():
+        if value is not None and name not in accepted:
+            option = "--" + {"n_components": "components", "facet_components": "facets"}.get(
+                name, name
+            ).replace("_", "-")
+            raise ValueError(f"Expected no {option} for --model {model} but got {value}")
+    params = {k: v for k, v in requested.items() if v is not None}
+    params.update(random_state=seed, device=device, verbose=0 if quiet else 1)
+    estimator = cls(**params)
+    args = (loaded.x,)
+    if cls._aux_name is not None:
+        args = (loaded.x, _aux_array(aux, loaded, model))
+    elif aux is not None:
+        raise ValueError(f"Expected no --aux for --model {model} but got {aux}")
+    estimator.fit(*args, checkpoint_dir=out, resume=resume)
+    estimator.save(out)
+    last = estimator.history_[-1] if estimator.history_ else {}
+    loss = f", final loss {last['loss']:.4g}" if "loss" in last else ""
+    typer.echo(f"saved {type(estimator).__name__} to {out}{loss}")
+
+
+@command("transform")
+def transform(
+    model_dir: Path = typer.Argument(..., help="A model directory written by idvae fit."),
+    data: Path = typer.Argument(..., help="Data file: .npz (key x), .npy or .csv."),
+    out: Path = typer.Option(..., "--out", help="Output .npy of posterior means (n, m)."),
+    aux: Path | None = typer.Option(None, "--aux", help="Auxiliary u (.npy) for ivae."),
+) -> None:
+    """Write the posterior means E[z | x] of DATA under a saved model."""
+    from idvae.models import load
+
+    estimator = load(model_dir)
+    loaded = _load_x(data)
+    if estimator._aux_name is not None:
+        z = estimator.transform(loaded.x, _aux_array(aux, loaded, estimator._registry_name))
+    else:
+        z = estimator.transform(loaded.x)
+    _save_npy(out, z)
+    typer.echo(f"wrote {z.shape[0]} x {z.shape[1]} latents to {out}")
+
+
+@command("sample")
+def sample(
+    model_dir: Path = typer.Argument(..., help="A model directory written by idvae fit."),
+    n_samples: int = typer.Option(..., "-n", "--n-samples", help="Number of points."),
+    out: Path = typer.Option(..., "--out", help="Output .npy of samples (n, n_features)."),
+    latent_out: Path | None = typer.Option(None, "--latent-out", help="Also the z (.npy)."),
+    seed: int = typer.Option(0, "--seed", help="Random seed."),
+) -> None:
+    """Draw from a saved model: decoder means f(z) of z from the prior."""
+    from idvae.models import load
+
+    if n_samples < 1:
+        raise ValueError(f"Expected -n >= 1 but got {n_samples}")
+    estimator = load(model_dir)
+    x, z = estimator.sample(n_samples, random_state=seed, return_latent=True)
+    _save_npy(out, x)
+    if latent_out is not None:
+        _save_npy(latent_out, z)
+    typer.echo(f"wrote {x.shape[0]} samples to {out}")
+
+
+@command("info")
+def info(
+    model_dir: Path = typer.Argument(..., help="A model directory written by idvae fit."),
+    as_json: bool = typer.Option(False, "--json", help="Print one JSON object."),
+    tail: int = typer.Option(5, "--tail", help="How many of the last epochs to show."),
+) -> None:
+    """Describe a saved model: class, parameters, prior and the end of its training log."""
+    from idvae.models import load
+    from idvae.models._io import read_config
+
+    config = read_config(model_dir)
+    estimator = load(model_dir)
+    prior = estimator.prior_
+    summary = {
+        "class": type(estimator).__name__,
+        "idvae_version": config.get("idvae_version"),
+        "params": config["params"],
+        "n_features": int(estimator.n_features_in_),
+        "latent_dim": int(prior.dim),
+        "prior": {
+            "n_components": int(prior.n_components),
+            "weights": np.round(prior.weights, 4).tolist(),
+            "means": np.round(prior.means, 4).tolist(),
+            "diagonal": bool(prior.is_diagonal()),
+        },
+        "epochs_run": len(estimator.history_),
+        "collapsed_components": [list(c) for c in estimator.collapsed_components_],
+        "history_tail": estimator.history_[-max(tail, 0) :] if tail > 0 else [],
+    }
+    if as_json:
+        typer.echo(json.dumps(summary, indent=2))
+        return
+    typer.echo(f"{summary['class']} (idvae {summary['idvae_version']}) in {model_dir}")
+    typer.echo(f"  n_features {summary['n_features']}, latent_dim {summary['latent_dim']}")
+    params = ", ".join(f"{k}={v}" for k, v in summary["params"].items())
+    typer.echo(f"  params: {params}")
+    typer.echo(f"  prior: {prior.n_components} component(s), weights {summary['prior']['weights']}")
+    if summary["collapsed_components"]:
+        typer.echo(f"  collapsed components: {summary['collapsed_components']}")
+    typer.echo(f"  epochs run: {summary['epochs_run']}")
+    for record in summary["history_tail"]:
+        terms = " ".join(
+            f"{k}={v:.4g}" if isinstance(v, float) else f"{k}={v}"
+            for k, v in record.items()
+            if k != "time_s"
+        )
+        typer.echo(f"    {terms}")

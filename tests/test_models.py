@@ -1,0 +1,223 @@
+"""The contract every estimator meets, run over all registered estimators.
+
+Each estimator supplies a small fast configuration (``_test_config``) and declares the
+scikit-learn checks that cannot apply to it (``_expected_failed_checks``, with reasons).
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from sklearn.base import clone
+from sklearn.exceptions import NotFittedError
+from sklearn.model_selection import GridSearchCV
+from sklearn.pipeline import Pipeline
+from sklearn.preprocessing import StandardScaler
+from sklearn.utils.estimator_checks import estimator_checks_generator
+
+import idvae
+from idvae.mixture import GMM
+from idvae.models import REGISTRY
+
+NAMES = sorted(REGISTRY)
+
+
+def _data(n: int = 240, n_features: int = 6) -> tuple[np.ndarray, np.ndarray]:
+    rng = np.random.default_rng(0)
+    labels = np.arange(n) % 3
+    centers = rng.normal(scale=4.0, size=(3, n_features))
+    return centers[labels] + rng.normal(size=(n, n_features)), labels
+
+
+def _aux(cls: type, labels: np.ndarray) -> tuple[np.ndarray, ...]:
+    """The auxiliary arguments of ``fit``/``transform``: one-hot labels for IVAE's u."""
+    return (np.eye(3)[labels],) if cls._aux_name is not None else ()
+
+
+def _fitted(name: str, **overrides):
+    cls = REGISTRY[name]
+    X, labels = _data()
+    aux = _aux(cls, labels)
+    model = cls(**(cls._test_config() | overrides)).fit(X, *aux)
+    return model, X, aux
+
+
+@pytest.fixture(scope="module", params=NAMES)
+def fitted(request):
+    return _fitted(request.param)
+
+
+def test_the_registry_holds_the_unsupervised_models() -> None:
+    assert {"vade", "vae"} <= set(REGISTRY)
+    for name, cls in REGISTRY.items():
+        assert cls._registry_name == name
+        assert getattr(idvae, cls.__name__) is cls
+
+
+def test_shapes_and_fitted_state(fitted) -> None:
+    model, X, aux = fitted
+    latent_dim = model.prior_.dim
+    z = model.transform(X, *aux)
+    assert z.shape == (X.shape[0], latent_dim) and z.dtype == np.float64
+    assert np.all(np.isfinite(z))
+    assert isinstance(model.prior_, GMM)
+    assert model.n_features_in_ == X.shape[1]
+    assert model.history_ and all(np.isfinite(r["loss"]) for r in model.history_)
+    assert model.history_[-1]["epoch"] == model.n_iter_
+    assert np.isfinite(model.score(X, *aux))
+    if model._aux_name is None:
+        x_new, z_new = model.sample(7, random_state=0, return_latent=True)
+        assert x_new.shape == (7, X.shape[1]) and z_new.shape == (7, latent_dim)
+        assert np.array_equal(x_new, model.sample(7, random_state=0))
+
+
+def test_every_parameter_receives_a_gradient(fitted) -> None:
+    model, X, aux = fitted
+    module = model._new_module(X.shape[1], tuple(model.aux_dims_), seed=1)
+    tensors = [torch.as_tensor(model._scale(X[:64]))] + [
+        torch.as_tensor(a[:64], dtype=torch.float32) for a in aux
+    ]
+    terms = module.loss(*tensors, generator=torch.Generator().manual_seed(0))
+    assert terms["loss"].ndim == 0
+    terms["loss"].backward()
+    missing = [
+        name
+        for name, p in module.named_parameters()
+        if p.grad is None or not torch.any(p.grad != 0)
+    ]
+    assert not missing, f"parameters without a gradient: {missing}"
+
+
+def test_save_and_load_give_the_identical_model(fitted, tmp_path: Path) -> None:
+    model, X, aux = fitted
+    path = model.save(tmp_path / "model")
+    assert {p.name for p in path.iterdir()} >= {
+        "config.json",
+        "weights.pt",
+        "environment.json",
+        "history.csv",
+    }
+    loaded = idvae.load(path)
+    assert type(loaded) is type(model)
+    assert loaded.get_params() == model.get_params()
+    assert np.array_equal(loaded.transform(X, *aux), model.transform(X, *aux))
+    assert loaded.prior_ == model.prior_
+    assert [r["loss"] for r in loaded.history_] == pytest.approx(
+        [r["loss"] for r in model.history_], rel=1e-12
+    )
+    if model._aux_name is None:
+        assert np.array_equal(loaded.sample(5, random_state=3), model.sample(5, random_state=3))
+
+
+@pytest.mark.parametrize("name", NAMES)
+def test_same_seed_same_result_other_seed_other_result(name: str) -> None:
+    a, X, aux = _fitted(name)
+    b, _, _ = _fitted(name)
+    c, _, _ = _fitted(name, random_state=1)
+    assert np.array_equal(a.transform(X, *aux), b.transform(X, *aux))
+    assert a.prior_ == b.prior_
+    assert not np.array_equal(a.transform(X, *aux), c.transform(X, *aux))
+
+
+def test_fit_does_not_change_the_parameters_and_clone_copies_them(fitted) -> None:
+    model, _, _ = fitted
+    cls = type(model)
+    assert model.get_params() == cls(**cls._test_config()).get_params()
+    copy = clone(model)
+    assert copy.get_params() == model.get_params()
+    assert not hasattr(copy, "module_")
+
+
+@pytest.mark.parametrize("name", NAMES)
+def test_pipeline_and_grid_search(name: str) -> None:
+    cls = REGISTRY[name]
+    X, labels = _data()
+    aux = _aux(cls, labels)
+    config = cls._test_config() | {"epochs": 1}
+    pipe = Pipeline([("scale", StandardScaler()), ("model", cls(**config))]).fit(X, *aux)
+    if not aux:
+        z = pipe.transform(X)
+        assert z.shape == (X.shape[0], config["latent_dim"])
+        grid = GridSearchCV(cls(**config), {"lr": [1e-3, 1e-2]}, cv=2).fit(X)
+        assert grid.best_params_["lr"] in (1e-3, 1e-2)
+        assert np.isfinite(grid.best_score_)
+
+
+@pytest.mark.parametrize("name", NAMES)
+def test_bad_input_gives_clear_errors(name: str) -> None:
+    cls = REGISTRY[name]
+    X, labels = _data()
+    aux = _aux(cls, labels)
+    config = cls._test_config()
+    with pytest.raises(NotFittedError):
+        cls(**config).transform(X, *aux)
+    bad = X.copy()
+    bad[3, 1] = np.nan
+    with pytest.raises(ValueError, match="NaN"):
+        cls(**config).fit(bad, *aux)
+    with pytest.raises(ValueError, match="2D array"):
+        cls(**config).fit(X[:, 0], *aux)
+    with pytest.raises(ValueError, match="latent_dim <= n_features"):
+        cls(**(config | {"latent_dim": X.shape[1] + 1})).fit(X, *aux)
+    model, _, _ = _fitted(name, epochs=1)
+    with pytest.raises(ValueError, match=f"X has 4 features, but .* expecting {X.shape[1]}"):
+        model.transform(X[:, :4], *aux)
+    with pytest.raises(ValueError, match="batch_size"):
+        cls(**(config | {"batch_size": 0})).fit(X, *aux)
+
+
+# a representative subset of scikit-learn's checks runs by default; all of them with -m slow
+CORE_CHECKS = {
+    "check_estimators_fit_returns_self",
+    "check_estimators_dtypes",
+    "check_dtype_object",
+    "check_estimators_nan_inf",
+    "check_estimator_sparse_array",
+    "check_estimators_empty_data_messages",
+    "check_n_features_in_after_fitting",
+    "check_fit2d_predict1d",
+    "check_fit_check_is_fitted",
+    "check_dont_overwrite_parameters",
+    "check_estimators_overwrite_params",
+    "check_get_params_invariance",
+    "check_estimators_pickle",
+    "check_transformer_general",
+    "check_fit_idempotent",
+}
+
+
+def _check_name(check) -> str:
+    return getattr(check, "func", check).__name__
+
+
+def _sklearn_checks() -> list:
+    params = []
+    for name in NAMES:
+        cls = REGISTRY[name]
+        estimator = cls(**cls._test_config())
+        for item in estimator_checks_generator(
+            estimator,
+            mark="xfail",
+            expected_failed_checks=cls._expected_failed_checks(),
+        ):
+            values, marks = (
+                (item.values, list(item.marks))
+                if hasattr(item, "values")
+                else (
+                    item,
+                    [],
+                )
+            )
+            est, check = values
+            if _check_name(check) not in CORE_CHECKS:
+                marks.append(pytest.mark.slow)
+            params.append(pytest.param(est, check, marks=marks, id=f"{name}-{_check_name(check)}"))
+    return params
+
+
+@pytest.mark.parametrize(("estimator", "check"), _sklearn_checks())
+def test_scikit_learn_estimator_checks(estimator, check) -> None:
+    check(estimator)
