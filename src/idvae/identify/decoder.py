@@ -147,19 +147,20 @@ def _forward(ops: list[Op], z: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.n
     """f(z), the Jacobians (N, n, m) and the smallest |pre-activation| margin per point."""
     h = z
     N, m = z.shape
-    J = np.broadcast_to(np.eye(m), (N, m, m)).copy()
+    # Jacobians kept as (width, N, m) so each layer is one matrix product
+    J = np.ascontiguousarray(np.broadcast_to(np.eye(m)[:, None, :], (m, N, m)))
     margin = np.full(N, np.inf)
     for kind, a, b in ops:
         if kind == "affine":
             h = h @ a.T + b
-            J = np.matmul(a, J)
+            J = (a @ J.reshape(J.shape[0], N * m)).reshape(a.shape[0], N, m)
         else:
             scale = np.maximum(np.abs(h).max(axis=1, keepdims=True), 1e-300)
             margin = np.minimum(margin, (np.abs(h) / scale).min(axis=1))
             gate = np.where(h > 0, 1.0, a)
             h = h * gate
-            J = J * gate[:, :, None]
-    return h, J, margin
+            J = J * gate.T[:, :, None]
+    return h, np.ascontiguousarray(J.transpose(1, 0, 2)), margin
 
 
 def _pattern(ops: list[Op], z: np.ndarray) -> np.ndarray:
@@ -407,7 +408,11 @@ def check_decoder(
             "kernel, so every fibre is infinite (see Remark 3.3)"
         )
         return report(False, False, False, True)
-    ranks = [_rank(op[1]) for op in affines]
+    # a layer narrower than its input cannot have full column rank: no SVD needed
+    ranks = [
+        _rank(op[1]) if op[1].shape[0] >= op[1].shape[1] or i == 0 else op[1].shape[0]
+        for i, op in enumerate(affines)
+    ]
     first_is_affine = ops[0][0] == "affine"
     if first_is_affine and ranks[0] < m:
         reasons.append(
