@@ -102,14 +102,22 @@ def test_closed_form_special_cases():
     a = ToyModel([1.0], [0.0], [0.5], [1.0, 3.0], [1.0, 1.0], [0.0, -20.0], 0.3)
     b = ToyModel([1.0], [0.0], [0.5], [1.0, 0.0], [1.0, 1.0], [0.0, -20.0], 0.3)
     np.testing.assert_allclose(a.logpdf(x), b.logpdf(x), rtol=1e-12)
-    # f = ReLU(z) with z ~ N(0, 1): an atom of 1/2 at 0 plus a half-normal, blurred by noise
+    # f = ReLU(z), Z ~ N(0, 1): an atom of 1/2 at 0 plus a half-normal, blurred by noise:
+    # p(x) = N(x; 0, s2) / 2 + N(x; 0, 1 + s2) Phi(x / (sigma sqrt(1 + s2)))
     relu = ToyModel([1.0], [0.0], [1.0], [1.0, 0.0], [1.0, 0.0], [0.0, 0.0], 0.5)
-    expected = (
-        0.5 * norm.pdf(x, 0, 0.5)
-        + np.array([quad_pdf(relu, xi) for xi in x])
-        - 0.5 * (norm.pdf(x, 0, 0.5))
+    expected = 0.5 * norm.pdf(x, 0, 0.5) + norm.pdf(x, 0, math.sqrt(1.25)) * norm.cdf(
+        x / (0.5 * math.sqrt(1.25))
     )
-    np.testing.assert_allclose(relu.pdf(x), expected, rtol=1e-9)
+    np.testing.assert_allclose(relu.pdf(x), expected, rtol=1e-12)
+
+
+def test_closed_form_with_kinks_at_the_component_means():
+    # both kinks sit exactly at a component's mean, inside the bulk
+    model = ToyModel([0.4, 0.6], [-1.0, 1.5], [0.6, 0.4], [1.3, -0.8], [2.0, -1.0], [2.0, 1.5], 0.2)
+    np.testing.assert_allclose(np.sort(model.kinks()), [-1.0, 1.5])
+    x = np.array([-0.9, -0.2, 0.0, 0.3, 1.1, 2.4])
+    expected = np.array([quad_pdf(model, xi) for xi in x])
+    np.testing.assert_allclose(model.pdf(x), expected, rtol=1e-8)
 
 
 def test_log_density_is_accurate_in_far_tails():
