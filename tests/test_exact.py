@@ -451,13 +451,15 @@ def test_cli_mle_quick(tmp_path):
     from idvae.cli import app
 
     out = tmp_path / "mle"
-    result = CliRunner().invoke(app, ["mle", "--simulations", "2", "--quick", "--out", str(out)])
+    args = ["mle", "--simulations", "2", "--quick", "--plots", "1", "--out", str(out)]
+    result = CliRunner().invoke(app, args)
     assert result.exit_code == 0, result.output
     data = json.loads((out / "results.json").read_text())
     assert data["summary"]["n_simulations"] == 2 and len(data["simulations"]) == 2
-    for record in data["simulations"]:
-        png = out / record["profile"]["file"]
-        assert png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    first, second = data["simulations"]
+    png = out / first["profile"]["file"]
+    assert png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    assert "profile" not in second and not (out / "profiles" / "sim_001.png").exists()
     assert "global minimiser" in result.output
 
     bad = CliRunner().invoke(app, ["mle", "--simulations", "0", "--out", str(out)])
