@@ -109,12 +109,20 @@ def check_array(
     return arr
 
 
+def _default_file_mode() -> int:
+    """The mode ``open`` would give a new file under the current umask."""
+    umask = os.umask(0)
+    os.umask(umask)
+    return 0o666 & ~umask
+
+
 @contextmanager
 def atomic_write(path: str | os.PathLike, mode: str = "wb") -> Iterator:
     """Open a temporary file beside ``path``; rename it onto ``path`` only on success."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    os.chmod(tmp, _default_file_mode())  # mkstemp makes 0600; outputs are ordinary files
     try:
         with os.fdopen(fd, mode) as fh:
             yield fh
