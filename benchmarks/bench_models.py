@@ -1,0 +1,122 @@
+"""Seconds per training epoch of the estimators on 70,000 x 784 data.
+
+Measured with the real engine (``idvae.training.train``, the module's ELBO, Adam, the
+NaN checks) on a slice of ``STEPS`` mini-batches after a warm-up, then extrapolated to
+a full epoch of 70,000 samples (reported as ``extrapolated: true``). The data are MNIST
+(``/work/shared/data/mnist``, Bernoulli likelihood) when present, else uniform random
+pixels. ``matmul_gflops`` is the float32 matrix-multiply rate measured just before, so the
+figures can be read against the machine's limit even when it is shared (a busy machine
+lowers both).
+"""
+
+from __future__ import annotations
+
+import math
+import time
+from pathlib import Path
+
+import numpy as np
+import torch
+
+N_SAMPLES = 70_000
+N_FEATURES = 784
+STEPS = 30
+MNIST = Path("/work/shared/data/mnist")
+
+
+def _data() -> tuple[np.ndarray, str]:
+    if MNIST.is_dir():
+        try:
+            from idvae.datasets import load_mnist_combined
+
+            x, _ = load_mnist_combined(MNIST)
+            x = np.asarray(x, dtype=np.float32).reshape(len(x), -1)
+            return (x / 255.0 if x.max() > 1 else x), "mnist"
+        except (OSError, ValueError, ImportError):
+            pass
+    rng = np.random.default_rng(0)
+    return rng.random((N_SAMPLES, N_FEATURES), dtype=np.float32), "random"
+
+
+def _matmul_gflops(size: int = 1024, repeats: int = 20) -> float:
+    a, b = torch.randn(size, size), torch.randn(size, size)
+    a @ b
+    start = time.perf_counter()
+    for _ in range(repeats):
+        a @ b
+    return 2 * size**3 * repeats / (time.perf_counter() - start) / 1e9
+
+
+def _flops_per_sample(module: torch.nn.Module) -> float:
+    """2 x multiply-adds of every Linear layer, x 3 for forward and backward."""
+    macs = sum(
+        m.in_features * m.out_features for m in module.modules() if isinstance(m, torch.nn.Linear)
+    )
+    return 6.0 * macs
+
+
+def _seconds_per_epoch(estimator, x: np.ndarray, aux: tuple[np.ndarray, ...], batch: int):
+    from idvae.training import TrainConfig, train
+
+    module = estimator._new_module(x.shape[1], tuple(a.shape[1] for a in aux), seed=0)
+    n = batch * STEPS
+    data = (torch.as_tensor(x[:n]),) + tuple(torch.as_tensor(a[:n]) for a in aux)
+    config = TrainConfig(epochs=1, batch_size=batch, lr=1e-3)
+    gen = torch.Generator().manual_seed(0)
+    warm = tuple(t[: batch * 3] for t in data)
+    train(module, warm, config, generator=gen)  # warm-up: allocations, first-call costs
+    start = time.perf_counter()
+    train(module, data, config, generator=gen)
+    per_step = (time.perf_counter() - start) / STEPS
+    seconds = per_step * math.ceil(N_SAMPLES / batch)
+    return seconds, _flops_per_sample(module) * N_SAMPLES
+
+
+def run() -> dict:
+    import idvae
+
+    torch.set_num_threads(2)
+    x, source = _data()
+    rng = np.random.default_rng(0)
+    u = np.eye(10, dtype=np.float32)[rng.integers(0, 10, size=len(x))]
+    gflops = _matmul_gflops()
+    figures: dict = {
+        "data": source,
+        "threads": torch.get_num_threads(),
+        "matmul_gflops": round(gflops, 1),
+        "steps_measured": STEPS,
+        "extrapolated": True,
+    }
+    vade_net = {"encoder_sizes": (500, 500, 2000), "decoder_sizes": (2000, 500, 500)}
+    arch1 = {"encoder_sizes": (500, 1000), "decoder_sizes": (500, 500)}
+    common = {"likelihood": "bernoulli", "device": "cpu", "random_state": 0}
+    cases = [
+        ("vade_784-500-500-2000-10", idvae.VaDE(10, 10, **vade_net, **common), ()),
+        ("vade_arch1_J25", idvae.VaDE(5, 25, **arch1, **common), ()),
+        ("vae_arch1", idvae.VAE(5, **arch1, **common), ()),
+    ]
+    models = idvae.models.REGISTRY
+    optional = {
+        "mfcvae_arch1_J25": lambda: (
+            models["mfcvae"](facet_dims=(2, 3), facet_components=(5, 5), **arch1, **common),
+            (),
+        ),
+        "ivae_arch1": lambda: (models["ivae"](latent_dim=5, **arch1, **common), (u,)),
+    }
+    for name, make in optional.items():
+        try:
+            cases.append((name, *make()))
+        except Exception as err:  # absent or under construction: reported, not fatal
+            figures[f"{name}_error"] = f"{type(err).__name__}: {err}"[:200]
+    for name, estimator, aux in cases:
+        for batch in (100, 512):
+            try:
+                seconds, flops = _seconds_per_epoch(estimator, x, aux, batch)
+            except Exception as err:  # a model under construction must not stop the others
+                figures[f"{name}_batch{batch}_error"] = f"{type(err).__name__}: {err}"[:200]
+                continue
+            figures[f"{name}_batch{batch}_s_per_epoch"] = round(seconds, 2)
+            # seconds one epoch would take at the measured matmul rate
+            figures[f"{name}_batch{batch}_matmul_bound_s"] = round(flops / (gflops * 1e9), 2)
+            print(f"{name} batch {batch}: {seconds:.1f} s/epoch", flush=True)
+    return figures
