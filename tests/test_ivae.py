@@ -1,7 +1,20 @@
 import numpy as np
+import pytest
 import torch
 
-from idvae.models.ivae import ConditionalGaussianPrior, diagonal_gaussian_kl
+import idvae
+from idvae.metrics import mcc
+from idvae.models.ivae import IVAE, ConditionalGaussianPrior, diagonal_gaussian_kl
+from idvae.simulate import sample_model
+
+
+@pytest.fixture(autouse=True, scope="module")
+def one_torch_thread():
+    """These networks are tiny: one thread is fastest and avoids oversubscribed cores."""
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)
 
 
 def test_diagonal_gaussian_kl_agrees_with_torch_distributions():
@@ -43,3 +56,151 @@ def test_prior_starts_standard_normal_and_every_parameter_gets_a_gradient():
     prior.kl(mean_q, var_q, u).sum().backward()
     for name, p in prior.named_parameters():
         assert p.grad is not None and torch.any(p.grad != 0), name
+
+
+# -- the estimator -------------------------------------------------------------------------------
+SMALL = {
+    "latent_dim": 2,
+    "encoder_sizes": (16,),
+    "decoder_sizes": (16,),
+    "epochs": 3,
+    "batch_size": 64,
+    "random_state": 0,
+    "device": "cpu",
+}
+
+
+def _data(n=300, n_features=6, seed=0):
+    rng = np.random.default_rng(seed)
+    labels = rng.integers(0, 3, size=n)
+    centres = rng.normal(scale=3.0, size=(3, n_features))
+    return centres[labels] + rng.normal(size=(n, n_features)), labels
+
+
+@pytest.fixture(scope="module")
+def fitted_labels():
+    x, labels = _data()
+    return IVAE(**SMALL).fit(x, labels), x, labels
+
+
+def test_ivae_recovers_the_latent_given_the_true_components():
+    """Weak MCC >= 0.9 to the true z on model (3) with u = the true component labels."""
+    sim = sample_model(2000, latent_dim=2, obs_dim=10, n_components=5, random_state=0)
+    model = IVAE(
+        2, encoder_sizes=(64, 64), decoder_sizes=(64, 64), epochs=30, batch_size=128,
+        random_state=0, device="cpu",
+    ).fit(sim.x, sim.u)  # fmt: skip
+    z = model.transform(sim.x, sim.u)
+    assert mcc(sim.z, z, alignment="cca", random_state=0) >= 0.9
+    assert model.prior_.n_components == 5
+
+
+def test_labels_and_one_hot_u_give_the_same_model(fitted_labels):
+    model, x, labels = fitted_labels
+    onehot = IVAE(**SMALL).fit(x, np.eye(3)[labels])
+    assert model.aux_kind_ == "labels" and onehot.aux_kind_ == "onehot"
+    np.testing.assert_array_equal(
+        model.transform(x, labels), onehot.transform(x, np.eye(3)[labels])
+    )
+    # a fitted label model also takes one-hot u, and vice versa
+    np.testing.assert_array_equal(
+        model.transform(x, np.eye(3)[labels]), onehot.transform(x, labels)
+    )
+
+
+def test_prior_is_the_mixture_implied_by_the_classes(fitted_labels):
+    model, x, labels = fitted_labels
+    np.testing.assert_allclose(model.prior_.weights, np.bincount(labels) / len(labels), rtol=1e-6)
+    with torch.no_grad():
+        mean, var = model.module_.prior(torch.eye(3))
+    np.testing.assert_allclose(model.prior_.means, mean.double().numpy(), rtol=1e-6)
+    np.testing.assert_allclose(
+        np.diagonal(model.prior_.covariances, axis1=1, axis2=2), var.double().numpy(), rtol=1e-6
+    )
+    xs, zs = model.sample(50, random_state=0, return_latent=True)
+    assert xs.shape == (50, x.shape[1]) and zs.shape == (50, 2)
+
+
+def test_arbitrary_integer_labels_are_remembered():
+    x, labels = _data()
+    model = IVAE(**SMALL).fit(x, labels * 10 + 5)
+    np.testing.assert_array_equal(model.classes_, [5, 15, 25])
+    reference = IVAE(**SMALL).fit(x, labels)
+    np.testing.assert_array_equal(
+        model.transform(x, labels * 10 + 5), reference.transform(x, labels)
+    )
+    with pytest.raises(ValueError, match=r"unknown label\(s\) \[7\]"):
+        model.transform(x[:2], np.array([5, 7]))
+
+
+def test_continuous_u_has_no_mixture_prior_and_round_trips(tmp_path):
+    x, labels = _data()
+    u = np.random.default_rng(1).normal(size=(len(x), 2)) + labels[:, None]
+    model = IVAE(**(SMALL | {"prior_sizes": (8,)})).fit(x, u)
+    assert model.aux_kind_ == "continuous" and model.prior_ is None
+    z = model.transform(x, u)
+    assert z.shape == (len(x), 2) and np.all(np.isfinite(z))
+    loaded = idvae.load(model.save(tmp_path / "m"))
+    np.testing.assert_array_equal(loaded.transform(x, u), z)
+    assert loaded.prior_ is None
+    with pytest.raises(ValueError, match="continuous"):
+        model.sample(5)
+    with pytest.raises(ValueError, match=r"shape \(n_samples, 2\)"):
+        model.transform(x, u[:, :1])
+
+
+def test_save_load_keeps_the_classes(fitted_labels, tmp_path):
+    model, x, labels = fitted_labels
+    loaded = idvae.load(model.save(tmp_path / "m"))
+    np.testing.assert_array_equal(loaded.classes_, model.classes_)
+    np.testing.assert_array_equal(loaded.transform(x, labels), model.transform(x, labels))
+    assert loaded.prior_ == model.prior_
+
+
+def test_loss_is_reconstruction_plus_closed_form_kl(fitted_labels):
+    model, x, labels = fitted_labels
+    module = model.module_
+    xt = torch.as_tensor(model._scale(x[:20]))
+    ut = torch.eye(3)[labels[:20]]
+    with torch.no_grad():
+        terms = module.loss(xt, ut, generator=torch.Generator().manual_seed(0))
+        mean, logvar = module.encode(xt, ut)
+        mean_p, var_p = module.prior(ut)
+    kl = torch.distributions.kl_divergence(
+        torch.distributions.Normal(mean, (0.5 * logvar).exp()),
+        torch.distributions.Normal(mean_p, var_p.sqrt()),
+    ).sum(1)
+    np.testing.assert_allclose(float(terms["kl_z"]), float(kl.mean()), rtol=1e-5)
+    np.testing.assert_allclose(
+        float(terms["loss"]), float(terms["recon"] + terms["kl_z"]), rtol=1e-6
+    )
+
+
+@pytest.mark.parametrize(
+    ("u", "err", "match"),
+    [
+        (None, TypeError, "auxiliary variable u"),
+        (np.zeros(299, dtype=int), ValueError, "one row per sample of X \\(300\\) but got 299"),
+        (np.zeros((300, 2, 2)), ValueError, "3-D"),
+        (np.array(["a"] * 300), TypeError, "numbers"),
+        (np.full(300, 0.5), ValueError, "integer class labels"),
+        (np.zeros(300, dtype=int), ValueError, "at least 2 distinct classes"),
+        (np.full((300, 2), np.nan), ValueError, "finite"),
+    ],
+)
+def test_bad_u_is_refused_at_fit(u, err, match):
+    x, _ = _data()
+    with pytest.raises(err, match=match):
+        IVAE(**SMALL).fit(x, u)
+
+
+def test_bad_u_is_refused_at_transform(fitted_labels):
+    model, x, labels = fitted_labels
+    with pytest.raises(TypeError, match="auxiliary variable u"):
+        model.transform(x)
+    with pytest.raises(ValueError, match=r"one-hot of shape \(n_samples, 3\)"):
+        model.transform(x, np.eye(4)[labels])
+    with pytest.raises(ValueError, match="not one-hot"):
+        model.transform(x, np.full((len(x), 3), 0.5))
+    with pytest.raises(ValueError, match="one row per sample"):
+        model.transform(x, labels[:10])

@@ -4,11 +4,24 @@ import torch
 
 from idvae import GMM
 from idvae.models.mfcvae import (
+    MFCVAE,
     FacetedMixturePrior,
+    MFCVAEModule,
     check_facets,
+    facet_basis,
+    factor_grid,
     fade_in_weights,
     joint_gmm_from_facets,
 )
+
+
+@pytest.fixture(autouse=True, scope="module")
+def one_torch_thread():
+    """These networks are tiny: one thread is fastest and avoids oversubscribed cores."""
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)
 
 
 def random_prior(seed=0, dims=(2, 1, 3), comps=(3, 2, 4)):
@@ -185,3 +198,294 @@ def test_check_facets_refuses_bad_sizes(dims, comps, n_features, err, match):
 
 def test_check_facets_accepts_int_for_one_facet():
     assert check_facets(5, 25) == ((5,), (25,))
+
+
+# -- from a joint mixture to facets ------------------------------------------------------------
+def _same_partition(a, b):
+    """Whether two labelings induce the same partition."""
+    pairs = set(zip(a.tolist(), b.tolist(), strict=True))
+    return len(pairs) == len(set(a.tolist())) == len(set(b.tolist()))
+
+
+@pytest.mark.parametrize("sizes", [(2, 3), (3, 3), (2, 2, 2)])
+def test_factor_grid_recovers_a_permuted_additive_grid(rng, sizes):
+    m = 5
+    effects = [rng.normal(size=(k, m)) * 3 for k in sizes]
+    cells = np.indices(sizes).reshape(len(sizes), -1).T
+    means = sum(effects[i][cells[:, i]] for i in range(len(sizes)))
+    means = means + 0.01 * rng.normal(size=means.shape)
+    perm = rng.permutation(len(cells))
+    weights = rng.dirichlet(np.ones(len(cells)) * 5)
+    found, residual = factor_grid(means[perm], weights, sizes, random_state=0)
+    assert found.shape == (len(cells), len(sizes))
+    assert residual < 1e-3
+    truth = cells[perm]
+    # every true facet is found as some facet of the same size (up to relabelling)
+    for i in range(len(sizes)):
+        assert any(
+            sizes[j] == sizes[i] and _same_partition(truth[:, i], found[:, j])
+            for j in range(len(sizes))
+        )
+    # a bijection onto the grid
+    assert len({tuple(c) for c in found.tolist()}) == len(cells)
+
+
+def test_factor_grid_refuses_inconsistent_sizes():
+    with pytest.raises(ValueError, match="prod\\(sizes\\)"):
+        factor_grid(np.zeros((6, 2)), np.ones(6) / 6, (2, 2))
+
+
+def test_facet_basis_gives_blocks_that_depend_on_their_own_facet_only(rng):
+    n, sizes, dims = 3000, (3, 3), (2, 2)
+    c = rng.integers(0, 3, size=(n, 2))
+    centres = [rng.normal(size=(3, 2)) * 3 for _ in sizes]
+    z_true = np.concatenate([centres[i][c[:, i]] for i in range(2)], axis=1)
+    z_true += 0.02 * rng.normal(size=z_true.shape)
+    mix = rng.normal(size=(4, 4))
+    z = z_true @ mix.T + rng.normal(size=4)
+    resp = [np.eye(3)[c[:, i]] for i in range(2)]
+    A, b = facet_basis(z, resp, dims)
+    s = (z - b) @ A.T
+    np.testing.assert_allclose(s.std(axis=0), 1.0, rtol=1e-8)
+    for i, block in enumerate((slice(0, 2), slice(2, 4))):
+        for j in range(2):
+            # share of block i's variance explained by facet j's state
+            means = np.stack([s[c[:, j] == k, block].mean(0) for k in range(3)])
+            explained = np.sum(means.var(axis=0)) / np.sum(s[:, block].var(axis=0))
+            if i == j:
+                assert explained > 0.9
+            else:
+                assert explained < 0.01
+
+
+def test_em_update_is_the_weighted_moment_solution(rng):
+    prior = random_prior(7, dims=(2,), comps=(3,))
+    mean = torch.as_tensor(rng.normal(size=(50, 2)) * 2)
+    var = torch.as_tensor(rng.uniform(0.1, 0.5, size=(50, 2)))
+    with torch.no_grad():
+        r = prior.log_responsibilities(mean)[0].exp().numpy()
+    prior.em_update(mean, var)
+    g = prior.facet_gmms()[0]
+    mass = r.sum(0)
+    mu = r.T @ mean.numpy() / mass[:, None]
+    s2 = r.T @ (var.numpy() + mean.numpy() ** 2) / mass[:, None] - mu**2
+    np.testing.assert_allclose(g.weights, mass / mass.sum(), rtol=1e-10)
+    np.testing.assert_allclose(g.means, mu, rtol=1e-10)
+    np.testing.assert_allclose(np.diagonal(g.covariances, axis1=1, axis2=2), s2, rtol=1e-8)
+
+
+def test_buffer_prior_has_no_parameters_but_the_same_math(rng):
+    a = random_prior(8, dims=(2,), comps=(3,))
+    b = FacetedMixturePrior((2,), (3,), trainable=False).double()
+    b.set_facet(0, a.facet_gmms()[0])
+    assert list(b.parameters()) == []
+    assert set(b.state_dict()) == set(a.state_dict())
+    z = torch.as_tensor(rng.normal(size=(10, 2)))
+    np.testing.assert_allclose(b.log_prob(z).numpy(), a.log_prob(z).detach().numpy(), rtol=1e-10)
+
+
+def test_latent_map_is_folded_exactly_into_encoder_and_decoder(rng):
+    torch.manual_seed(0)
+    module = MFCVAEModule(6, (1, 1), (2, 2), (8,), (8,), "leaky_relu", "gaussian", joint_stage=True)
+    module = module.double()
+    x = torch.as_tensor(rng.normal(size=(20, 6)))
+    with torch.no_grad():
+        mean_before = module.encode(x)[0].numpy()
+        recon_before = module.decode(module.encode(x)[0]).numpy()
+    A = rng.normal(size=(2, 2)) + 2 * np.eye(2)
+    b = rng.normal(size=2)
+    module.apply_latent_map(A, b)
+    with torch.no_grad():
+        mean_after = module.encode(x)[0].numpy()
+        recon_after = module.decode(module.encode(x)[0]).numpy()
+    np.testing.assert_allclose(mean_after, (mean_before - b) @ A.T, rtol=1e-8, atol=1e-10)
+    np.testing.assert_allclose(recon_after, recon_before, rtol=1e-8, atol=1e-10)
+
+
+# -- the estimator -------------------------------------------------------------------------------
+SMALL = {
+    "encoder_sizes": (16,),
+    "decoder_sizes": (16,),
+    "pretrain_epochs": 2,
+    "joint_epochs": 2,
+    "epochs": 2,
+    "batch_size": 64,
+    "gmm_n_init": 1,
+    "random_state": 0,
+    "device": "cpu",
+}
+
+
+def _blobs(n=300, n_features=6, seed=0):
+    rng = np.random.default_rng(seed)
+    c = rng.integers(0, 2, size=(n, 2))
+    z = np.stack([3.0 * c[:, 0], 3.0 * c[:, 1]], axis=1) + 0.3 * rng.normal(size=(n, 2))
+    x = np.tanh(z @ rng.normal(size=(2, n_features))) + 0.05 * rng.normal(size=(n, n_features))
+    return x, c
+
+
+@pytest.fixture(scope="module")
+def small_model():
+    x, _ = _blobs()
+    return MFCVAE((1, 1), (2, 2), **SMALL).fit(x), x
+
+
+def test_fitted_prior_is_the_product_of_the_facet_priors(small_model, rng):
+    model, x = small_model
+    assert model.prior_.n_components == 4 and model.prior_.dim == 2
+    assert len(model.facet_priors_) == 2
+    z = rng.normal(size=(25, 2)) * 2
+    by_facet = model.facet_priors_[0].logpdf(z[:, :1]) + model.facet_priors_[1].logpdf(z[:, 1:])
+    np.testing.assert_allclose(model.prior_.logpdf(z), by_facet, rtol=1e-10)
+    assert model.prior_.is_diagonal()
+
+
+def test_predict_and_predict_proba_agree(small_model):
+    model, x = small_model
+    labels = model.predict(x)
+    assert labels.shape == (len(x), 2) and np.issubdtype(labels.dtype, np.integer)
+    proba = model.predict_proba(x)
+    assert [p.shape for p in proba] == [(len(x), 2), (len(x), 2)]
+    for i, p in enumerate(proba):
+        np.testing.assert_allclose(p.sum(axis=1), 1.0, rtol=1e-12)
+        np.testing.assert_array_equal(labels[:, i], p.argmax(axis=1))
+    np.testing.assert_array_equal(model.labels_, labels)
+    joint = model.predict_joint(x)
+    np.testing.assert_array_equal(joint, labels[:, 0] * 2 + labels[:, 1])
+    # the joint prior's component j is the facet tuple np.unravel_index(j, (2, 2))
+    z = model.transform(x)
+    post = model.prior_.predict_proba(z).reshape(len(x), 2, 2)
+    np.testing.assert_allclose(post.sum(axis=2), proba[0], atol=1e-6)
+
+
+def test_sample_draws_from_the_faceted_prior(small_model):
+    model, x = small_model
+    xs, zs = model.sample(4000, random_state=0, return_latent=True)
+    assert xs.shape == (4000, x.shape[1]) and zs.shape == (4000, 2)
+    # facets are independent under the prior
+    assert abs(np.corrcoef(zs.T)[0, 1]) < 0.06
+    np.testing.assert_allclose(zs.mean(0), model.prior_.weights @ model.prior_.means, atol=0.1)
+
+
+def test_progressive_training_fades_the_facets_in():
+    x, _ = _blobs()
+    model = MFCVAE(
+        (1, 1), (2, 2), **(SMALL | {"facet_init": "blocks", "epochs": 4}),
+        progressive=True, fade_in_epochs=2,
+    )  # fmt: skip
+    model.fit(x)
+    fades = [r["fade_min"] for r in model.history_ if r["phase"] == "train"]
+    assert fades == [0.0, 0.0, 0.5, 1.0]  # facet 1's weight during each epoch
+    assert torch.all(model.module_.facet_weights == 1.0)
+
+
+def test_a_faded_out_facet_neither_reaches_the_decoder_nor_pays_kl(rng):
+    torch.manual_seed(0)
+    module = MFCVAEModule(
+        6, (1, 1), (2, 2), (8,), (8,), "leaky_relu", "gaussian", joint_stage=False
+    )
+    module.facet_weights.copy_(torch.tensor([1.0, 0.0]))
+    x = torch.as_tensor(rng.normal(size=(32, 6)), dtype=torch.float32)
+    module.loss(x, generator=torch.Generator().manual_seed(0))["loss"].backward()
+    for name in ("logits", "means", "raw_variances"):
+        assert torch.any(getattr(module.prior, name)[0].grad != 0)
+        grad = getattr(module.prior, name)[1].grad
+        assert grad is None or torch.all(grad == 0)
+    # the decoder does not see the second block
+    assert torch.all(module.decoder.net[0].weight.grad[:, 1] == 0)
+
+
+def test_resume_after_an_interruption_gives_the_uninterrupted_result(tmp_path):
+    x, _ = _blobs()
+    config = SMALL | {"joint_epochs": 3, "epochs": 3}
+    reference = MFCVAE((1, 1), (2, 2), **config).fit(x)
+
+    class Crash(Exception):
+        pass
+
+    crashing = MFCVAE((1, 1), (2, 2), **config)
+    em_steps = []
+
+    def em_step_then_crash(module):
+        MFCVAE._joint_em_step(crashing, module)
+        em_steps.append(1)
+        if len(em_steps) == 2:  # killed in joint epoch 3, after 2 checkpointed epochs
+            raise Crash
+
+    crashing._joint_em_step = em_step_then_crash
+    with pytest.raises(Crash):
+        crashing.fit(x, checkpoint_dir=tmp_path)
+    resumed = MFCVAE((1, 1), (2, 2), **config).fit(x, checkpoint_dir=tmp_path, resume=True)
+    np.testing.assert_array_equal(resumed.transform(x), reference.transform(x))
+    assert resumed.prior_ == reference.prior_
+
+
+def test_save_load_round_trip_keeps_facets(small_model, tmp_path):
+    import idvae
+
+    model, x = small_model
+    loaded = idvae.load(model.save(tmp_path / "m"))
+    assert isinstance(loaded, MFCVAE)
+    np.testing.assert_array_equal(loaded.predict(x), model.predict(x))
+    assert all(a == b for a, b in zip(loaded.facet_priors_, model.facet_priors_, strict=True))
+    assert loaded.grid_residual_ == model.grid_residual_
+
+
+@pytest.mark.parametrize(
+    ("params", "n", "match"),
+    [
+        ({"facet_dims": (2, 2), "facet_components": (3,)}, 300, "same length"),
+        ({"facet_dims": (4, 3), "facet_components": (2, 2)}, 300, "sum\\(facet_dims\\) = 7"),
+        ({"facet_dims": (1, 0), "facet_components": (2, 2)}, 300, "facet_dims"),
+        ({"facet_dims": (1, 1), "facet_components": (5, 5)}, 20, "n_samples >= 25"),
+        (
+            {"facet_dims": (1, 1), "facet_components": (2, 2), "progressive": True},
+            300,
+            "fade_in_epochs",
+        ),
+        ({"facet_dims": (1, 1), "facet_components": (2, 2), "facet_init": "x"}, 300, "facet_init"),
+    ],
+)
+def test_bad_facet_settings_are_refused(params, n, match):
+    x, _ = _blobs(n=n)
+    with pytest.raises(ValueError, match=match):
+        MFCVAE(**(SMALL | params)).fit(x)
+
+
+def test_facet_dims_of_wrong_type_are_refused():
+    x, _ = _blobs()
+    with pytest.raises((TypeError, ValueError), match="facet_dims"):
+        MFCVAE("ab", (2, 2), **SMALL).fit(x)
+
+
+def test_predict_checks_its_input(small_model):
+    model, x = small_model
+    with pytest.raises(ValueError, match="3 features"):
+        model.predict(x[:, :3])
+
+
+def test_mfcvae_recovers_a_simulated_two_facet_model():
+    """Per-facet cluster accuracy >= 0.9 on a small model (3) with U = (U_1, U_2) independent.
+
+    Two facets with 3 states each, 2 latent coordinates per facet (ne(U_i) = block i, as
+    MFCVAE assumes), a one-hidden-layer LeakyReLU decoder to 12 dimensions. Facets are
+    identifiable only up to their order, so they are matched to the truth first.
+    """
+    from idvae.metrics import cluster_accuracy
+    from idvae.simulate import sample_model
+
+    joint = np.outer([0.3, 0.3, 0.4], [0.25, 0.35, 0.4])
+    sim = sample_model(
+        3000, latent_dim=4, obs_dim=12, facets=(3, 3), joint=joint, hidden=(12,), random_state=0
+    )
+    model = MFCVAE(
+        (2, 2), (3, 3), encoder_sizes=(64, 64), decoder_sizes=(64, 64), pretrain_epochs=10,
+        joint_epochs=40, epochs=20, batch_size=128, random_state=0, device="cpu",
+    ).fit(sim.x)  # fmt: skip
+    labels = model.predict(sim.x)
+    accuracy = max(
+        [cluster_accuracy(sim.u[:, i], labels[:, order[i]]) for i in range(2)]
+        for order in ((0, 1), (1, 0))
+    )
+    assert min(accuracy) >= 0.9, accuracy
+    assert model.grid_residual_ < 0.2

@@ -158,6 +158,22 @@ def joint_gmm_from_facets(facets: Sequence[GMM]) -> GMM:
     return GMM(weights / weights.sum(), means, covs)
 
 
+class _BufferList(nn.Module):
+    """Tensors registered as buffers ``"0"``, ``"1"``, ..., indexable like a ParameterList."""
+
+    def __init__(self, tensors: Sequence[torch.Tensor]) -> None:
+        super().__init__()
+        self.size = len(tensors)
+        for i, t in enumerate(tensors):
+            self.register_buffer(str(i), t)
+
+    def __getitem__(self, i: int) -> torch.Tensor:
+        return getattr(self, str(i))
+
+    def __len__(self) -> int:
+        return self.size
+
+
 class FacetedMixturePrior(nn.Module):
     """The prior of MFCVAE: independent diagonal Gaussian mixtures over k latent blocks.
 
@@ -169,6 +185,8 @@ class FacetedMixturePrior(nn.Module):
         facet_dims: (d_1, ..., d_k).
         facet_components: (K_1, ..., K_k).
         min_variance: the floor of every prior variance.
+        trainable: hold the parameters as ``nn.Parameter`` (trained by gradient) or, when
+            False, as buffers (set in closed form, e.g. by ``em_update``).
     """
 
     def __init__(
@@ -177,20 +195,26 @@ class FacetedMixturePrior(nn.Module):
         facet_components: Sequence[int],
         *,
         min_variance: float = MIN_VARIANCE,
+        trainable: bool = True,
     ) -> None:
         super().__init__()
         dims, comps = check_facets(facet_dims, facet_components)
         self.facet_dims = dims
         self.facet_components = comps
         self.min_variance = float(min_variance)
-        self.logits = nn.ParameterList([nn.Parameter(torch.zeros(k)) for k in comps])
-        self.means = nn.ParameterList(
-            [nn.Parameter(torch.zeros(k, d)) for d, k in zip(dims, comps, strict=True)]
-        )
-        one = inverse_softplus(torch.tensor(1.0 - self.min_variance))
-        self.raw_variances = nn.ParameterList(
-            [nn.Parameter(torch.full((k, d), float(one))) for d, k in zip(dims, comps, strict=True)]
-        )
+        one = float(inverse_softplus(torch.tensor(1.0 - self.min_variance)))
+        pairs = list(zip(dims, comps, strict=True))
+        # random means (like VaDE's) so the components differ before they are initialised
+        logits = [torch.zeros(k) for k in comps]
+        means = [torch.randn(k, d) for d, k in pairs]
+        raw = [torch.full((k, d), one) for d, k in pairs]
+        if trainable:
+            self.logits = nn.ParameterList([nn.Parameter(t) for t in logits])
+            self.means = nn.ParameterList([nn.Parameter(t) for t in means])
+            self.raw_variances = nn.ParameterList([nn.Parameter(t) for t in raw])
+        else:
+            self.logits, self.means = _BufferList(logits), _BufferList(means)
+            self.raw_variances = _BufferList(raw)
         bounds = np.cumsum((0, *dims))
         self.slices = tuple(
             slice(int(a), int(b)) for a, b in zip(bounds[:-1], bounds[1:], strict=True)
@@ -305,6 +329,33 @@ class FacetedMixturePrior(nn.Module):
             zs.append(self.means[i][c] + self.variances(i)[c].sqrt() * eps)
             cs.append(c)
         return torch.cat(zs, dim=1), torch.stack(cs, dim=1)
+
+    @torch.no_grad()
+    def em_update(self, mean: torch.Tensor, var: torch.Tensor) -> None:
+        """Set every facet's mixture to the maximiser of the ELBO's prior terms given q.
+
+        With q(z | x_n) = N(mean_n, diag var_n) and q(c_i | x_n) = p(c_i | z_i = mean_n)
+        (responsibilities r_nk at the posterior means), the prior terms
+        sum_n E_q[log p(c_i) + log p(z_i | c_i)] are maximised in closed form by
+        pi_k = mean_n r_nk, mu_k = sum_n r_nk mean_n / sum_n r_nk and
+        s2_k = sum_n r_nk (var_n + (mean_n - mu_k)^2) / sum_n r_nk: one EM step.
+
+        Args:
+            mean: tensor of shape (n, m).
+            var: tensor of shape (n, m).
+        """
+        log_resp = self.log_responsibilities(mean)
+        for i, s in enumerate(self.slices):
+            r = log_resp[i].exp().double()  # (n, K)
+            mass = r.sum(dim=0).clamp_min(1e-10)
+            mu = (r.T @ mean[:, s].double()) / mass[:, None]
+            second = r.T @ (var[:, s].double() + mean[:, s].double() ** 2) / mass[:, None]
+            s2 = (second - mu**2).clamp_min(2 * self.min_variance)
+            weights = (mass / mass.sum()).clamp_min(1e-8)
+            self.logits[i].copy_(torch.log(weights / weights.sum()).to(self.logits[i].dtype))
+            self.means[i].copy_(mu.to(self.means[i].dtype))
+            raw = inverse_softplus(s2 - self.min_variance)
+            self.raw_variances[i].copy_(raw.to(self.raw_variances[i].dtype))
 
     # -- conversions ----------------------------------------------------------------------
     @torch.no_grad()
@@ -502,7 +553,7 @@ class MFCVAEModule(LatentModule):
         self.encoder = GaussianEncoder([n_features, *encoder_sizes], m, activation)
         self.decoder = Decoder([m, *decoder_sizes, n_features], activation, likelihood)
         self.joint_prior = (
-            FacetedMixturePrior((m,), (math.prod(self.prior.facet_components),))
+            FacetedMixturePrior((m,), (math.prod(self.prior.facet_components),), trainable=False)
             if joint_stage
             else None
         )
@@ -818,6 +869,8 @@ class MFCVAE(LatentEstimator):
 
         def record(epoch: int, entry: dict) -> dict:
             extra = base(epoch, entry) or {}
+            if entry.get("phase") == "joint":
+                self._joint_em_step(module)  # type: ignore[arg-type]
             if entry.get("phase") == "train" and self.progressive:
                 extra["fade_min"] = float(module.facet_weights.min())
                 # the weights of the next epoch; stored in the module, so checkpointed
@@ -826,6 +879,17 @@ class MFCVAE(LatentEstimator):
             return extra
 
         return record
+
+    def _joint_em_step(self, module: MFCVAEModule) -> None:
+        """One closed-form update of the joint prior from q over all training data."""
+        was_training = module.training
+        module.eval()
+        with torch.no_grad():
+            parts = [module.encoder(b) for b in self._em_data.split(4096)]
+            mean = torch.cat([p[0] for p in parts])
+            var = torch.cat([p[1] for p in parts]).exp()
+            module.joint_prior.em_update(mean, var)  # type: ignore[union-attr]
+        module.train(was_training)
 
     def _fit_phases(self, ctx: FitContext) -> None:
         module: MFCVAEModule = ctx.module  # type: ignore[assignment]
@@ -837,23 +901,25 @@ class MFCVAE(LatentEstimator):
                 loss_fn=module.pretrain_loss,
                 parameters=autoencoder,
             )
-        joint_params = []
         if self._uses_joint_stage():
             ctx.run_step("init_joint", lambda: self._initialize_joint(ctx))
-            joint_params = list(module.joint_prior.parameters())  # type: ignore[union-attr]
-            main = [p for p in module.parameters() if all(p is not q for q in joint_params)]
+            # the joint prior is updated in closed form after every epoch (_on_epoch_end)
             facet_params = set(map(id, module.prior.parameters()))
-            ctx.run_phase(
-                "joint",
-                self._train_config(self.joint_epochs),
-                loss_fn=module.joint_loss,
-                parameters=[p for p in main if id(p) not in facet_params] + joint_params,
-            )
+            networks = [p for p in module.parameters() if id(p) not in facet_params]
+            self._em_data = ctx.data[0]
+            try:
+                ctx.run_phase(
+                    "joint",
+                    self._train_config(self.joint_epochs),
+                    loss_fn=module.joint_loss,
+                    parameters=networks,
+                )
+            finally:
+                del self._em_data
             ctx.run_step("init", lambda: self._initialize_from_joint(ctx))
         else:
             ctx.run_step("init", lambda: self._initialize_blocks(ctx))
-        trained = [p for p in module.parameters() if all(p is not q for q in joint_params)]
-        ctx.run_phase("train", self._train_config(self.epochs), parameters=trained)
+        ctx.run_phase("train", self._train_config(self.epochs))
 
     # -- initialisation -------------------------------------------------------------------
     def _encoder_means(self, ctx: FitContext) -> np.ndarray:
