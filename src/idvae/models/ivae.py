@@ -333,6 +333,11 @@ class IVAE(LatentEstimator):
         if not np.all(np.isfinite(arr.astype(np.float64))):
             raise ValueError("Expected u to be finite but it contains NaN or infinity")
         if fitting:
+            if n_samples < 2:
+                raise ValueError(
+                    f"Expected n_samples >= 2 (u must take at least 2 values) but got "
+                    f"n_samples = {n_samples}"
+                )
             return (self._fit_aux(arr),)
         return (self._encode_aux(arr),)
 
@@ -497,6 +502,38 @@ class IVAE(LatentEstimator):
         tags = super().__sklearn_tags__()
         tags.target_tags.required = True  # u is passed where scikit-learn passes y
         return tags
+
+    @classmethod
+    def _expected_failed_checks(cls) -> dict[str, str]:
+        needs_u = (
+            "the check calls transform(X) without the auxiliary variable u, which IVAE's "
+            "posterior q(z | x, u) needs"
+        )
+        checks = {
+            name: needs_u
+            for name in (
+                "check_n_features_in_after_fitting",
+                "check_estimators_dtypes",
+                "check_dtype_object",
+                "check_estimators_pickle",
+                "check_f_contiguous_array_estimator",
+                "check_transformer_data_not_an_array",
+                "check_transformer_general",
+                "check_transformer_preserve_dtypes",
+                "check_methods_sample_order_invariance",
+                "check_methods_subset_invariance",
+                "check_dict_unchanged",
+                "check_fit_idempotent",
+            )
+        }
+        checks["check_fit_score_takes_y"] = (
+            "the second argument of fit is the auxiliary variable u (named as in the paper), "
+            "not a target y"
+        )
+        checks["check_requires_y_none"] = (
+            "fit(X, None) raises TypeError naming the missing auxiliary variable u"
+        )
+        return checks
 
     @classmethod
     def _test_config(cls) -> dict[str, Any]:

@@ -1050,6 +1050,18 @@ class MFCVAE(LatentEstimator):
         return np.ravel_multi_index(tuple(labels.T), self.module_.prior.facet_components)
 
     @classmethod
+    def _expected_failed_checks(cls) -> dict[str, str]:
+        float32 = (
+            "the networks compute in float32, so outputs on a subset or a permutation of X "
+            "differ from those on all of X by ~1e-6 (batched matrix products round "
+            "differently), above the check's 1e-7 tolerance"
+        )
+        return {
+            "check_methods_subset_invariance": float32,
+            "check_methods_sample_order_invariance": float32,
+        }
+
+    @classmethod
     def _test_config(cls) -> dict[str, Any]:
         return {
             "facet_dims": (1, 1),
