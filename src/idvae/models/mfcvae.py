@@ -558,6 +558,8 @@ class MFCVAEModule(LatentModule):
             else None
         )
         self.register_buffer("facet_weights", torch.ones(self.prior.n_facets))
+        facet_of_dim = [i for i, d in enumerate(self.prior.facet_dims) for _ in range(d)]
+        self.register_buffer("facet_of_dim", torch.tensor(facet_of_dim), persistent=False)
 
     def encode(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         return self.encoder(x)
@@ -567,8 +569,7 @@ class MFCVAEModule(LatentModule):
 
     def _dim_weights(self) -> torch.Tensor:
         """The facet weights repeated over each facet's coordinates, shape (m,)."""
-        sizes = torch.as_tensor(self.prior.facet_dims, device=self.facet_weights.device)
-        return torch.repeat_interleave(self.facet_weights, sizes)
+        return self.facet_weights[self.facet_of_dim]
 
     def _elbo_terms(
         self,
@@ -595,9 +596,8 @@ class MFCVAEModule(LatentModule):
         -E_q log p(x | z) + sum_i w_i [E_{q(c_i|x)} KL(q(z_i|x) || p(z_i|c_i))
         + KL(q(c_i|x) || p(c_i))]; w = ``facet_weights`` also scales z_i at the decoder.
         """
-        weights = self.facet_weights
-        use = None if bool(torch.all(weights == 1.0)) else weights
-        return self._elbo_terms(x, self.prior, use, generator)
+        # always weighted (a no-op at weight 1): no host sync to test the weights per step
+        return self._elbo_terms(x, self.prior, self.facet_weights, generator)
 
     def joint_loss(self, x: torch.Tensor, *, generator: torch.Generator) -> dict[str, torch.Tensor]:
         """The VaDE ELBO under the joint prior (J = prod K_i components), batch means."""
@@ -639,6 +639,7 @@ class MFCVAEModule(LatentModule):
         """
         head, m = self.encoder.head, self.latent_dim
         var = torch.as_tensor(np.maximum(variance, 1e-5), dtype=torch.float64)
+        var = var.to(head.bias.device)
         head.weight[m:] = 0.0
         head.bias[m:] = inverse_softplus(var).to(dtype=head.bias.dtype, device=head.bias.device)
 
@@ -651,8 +652,8 @@ class MFCVAEModule(LatentModule):
         variances are scaled by the squared row norms of A (exact for diagonal A).
         """
         dtype, device = self.encoder.head.weight.dtype, self.encoder.head.weight.device
-        A_t = torch.as_tensor(A, dtype=torch.float64)
-        b_t = torch.as_tensor(b, dtype=torch.float64)
+        A_t = torch.as_tensor(A, dtype=torch.float64, device=device)
+        b_t = torch.as_tensor(b, dtype=torch.float64, device=device)
         m = self.latent_dim
         head = self.encoder.head
         w, bias = head.weight.double(), head.bias.double()
