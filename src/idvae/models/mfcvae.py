@@ -56,6 +56,8 @@ _LOG_2PI = math.log(2.0 * math.pi)
 MIN_VARIANCE = 1e-4
 # q(z | x) starts, after pretraining, with this fraction of each latent coordinate's variance
 INITIAL_POSTERIOR_VARIANCE = 0.01
+# the closed-form update of the joint prior uses at most this many training points
+EM_MAX_SAMPLES = 10_000
 
 
 def check_facets(
@@ -882,7 +884,7 @@ class MFCVAE(LatentEstimator):
         return record
 
     def _joint_em_step(self, module: MFCVAEModule) -> None:
-        """One closed-form update of the joint prior from q over all training data."""
+        """One closed-form update of the joint prior from q (at most EM_MAX_SAMPLES points)."""
         was_training = module.training
         module.eval()
         with torch.no_grad():
@@ -907,7 +909,10 @@ class MFCVAE(LatentEstimator):
             # the joint prior is updated in closed form after every epoch (_on_epoch_end)
             facet_params = set(map(id, module.prior.parameters()))
             networks = [p for p in module.parameters() if id(p) not in facet_params]
-            self._em_data = ctx.data[0]
+            n = int(ctx.data[0].shape[0])
+            # an evenly spaced subset (no randomness, so resume is exact) bounds the cost
+            index = np.linspace(0, n - 1, min(n, EM_MAX_SAMPLES)).round().astype(np.int64)
+            self._em_data = ctx.data[0][torch.as_tensor(index, device=ctx.data[0].device)]
             try:
                 ctx.run_phase(
                     "joint",
