@@ -224,7 +224,8 @@ class _Progress:
             terms = " ".join(
                 f"{k}={v:.4g}"
                 for k, v in record.items()
-                if k not in ("phase", "epoch", "time_s") and isinstance(v, float)
+                if k not in ("phase", "epoch", "time_s", "lr", "min_weight")
+                and isinstance(v, float)
             )
             self.bar.update(self.task, description=f"{self.phase} {epoch}/{self.epochs} {terms}")
 
@@ -291,13 +292,7 @@ def train(
     loss_fn = module.loss if loss_fn is None else loss_fn
     noise_generator = generator if noise_generator is None else noise_generator
     params = [p for p in (module.parameters() if parameters is None else parameters)]
-    optimizer = torch.optim.Adam(
-        params,
-        lr=config.lr,
-        eps=config.adam_eps,
-        weight_decay=config.weight_decay,
-        foreach=True,
-    )
+    optimizer = _adam(params, config)
     result = PhaseResult()
     start_epoch = 0
     best, bad_epochs = math.inf, 0
@@ -391,6 +386,15 @@ def train(
     finally:
         progress.close()
     return result
+
+
+def _adam(params: list[nn.Parameter], config: TrainConfig) -> torch.optim.Adam:
+    """Adam, fused (one kernel per step: several times faster on CPU) where torch has it."""
+    kwargs = {"lr": config.lr, "eps": config.adam_eps, "weight_decay": config.weight_decay}
+    try:
+        return torch.optim.Adam(params, fused=True, **kwargs)
+    except (RuntimeError, TypeError, ValueError):
+        return torch.optim.Adam(params, foreach=True, **kwargs)
 
 
 def _run_epoch(
