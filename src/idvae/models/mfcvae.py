@@ -994,6 +994,8 @@ class MFCVAE(LatentEstimator):
         A, b = facet_basis(z, facet_resp, prior.facet_dims)
         module.apply_latent_map(A, b)
         s = (z - b) @ A.T
+        # the posterior covariance in the new basis is not diagonal; start it small again
+        self._small_posterior(module, s)
         for i, block in enumerate(prior.slices):
             r = facet_resp[i]
             w = r.sum(axis=0) + 1e-12
