@@ -162,7 +162,8 @@ def fit_seeds(
         >>> from idvae.vectorize import fit_seeds
         >>> sim = idvae.simulate.sample_model(1000, latent_dim=2, obs_dim=4, n_components=3,
         ...                                   random_state=0)
-        >>> models = fit_seeds(idvae.VaDE(epochs=5, device="cpu"), sim.x, range(4))
+        >>> template = idvae.VaDE(pretrain_epochs=2, epochs=5, device="cpu")
+        >>> models = fit_seeds(template, sim.x, range(4))
         >>> [m.transform(sim.x).shape for m in models][0]
         (1000, 2)
     """
