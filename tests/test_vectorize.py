@@ -158,9 +158,10 @@ def test_nan_in_one_seed_leaves_the_others_alone(sim):
     assert [r.vectorized for r in reports] == [True, False, True]
     assert "non-finite" in reports[1].note and "'train'" in reports[1].note
     clean = fit_seeds(small_vade(), sim.x, [0, 2])
-    # the healthy seeds: the same as a batched run without the fault
+    # the healthy seeds: the same as a batched run without the fault (up to the rounding of
+    # the fused Adam kernel, which depends on where a value sits in the stacked tensor)
     for model, ref in zip([models[0], models[2]], clean, strict=True):
-        np.testing.assert_allclose(model.transform(sim.x), ref.transform(sim.x), atol=1e-5)
+        np.testing.assert_allclose(model.transform(sim.x), ref.transform(sim.x), atol=1e-4)
     # the faulty seed was refitted on its own: exactly a separate fit (fault gone)
     ref = separate(small_vade(), sim.x, 1)
     np.testing.assert_array_equal(models[1].transform(sim.x), ref.transform(sim.x))

@@ -52,7 +52,7 @@ from torch.func import functional_call, vmap
 from torch.overrides import TorchFunctionMode
 
 from idvae.models._base import REGISTRY, FitContext, LatentEstimator
-from idvae.training import PhaseResult, TrainConfig, _lr_at, _Progress
+from idvae.training import PhaseResult, TrainConfig, _adam, _lr_at, _Progress
 
 __all__ = [
     "SeedReport",
@@ -501,13 +501,8 @@ class _Stack:
         return stacked, shared
 
     def _adam(self) -> torch.optim.Adam:
-        return torch.optim.Adam(
-            [self.params[n] for n in self.trained],
-            lr=self.config.lr,
-            eps=self.config.adam_eps,
-            weight_decay=self.config.weight_decay,
-            foreach=True,
-        )
+        # the engine's own Adam (same implementation as a separate fit; elementwise)
+        return _adam([self.params[n] for n in self.trained], self.config)
 
     def keep(self, positions: list[int]) -> None:
         """Keep only the seeds at ``positions`` (parameters, buffers and Adam state)."""
