@@ -384,10 +384,14 @@ class LatentEstimator(TransformerMixin, BaseEstimator):
         digest = hashlib.sha1(np.ascontiguousarray(X).view(np.uint8))
         for a in aux:
             digest.update(np.ascontiguousarray(a).view(np.uint8))
+        # how training is displayed or where it runs does not change what is trained
+        params = {
+            k: v for k, v in self.get_params(deep=False).items() if k not in ("verbose", "device")
+        }
         return json.dumps(
             {
                 "class": type(self).__name__,
-                "params": _jsonable_params(self.get_params(deep=False)),
+                "params": _jsonable_params(params),
                 "n_samples": int(X.shape[0]),
                 "n_features": int(X.shape[1]),
                 "data_sha1": digest.hexdigest(),

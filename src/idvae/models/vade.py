@@ -262,8 +262,10 @@ class VaDE(ClusterMixin, LatentEstimator):
     Args:
         latent_dim: m, the dimension of z (at most the number of features, Remark 3.3).
         n_components: J, the number of mixture components.
-        encoder_sizes: hidden widths of the encoder n -> ... -> m (default: the paper's
-            synthetic-data network, App. J.3.2).
+        encoder_sizes: hidden widths of the encoder n -> ... -> m. The defaults, and those
+            of the training schedule below, are tuned for a few thousand points with
+            m <= 5, n <= 50; the paper's synthetic-data network (App. J.3.2) is
+            ``idvae.nets.architecture("paper")``, VaDE's MNIST network ``"vade"``.
         decoder_sizes: hidden widths of the decoder m -> ... -> n.
         activation: ``"leaky_relu"`` (slope 0.2) or ``"relu"``.
         likelihood: ``"gaussian"`` (X standardised inside; learned noise variance per
@@ -330,17 +332,17 @@ class VaDE(ClusterMixin, LatentEstimator):
         latent_dim: int = 2,
         n_components: int = 3,
         *,
-        encoder_sizes: Sequence[int] = (64, 512, 64),
-        decoder_sizes: Sequence[int] = (64, 512, 512),
+        encoder_sizes: Sequence[int] = (64, 64),
+        decoder_sizes: Sequence[int] = (64, 64),
         activation: str = "leaky_relu",
         likelihood: str = "gaussian",
         covariance_type: str = "diag",
         noise_variance: str | float = "learned",
         pretrain: str = "vae",
-        pretrain_epochs: int = 15,
-        epochs: int = 30,
-        batch_size: int = 100,
-        lr: float = 2e-3,
+        pretrain_epochs: int = 10,
+        epochs: int = 40,
+        batch_size: int = 64,
+        lr: float = 3e-3,
         lr_decay: float = 0.9,
         lr_decay_every: int = 10,
         gmm_n_init: int = 3,
