@@ -180,26 +180,6 @@ def test_bad_input_gives_clear_errors(name: str) -> None:
         cls(**(config | {"batch_size": 0})).fit(X, *aux)
 
 
-# a representative subset of scikit-learn's checks runs by default; all of them with -m slow
-CORE_CHECKS = {
-    "check_estimators_fit_returns_self",
-    "check_estimators_dtypes",
-    "check_dtype_object",
-    "check_estimators_nan_inf",
-    "check_estimator_sparse_array",
-    "check_estimators_empty_data_messages",
-    "check_n_features_in_after_fitting",
-    "check_fit2d_predict1d",
-    "check_fit_check_is_fitted",
-    "check_dont_overwrite_parameters",
-    "check_estimators_overwrite_params",
-    "check_get_params_invariance",
-    "check_estimators_pickle",
-    "check_transformer_general",
-    "check_fit_idempotent",
-}
-
-
 def _check_name(check) -> str:
     return getattr(check, "func", check).__name__
 
@@ -223,8 +203,6 @@ def _sklearn_checks() -> list:
                 )
             )
             est, check = values
-            if _check_name(check) not in CORE_CHECKS:
-                marks.append(pytest.mark.slow)
             params.append(pytest.param(est, check, marks=marks, id=f"{name}-{_check_name(check)}"))
     return params
 
