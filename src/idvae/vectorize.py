@@ -533,8 +533,15 @@ class _Stack:
         per_tensor = torch.stack([torch.linalg.vector_norm(g.flatten(1), dim=1) for g in grads])
         return torch.linalg.vector_norm(per_tensor, dim=0)
 
+    def zero_grads(self, positions: list[int]) -> None:
+        """Set the gradients of the seeds at ``positions`` to zero."""
+        for name in self.trained:
+            grad = self.params[name].grad
+            if grad is not None:
+                grad[positions] = 0.0
+
     def scale_grads(self, factors: torch.Tensor) -> None:
-        """Multiply seed i's gradients by ``factors[i]`` (clipping; 0 silences a seed)."""
+        """Multiply seed i's gradients by ``factors[i]`` (gradient clipping)."""
         for name in self.trained:
             grad = self.params[name].grad
             if grad is not None:
@@ -679,13 +686,14 @@ def _train_phase(
                     .numpy()
                 )
                 finite = np.all(np.isfinite(values), axis=0)
-                factors = torch.ones(len(active))
+                if not bool(finite.all()):
+                    # the seed leaves the batch after this step; zero gradients keep its
+                    # (discarded) slice of the update finite
+                    stack.zero_grads(np.flatnonzero(~finite).tolist())
                 if math.isfinite(max_norm):
-                    # torch.nn.utils.clip_grad_norm_, per seed
-                    factors = torch.clamp(max_norm / (norms.detach().cpu() + 1e-6), max=1.0)
-                factors[~torch.as_tensor(finite)] = 0.0
-                if not bool(finite.all()) or math.isfinite(max_norm):
-                    stack.scale_grads(factors.to(device))
+                    # torch.nn.utils.clip_grad_norm_, on each seed's own norm
+                    norms = torch.nan_to_num(norms.detach(), nan=0.0, posinf=0.0)
+                    stack.scale_grads(torch.clamp(max_norm / (norms + 1e-6), max=1.0))
                 stack.optimizer.step()
                 for j, i in enumerate(active):
                     if finite[j]:
