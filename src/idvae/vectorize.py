@@ -529,7 +529,8 @@ class _Stack:
         grads = [self.params[n].grad for n in self.trained]
         grads = [g for g in grads if g is not None]
         if not grads:
-            return torch.zeros(next(iter(self.params.values())).shape[0])
+            first = next(iter(self.params.values()))
+            return torch.zeros(first.shape[0], device=first.device)
         per_tensor = torch.stack([torch.linalg.vector_norm(g.flatten(1), dim=1) for g in grads])
         return torch.linalg.vector_norm(per_tensor, dim=0)
 
