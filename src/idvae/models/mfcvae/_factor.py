@@ -1,0 +1,139 @@
+"""From one joint mixture to k facets: the grid of additive means and the facet basis."""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Sequence
+from typing import Any
+
+import numpy as np
+from scipy.optimize import linear_sum_assignment
+
+from idvae._validation import RandomState, check_array, check_random_state
+
+__all__ = ["facet_basis", "factor_grid"]
+
+
+def _main_effects_design(cells: np.ndarray, sizes: Sequence[int]) -> np.ndarray:
+    """Design matrix of the additive model t + sum_i alpha_i[c_i] (treatment coding)."""
+    columns = [np.ones((cells.shape[0], 1))]
+    for i, k in enumerate(sizes):
+        columns.append(np.eye(k)[cells[:, i]][:, 1:])
+    return np.concatenate(columns, axis=1)
+
+
+def factor_grid(
+    means: Any,
+    weights: Any,
+    sizes: Sequence[int],
+    *,
+    n_restarts: int = 20,
+    max_iter: int = 100,
+    random_state: RandomState = None,
+) -> tuple[np.ndarray, float]:
+    """Arrange J = prod(sizes) mixture components on a grid so their means are additive.
+
+    Under MFCVAE (eq. (5)) with z an affine image of the true latent, component
+    (c_1, ..., c_k) has mean t + sum_i alpha_i[c_i]: each facet adds its own effect. Given
+    the J means in unknown order, this finds the bijection component -> grid cell that
+    minimises the weighted residual sum of squares of that additive model, alternating a
+    least-squares fit of the effects with an optimal assignment (Hungarian algorithm) of
+    components to cells, from ``n_restarts`` random bijections.
+
+    Args:
+        means: array of shape (J, m).
+        weights: array of shape (J,), positive (the component weights).
+        sizes: (K_1, ..., K_k) with prod K_i = J.
+        n_restarts: random starting bijections.
+        max_iter: alternations per restart.
+        random_state: seed of the starts.
+
+    Returns:
+        (cells, residual): cells of shape (J, k), the grid cell (c_1, ..., c_k) of each
+        component; residual, the weighted residual sum of squares divided by the weighted
+        total sum of squares (0 for exactly additive means).
+    """
+    means = check_array(means, "means", ndim=2)
+    weights = check_array(weights, "weights", ndim=1)
+    sizes = tuple(int(k) for k in sizes)
+    n_joint = means.shape[0]
+    if math.prod(sizes) != n_joint or weights.shape[0] != n_joint:
+        raise ValueError(
+            f"Expected prod(sizes) = J = len(weights) but got sizes {sizes} (product "
+            f"{math.prod(sizes)}), {n_joint} means and {weights.shape[0]} weights"
+        )
+    rng = check_random_state(random_state)
+    grid = np.indices(sizes).reshape(len(sizes), -1).T  # (J, k), row-major cells
+    design_cells = _main_effects_design(grid, sizes)
+    sqrt_w = np.sqrt(weights / weights.sum())[:, None]
+    centred = means - (weights / weights.sum()) @ means
+    total = float(np.sum(sqrt_w**2 * centred**2)) or 1.0
+    best_rss, best_perm = np.inf, np.arange(n_joint)
+    for _ in range(max(1, int(n_restarts))):
+        perm = rng.permutation(n_joint)  # component l sits in cell perm[l]
+        rss = np.inf
+        for _ in range(int(max_iter)):
+            design = design_cells[perm]
+            coef, *_ = np.linalg.lstsq(design * sqrt_w, means * sqrt_w, rcond=None)
+            predicted = design_cells @ coef  # (J cells, m)
+            cost = (sqrt_w**2) * np.sum((means[:, None, :] - predicted[None]) ** 2, axis=-1)
+            rows, cols = linear_sum_assignment(cost)
+            new_perm = cols[np.argsort(rows)]
+            rss = float(cost[np.arange(n_joint), new_perm].sum())
+            if np.array_equal(new_perm, perm):
+                break
+            perm = new_perm
+        if rss < best_rss - 1e-12:
+            best_rss, best_perm = rss, perm
+    return grid[best_perm], best_rss / total
+
+
+def facet_basis(
+    z: np.ndarray,
+    facet_resp: Sequence[np.ndarray],
+    facet_dims: Sequence[int],
+) -> tuple[np.ndarray, np.ndarray]:
+    """An affine map s = A (z - b) whose block i carries facet i's effects.
+
+    Facet i's effect vectors (the mean of z given c_i = k minus the overall mean) span the
+    subspace in which facet i moves the latent; its first d_i principal directions (after
+    whitening z) form block i of a new basis. Facets whose effects span fewer than d_i
+    directions get the leftover directions orthogonal to all effects. Each new coordinate is
+    scaled to unit variance.
+
+    Args:
+        z: array of shape (n, m), m = sum(facet_dims).
+        facet_resp: k arrays of shape (n, K_i), the facet responsibilities.
+        facet_dims: (d_1, ..., d_k).
+
+    Returns:
+        (A, b): A of shape (m, m), invertible; b of shape (m,).
+    """
+    n, m = z.shape
+    b = z.mean(axis=0)
+    cov = np.cov(z - b, rowvar=False).reshape(m, m) + 1e-9 * np.eye(m)
+    chol = np.linalg.cholesky(cov)
+    white = np.linalg.solve(chol, (z - b).T).T  # (n, m), identity covariance
+    blocks: list[list[np.ndarray]] = []
+    for resp, d in zip(facet_resp, facet_dims, strict=True):
+        mass = resp.sum(axis=0) + 1e-12  # (K,)
+        effects = (resp.T @ white) / mass[:, None]  # (K, m); the overall mean is 0
+        _, sing, vt = np.linalg.svd(np.sqrt(mass / n)[:, None] * effects, full_matrices=False)
+        rank = int(np.sum(sing > 1e-6 * max(float(sing.max(initial=0.0)), 1e-12)))
+        blocks.append([vt[j] for j in range(min(d, rank))])
+    found = [v for block in blocks for v in block]
+    if found:
+        q, _ = np.linalg.qr(np.stack(found, axis=1), mode="complete")
+        leftover = [q[:, j] for j in range(len(found), m)]
+    else:
+        leftover = [np.eye(m)[:, j] for j in range(m)]
+    for block, d in zip(blocks, facet_dims, strict=True):
+        while len(block) < d:
+            block.append(leftover.pop(0))
+    basis = np.stack([v for block in blocks for v in block], axis=1)  # (m, m) columns
+    if np.linalg.cond(basis) > 1e8:  # effects of two facets (nearly) parallel
+        basis = basis + 1e-4 * np.eye(m)
+    A = np.linalg.solve(basis, np.linalg.inv(chol))  # s = basis^-1 white = A (z - b)
+    scale = np.std((z - b) @ A.T, axis=0)
+    A = A / np.where(scale > 0, scale, 1.0)[:, None]
+    return A, b
