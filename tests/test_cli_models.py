@@ -176,3 +176,28 @@ def test_damaged_model_directories_are_refused(model_dir: Path, tmp_path: Path) 
     out = tmp_path / "z.txt"
     result = runner.invoke(app, ["transform", str(model_dir), str(model_dir), "--out", str(out)])
     assert result.exit_code == 2 and not out.exists()
+
+
+def test_fit_ivae_with_aux_and_mfcvae_with_facets(data: Path, tmp_path: Path) -> None:
+    labels = np.load(data)["labels"]
+    u_path = tmp_path / "u.npy"
+    np.save(u_path, np.eye(3)[labels])
+    ivae_dir, z_path = tmp_path / "ivae", tmp_path / "z.npy"
+    args = ["--epochs", "1", "--device", "cpu", "--quiet"]
+    fit_ivae = ["fit", str(data), "--model", "ivae", "--aux", str(u_path), "--out", str(ivae_dir)]
+    result = runner.invoke(app, [*fit_ivae, "--latent-dim", "2", *args])
+    assert result.exit_code == 0, result.output
+    result = runner.invoke(
+        app, ["transform", str(ivae_dir), str(data), "--aux", str(u_path), "--out", str(z_path)]
+    )
+    assert result.exit_code == 0, result.output
+    model = idvae.load(ivae_dir)
+    assert np.array_equal(np.load(z_path), model.transform(np.load(data)["x"], np.eye(3)[labels]))
+
+    mfc_dir = tmp_path / "mfcvae"
+    fit_mfc = ["fit", str(data), "--model", "mfcvae", "--facets", "3,2", "--facet-dims", "1,1"]
+    result = runner.invoke(app, [*fit_mfc, "--out", str(mfc_dir), *args])
+    assert result.exit_code == 0, result.output
+    assert idvae.load(mfc_dir).prior_.n_components == 6
+    bad = runner.invoke(app, [*fit_mfc, "--components", "3", "--out", str(tmp_path / "x")])
+    _one_line_error(bad, "Expected no --components for --model mfcvae")
