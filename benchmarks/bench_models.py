@@ -1,8 +1,8 @@
 """Seconds per training epoch of the estimators on 70,000 x 784 data.
 
 Measured with the real engine (``idvae.training.train``, the module's ELBO, fused Adam,
-the NaN checks) on a slice of ``STEPS`` mini-batches after a warm-up, then extrapolated
-to a full epoch of 70,000 samples (reported as ``extrapolated: true``). The data are
+the NaN checks) on slices of ``STEPS`` mini-batches after a warm-up, the best of
+``REPEATS``, then extrapolated to a full epoch of 70,000 samples (``extrapolated: true``). The data are
 MNIST (``/work/shared/data/mnist``, Bernoulli likelihood) when present, else uniform
 random pixels. ``matmul_gflops`` is the best float32 matrix-multiply rate measured just
 before and ``*_matmul_bound_s`` the time the epoch's Linear-layer flops would take at that
@@ -20,7 +20,8 @@ import torch
 
 N_SAMPLES = 70_000
 N_FEATURES = 784
-STEPS = 30
+STEPS = 10
+REPEATS = 3
 MNIST = Path("/work/shared/data/mnist")
 
 
@@ -74,9 +75,12 @@ def _seconds_per_epoch(estimator, x: np.ndarray, aux: tuple[np.ndarray, ...], ba
     gen = torch.Generator().manual_seed(0)
     warm = tuple(t[: batch * 3] for t in data)
     train(module, warm, config, generator=gen)  # warm-up: allocations, first-call costs
-    start = time.perf_counter()
-    train(module, data, config, generator=gen)
-    per_step = (time.perf_counter() - start) / STEPS
+    # the best of REPEATS slices: on a shared machine the other processes only slow it down
+    per_step = math.inf
+    for _ in range(REPEATS):
+        start = time.perf_counter()
+        train(module, data, config, generator=gen)
+        per_step = min(per_step, (time.perf_counter() - start) / STEPS)
     seconds = per_step * math.ceil(N_SAMPLES / batch)
     return seconds, _flops_per_sample(module) * N_SAMPLES
 
@@ -94,6 +98,7 @@ def run() -> dict:
         "threads": torch.get_num_threads(),
         "matmul_gflops": round(gflops, 1),
         "steps_measured": STEPS,
+        "repeats_best_of": REPEATS,
         "extrapolated": True,
     }
     vade_net = {"encoder_sizes": (500, 500, 2000), "decoder_sizes": (2000, 500, 500)}
