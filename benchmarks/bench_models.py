@@ -2,11 +2,12 @@
 
 Measured with the real engine (``idvae.training.train``, the module's ELBO, fused Adam,
 the NaN checks) on slices of ``STEPS`` mini-batches after a warm-up, the best of
-``REPEATS``, then extrapolated to a full epoch of 70,000 samples (``extrapolated: true``). The data are
-MNIST (``/work/shared/data/mnist``, Bernoulli likelihood) when present, else uniform
-random pixels. ``matmul_gflops`` is the best float32 matrix-multiply rate measured just
-before and ``*_matmul_bound_s`` the time the epoch's Linear-layer flops would take at that
-rate, so the figures can be read against the machine's limit even when it is shared.
+``REPEATS``, then extrapolated to a full epoch of 70,000 samples (``extrapolated``).
+The data are MNIST (``/work/shared/data/mnist``, Bernoulli likelihood) when present,
+else uniform random pixels. ``matmul_gflops`` is the best float32 matrix-multiply rate
+measured before, ``*_now_matmul_gflops`` the rate right after each case, and
+``*_matmul_bound_s`` the time the epoch's Linear-layer flops would take at that rate, so
+the figures can be read against the machine's limit even when it is shared.
 """
 
 from __future__ import annotations
