@@ -176,7 +176,7 @@ def _vade_params(quick: bool, n_features: int) -> dict[str, Any]:
         "epochs": 20,
     }
     if quick:
-        params.update(pretrain_epochs=3, epochs=4, encoder_sizes=[32, 64, 32])
+        params.update(pretrain_epochs=2, epochs=3, encoder_sizes=[32, 64, 32])
         params.update(decoder_sizes=[32, 64, 64])
     return params
 
@@ -322,7 +322,7 @@ def experiment(
     if n_runs is not None:
         n_runs = check_positive_int(n_runs, "runs")
     if name == "table2":
-        n_samples = 800 if quick else 5000
+        n_samples = 600 if quick else 5000
         studies = tuple(
             StudyConfig(
                 key=f"parallelograms-{i}",
@@ -342,7 +342,7 @@ def experiment(
             "App. J.3.2: 5,000 samples, m = 2, 15 pretraining + 20 VaDE epochs, 5 runs.",
         )
     if name == "pinwheel":
-        n_samples = 800 if quick else 5000
+        n_samples = 600 if quick else 5000
         study = StudyConfig(
             key="pinwheel",
             title="Pinwheel, 3 arms",
