@@ -201,3 +201,17 @@ def test_fit_ivae_with_aux_and_mfcvae_with_facets(data: Path, tmp_path: Path) ->
     assert idvae.load(mfc_dir).prior_.n_components == 6
     bad = runner.invoke(app, [*fit_mfc, "--components", "3", "--out", str(tmp_path / "x")])
     _one_line_error(bad, "Expected no --components for --model mfcvae")
+
+
+def test_resume_from_a_truncated_checkpoint_is_refused(
+    model_dir: Path, data: Path, tmp_path: Path
+) -> None:
+    import shutil
+
+    copy = tmp_path / "copy"
+    shutil.copytree(model_dir, copy)
+    checkpoint = copy / "checkpoint.pt"
+    checkpoint.write_bytes(checkpoint.read_bytes()[:300])
+    result = runner.invoke(app, ["fit", str(data), "--out", str(copy), *TINY, "--resume"])
+    _one_line_error(result, "damaged or truncated")
+    assert idvae.load(copy).n_features_in_ == 5  # the saved model is untouched
