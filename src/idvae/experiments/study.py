@@ -305,25 +305,48 @@ class StabilityResult:
         return table
 
     def runs_table(self, title: str | None = None) -> Any:
-        """A ``rich.table.Table`` listing every run: seed, status, time, metrics to truth."""
+        """A ``rich.table.Table`` listing every run: seed, status, metrics to the truth.
+
+        Errors of failed runs are listed in the caption; times are in :meth:`to_dict`.
+        """
+        from rich import box
         from rich.table import Table
 
-        table = Table(title=title or "Runs")
-        for column in ("run", "seed", "status", "seconds"):
-            table.add_column(column, justify="right" if column != "status" else "left")
+        table = Table(
+            title=title or "Runs",
+            caption="→truth: metric to the true latents (canon.: Thm E.1 coordinates)",
+            box=box.SIMPLE_HEAD,
+            padding=(0, 1, 0, 0),
+        )
+        table.add_column("run", justify="right", min_width=3)
+        table.add_column("seed", justify="right", no_wrap=True, min_width=10)
+        table.add_column("status", no_wrap=True, min_width=6)
         truth_names = [n for n in TRUTH_METRICS if any(n in r.truth for r in self.runs)]
         cluster_names = [n for n in CLUSTER_METRICS if any(n in r.clustering for r in self.runs)]
-        for name in truth_names:
-            table.add_column(f"{TRUTH_METRICS[name]} to truth", justify="right")
-        for name in cluster_names:
-            table.add_column(CLUSTER_METRICS[name], justify="right")
+        for name in truth_names + cluster_names:
+            table.add_column(_SHORT[name], justify="right", no_wrap=True, min_width=5)
+        errors = [f"run {r.run_id} failed: {r.error}" for r in self.runs if not r.ok]
+        if errors:
+            table.caption = "\n".join([*errors, str(table.caption)])
         for r in self.runs:
-            status = "ok" if r.ok else f"failed: {r.error}"
-            cells = [str(r.run_id), str(r.seed), status, f"{r.fit_seconds:.1f}"]
+            status = "ok" if r.ok else "failed"
+            cells = [str(r.run_id), str(r.seed), status]
             cells += [_fmt_value(r.truth.get(n)) for n in truth_names]
             cells += [_fmt_value(r.clustering.get(n)) for n in cluster_names]
             table.add_row(*cells)
         return table
+
+
+# compact column headers of runs_table
+_SHORT = {
+    "strong_mcc": "strong\n→truth",
+    "weak_mcc": "weak\n→truth",
+    "canonical_mcc": "canon.\n→truth",
+    "dist_aff": "distAff\n→truth",
+    "accuracy": "acc.",
+    "nmi": "NMI",
+    "ari": "ARI",
+}
 
 
 def _fmt_value(value: float | None) -> str:
