@@ -275,39 +275,45 @@ def test_other_files_are_not_checkpoints(tmp_path: Path) -> None:
 
 
 # -- a real crash: SIGKILL in the middle of a run ---------------------------------------------
-_SCRIPT = textwrap.dedent(
-    """
-    import sys, numpy as np, torch
-    torch.set_num_threads(1)
+def _resume_case():
+    """The data and the model of the SIGKILL test (imported by its subprocesses too)."""
     import idvae
+
     rng = np.random.default_rng(0)
     X = np.concatenate([rng.normal(size=(150, 4)) + 4 * k for k in range(3)])
-    model = idvae.VaDE(latent_dim=2, n_components=3, encoder_sizes=(16,), decoder_sizes=(16,),
-                       pretrain_epochs=3, epochs=40, batch_size=16, gmm_n_init=1,
-                       random_state=0, device="cpu")
+    model = idvae.VaDE(
+        latent_dim=2, n_components=3, encoder_sizes=(16,), decoder_sizes=(16,),
+        pretrain_epochs=3, epochs=40, batch_size=16, gmm_n_init=1, random_state=0,
+        device="cpu",
+    )  # fmt: skip
+    return X, model
+
+
+_SCRIPT = textwrap.dedent(
+    """
+    import sys
+    import torch
+    torch.set_num_threads(1)
+    sys.path.insert(0, sys.argv[3])
+    from test_training import _resume_case
+    X, model = _resume_case()
     model.fit(X, checkpoint_dir=sys.argv[1], resume=sys.argv[2] == "resume")
-    model.save(sys.argv[3])
     """
 )
-
-
-def _state(directory: Path) -> dict[str, torch.Tensor]:
-    return torch.load(directory / "weights.pt", weights_only=True)
 
 
 def test_sigkill_mid_run_then_resume_gives_bitwise_the_uninterrupted_result(
     tmp_path: Path,
 ) -> None:
+    X, uninterrupted = _resume_case()
+    uninterrupted.fit(X)  # in this process, one thread like the subprocesses
     script = tmp_path / "fit.py"
     script.write_text(_SCRIPT)
     env = {**os.environ, "OMP_NUM_THREADS": "1"}
-    run = [sys.executable, str(script)]
-    subprocess.run(
-        [*run, str(tmp_path / "ck_a"), "fresh", str(tmp_path / "a")], check=True, env=env
-    )
-
-    ck = tmp_path / "ck_b"
-    proc = subprocess.Popen([*run, str(ck), "fresh", str(tmp_path / "unused")], env=env)
+    ck = tmp_path / "ck"
+    run = [sys.executable, str(script), str(ck)]
+    tests_dir = str(Path(__file__).resolve().parent)
+    proc = subprocess.Popen([*run, "fresh", tests_dir], env=env)
     # wait until a checkpoint of the ELBO phase exists, then kill without warning
     deadline = time.monotonic() + 120
     while time.monotonic() < deadline and proc.poll() is None:
@@ -318,14 +324,16 @@ def test_sigkill_mid_run_then_resume_gives_bitwise_the_uninterrupted_result(
                 state = None
             if state is not None and state["phase"] == "train" and state["epoch"] >= 2:
                 break
-        time.sleep(0.05)
+        time.sleep(0.02)
     assert proc.poll() is None, "the run finished before it could be killed; make it longer"
     proc.send_signal(signal.SIGKILL)
     proc.wait()
     killed_at = load_checkpoint(ck / "checkpoint.pt")["epoch"]
     assert killed_at < 40
 
-    subprocess.run([*run, str(ck), "resume", str(tmp_path / "b")], check=True, env=env)
-    a, b = _state(tmp_path / "a"), _state(tmp_path / "b")
-    assert a.keys() == b.keys()
-    assert all(torch.equal(a[k], b[k]) for k in a)
+    subprocess.run([*run, "resume", tests_dir], check=True, env=env)
+    final = load_checkpoint(ck / "checkpoint.pt")
+    assert final["phase"] == "train" and final["epoch"] == 40
+    expected = uninterrupted.module_.state_dict()
+    assert final["module"].keys() == expected.keys()
+    assert all(torch.equal(final["module"][k], expected[k]) for k in expected)
