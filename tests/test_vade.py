@@ -248,3 +248,92 @@ def test_vade_recovers_a_simulated_model() -> None:
     z = model.transform(sim.x)
     assert mcc(sim.z, z, alignment="affine", random_state=0) >= 0.95
     assert cluster_accuracy(sim.u, model.predict(sim.x)) >= 0.95
+
+
+# -- n_init: restarts chosen by the ELBO -----------------------------------------------------
+def _selection_elbo(model: VaDE, X: np.ndarray) -> float:
+    """The ELBO n_init compares (in the units of X), recomputed on a fitted model."""
+    x = torch.as_tensor(model._scale(X))
+    return model._trial_elbo(model.module_, x) - float(np.log(model.scaler_scale_).sum())
+
+
+def test_n_init_keeps_the_trial_with_the_best_elbo() -> None:
+    X, _ = _blobs(seed=3)
+    single = VaDE(**CONFIG).fit(X)
+    best = VaDE(**(CONFIG | {"n_init": 3})).fit(X)
+    assert len(best.init_scores_) == 3 and best.best_init_ == int(np.argmax(best.init_scores_))
+    # trial 0 is the n_init=1 fit of the same seed; the trials are different fits
+    assert best.init_scores_[0] == pytest.approx(_selection_elbo(single, X), abs=1e-5)
+    assert len(set(np.round(best.init_scores_, 4))) == 3
+    # full trials (init_epochs=None): the result is the chosen trial itself
+    assert _selection_elbo(best, X) == pytest.approx(max(best.init_scores_), abs=1e-5)
+    assert _selection_elbo(best, X) >= _selection_elbo(single, X) - 1e-6
+    assert single.init_scores_ == [] and single.best_init_ == 0
+    if best.best_init_ == 0:
+        np.testing.assert_allclose(best.transform(X), single.transform(X), atol=1e-6)
+
+
+def test_n_init_is_deterministic_and_short_trials_continue_the_best() -> None:
+    X, _ = _blobs(seed=4)
+    params = CONFIG | {"n_init": 3, "init_epochs": 1, "epochs": 3}
+    a, b = VaDE(**params).fit(X), VaDE(**params).fit(X)
+    assert a.init_scores_ == b.init_scores_ and a.best_init_ == b.best_init_
+    np.testing.assert_array_equal(a.transform(X), b.transform(X))
+    # each trial: pretraining and 1 ELBO epoch; then the chosen one trains 2 more epochs
+    phases = [(h["phase"], h["epoch"]) for h in a.history_]
+    pretrain = [("pretrain", e) for e in (1, 2)]
+    assert phases == 3 * (pretrain + [("train", 1)]) + [("train", 1), ("train", 2)]
+    decay = CONFIG.get("lr_decay", 0.9) ** (1 // CONFIG.get("lr_decay_every", 10))
+    assert a.history_[-1]["lr"] == pytest.approx(a.lr * decay)
+    assert a.n_iter_ == 2
+
+
+def test_n_init_resumes_from_its_checkpoint(tmp_path) -> None:
+    X, _ = _blobs(seed=5)
+    params = CONFIG | {"n_init": 2, "init_epochs": 1}
+    ref = VaDE(**params).fit(X)
+    first = VaDE(**params).fit(X, checkpoint_dir=tmp_path)
+    assert sorted(p.name for p in tmp_path.glob("vade_init_*.pt")) == [
+        "vade_init_0.pt",
+        "vade_init_1.pt",
+    ]
+    # resuming a finished fit reads the trials back from disk and gives the same model
+    again = VaDE(**params).fit(X, checkpoint_dir=tmp_path, resume=True)
+    for model in (first, again):
+        assert model.init_scores_ == pytest.approx(ref.init_scores_, abs=1e-6)
+        np.testing.assert_allclose(model.transform(X), ref.transform(X), atol=1e-6)
+    (tmp_path / "vade_init_0.pt").unlink()
+    with pytest.raises(ValueError, match="trial 0 of n_init"):
+        VaDE(**params).fit(X, checkpoint_dir=tmp_path, resume=True)
+
+
+def test_n_init_survives_save_and_load(tmp_path) -> None:
+    X, _ = _blobs(seed=6)
+    model = VaDE(**(CONFIG | {"n_init": 2, "init_epochs": 1})).fit(X)
+    loaded = idvae.load(model.save(tmp_path / "model"))
+    assert loaded.init_scores_ == model.init_scores_ and loaded.best_init_ == model.best_init_
+    np.testing.assert_allclose(loaded.transform(X), model.transform(X), atol=1e-6)
+
+
+def test_n_init_bad_values_are_refused() -> None:
+    X, _ = _blobs()
+    with pytest.raises(ValueError, match="n_init"):
+        VaDE(**(CONFIG | {"n_init": 0})).fit(X)
+    with pytest.raises(ValueError, match="init_epochs <= epochs"):
+        VaDE(**(CONFIG | {"n_init": 2, "init_epochs": 5})).fit(X)
+
+
+def test_n_init_with_vectorized_seeds_matches_separate_fits() -> None:
+    from sklearn.base import clone
+
+    from idvae.vectorize import fit_seeds
+
+    X, _ = _blobs(seed=7)
+    template = VaDE(**(CONFIG | {"n_init": 2, "init_epochs": 1, "epochs": 2}))
+    models, reports = fit_seeds(template, X, [1, 2], return_report=True)
+    assert all(r.vectorized for r in reports)
+    for model, seed in zip(models, [1, 2], strict=True):
+        ref = clone(template).set_params(random_state=seed).fit(X)
+        assert model.best_init_ == ref.best_init_
+        assert model.init_scores_ == pytest.approx(ref.init_scores_, abs=1e-3)
+        np.testing.assert_allclose(model.transform(X), ref.transform(X), atol=1e-3)
