@@ -163,8 +163,25 @@ class Experiment:
     notes: str = ""
 
 
-def _vade_params(quick: bool, n_features: int) -> dict[str, Any]:
-    """VaDE of App. J.3.2: enc n-64-512-64-m, dec m-64-512-512-n, LeakyReLU, 15 + 20 epochs."""
+def _vade_params(quick: bool, n_features: int, *, paper_faithful: bool = False) -> dict[str, Any]:
+    """VaDE of App. J.3.2: enc n-64-512-64-m, dec m-64-512-512-n, LeakyReLU, 15 + 20 epochs.
+
+    The architecture and the 15 pretraining + 20 VaDE epochs are the paper's. Two settings
+    differ from VaDE's defaults (``paper_faithful=False``, the default here):
+
+    * ``noise_variance=0.001`` (fixed, in the units of the internally standardised x) instead
+      of a learned noise variance. The data's noise (std 0.05 on coordinates of std ~1.5-2)
+      is about 0.001 there. With a learned variance, runs reach a local optimum where a
+      cluster's spread in one direction is explained as observation noise: its latents
+      collapse onto a segment, differently in every run (measured on parallelograms-2, 5
+      runs: affine R^2 between runs 0.83, weak MCC 0.86, distAff 0.43). A fixed-scale
+      reconstruction loss is also what VaDE's reference implementations optimise.
+    * ``covariance_type="full"``: the clusters are rotated parallelograms, which a
+      diagonal-covariance component cannot follow, so runs disagreed on the prior (distAff
+      0.23 with the fixed noise and diagonal covariances, 0.13 with full ones).
+
+    ``paper_faithful=True`` gives the configuration with VaDE's defaults for both.
+    """
     del n_features
     params: dict[str, Any] = {
         "latent_dim": 2,
@@ -175,6 +192,8 @@ def _vade_params(quick: bool, n_features: int) -> dict[str, Any]:
         "pretrain_epochs": 15,
         "epochs": 20,
     }
+    if not paper_faithful:
+        params.update(noise_variance=0.001, covariance_type="full")
     if quick:
         params.update(pretrain_epochs=2, epochs=3, encoder_sizes=[32, 64, 32])
         params.update(decoder_sizes=[32, 64, 64])
