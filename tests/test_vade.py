@@ -337,3 +337,39 @@ def test_n_init_with_vectorized_seeds_matches_separate_fits() -> None:
         assert model.best_init_ == ref.best_init_
         assert model.init_scores_ == pytest.approx(ref.init_scores_, abs=1e-3)
         np.testing.assert_allclose(model.transform(X), ref.transform(X), atol=1e-3)
+
+
+def test_spectral_embedding_separates_clusters_and_is_deterministic() -> None:
+    from idvae.metrics import cluster_accuracy
+    from idvae.models.vade import spectral_embedding
+
+    X, labels = _blobs(n=300, seed=8)
+    x = torch.as_tensor(X, dtype=torch.float32)
+    e = spectral_embedding(x, 2)
+    assert e.shape == (300, 2) and e.dtype == torch.float32
+    np.testing.assert_allclose(e.mean(0).numpy(), 0.0, atol=1e-5)
+    np.testing.assert_allclose(e.std(0, unbiased=False).numpy(), 1.0, atol=1e-4)
+    assert torch.equal(e, spectral_embedding(x, 2))
+    from sklearn.mixture import GaussianMixture
+
+    found = GaussianMixture(3, random_state=0).fit_predict(e.numpy())
+    assert cluster_accuracy(labels, found) >= 0.95
+
+
+def test_spectral_pretraining_puts_the_encoder_on_the_embedding() -> None:
+    from idvae.metrics import mcc
+    from idvae.models.vade import spectral_embedding
+
+    X, _ = _blobs(n=300, seed=9)
+    params = CONFIG | {"pretrain": "spectral", "pretrain_epochs": 30, "epochs": 0}
+    model = VaDE(**params).fit(X)
+    target = spectral_embedding(torch.as_tensor(model._scale(X)), 2).numpy()
+    assert [h["phase"] for h in model.history_] == ["pretrain"] * 30
+    assert model.history_[-1]["embedding"] < 0.5 * model.history_[0]["embedding"]
+    assert mcc(target, model.transform(X), alignment="none", out_of_sample=False) > 0.9
+    # vectorised seeds pair every batch with its own targets, as a separate fit does
+    from idvae.vectorize import fit_seeds
+
+    (vec,) = fit_seeds(VaDE(**(params | {"pretrain_epochs": 3})), X, [0])
+    ref = VaDE(**(params | {"pretrain_epochs": 3})).fit(X)
+    np.testing.assert_allclose(vec.transform(X), ref.transform(X), atol=1e-4)
