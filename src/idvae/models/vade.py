@@ -351,7 +351,10 @@ class VaDE(ClusterMixin, LatentEstimator):
             Monte Carlo draws, deterministic) is kept and trained for the remaining
             ``epochs - init_epochs`` epochs (learning-rate schedule continued, Adam
             restarted). The paper's theory makes the true model the global maximiser of
-            the likelihood, so a higher ELBO points to the better local optimum.
+            the likelihood, so after long training a higher ELBO points to the better
+            local optimum; after a few epochs convergence dominates the ELBO, and restarts
+            only help when some trial reaches the good basin (measured in
+            docs/vade_restarts.md).
         init_epochs: ELBO epochs of each trial before the choice; None: ``epochs`` (each
             trial is a full fit and the best one is the result). Ignored when
             ``n_init == 1``.
