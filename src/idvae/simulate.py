@@ -269,9 +269,11 @@ def sample_model(
         noise_std: σ ≥ 0.
         injective: impose App. H's sufficient conditions: widths nondecreasing from m to n and
             every weight of full column rank. With LeakyReLU f is then injective, (F4)
-            (Cor. H.4). With ReLU these conditions only give observable injectivity, (F3)
-            (Cor. H.2), which also needs dim f(R^m) = m; this is checked (the Jacobian has
-            rank m at some of the 4,096 calibration points) and the decoder redrawn if not.
+            (Cor. H.4). With ReLU the paper's Cor. H.2 claims observable injectivity, (F3),
+            when also dim f(R^m) = m (checked: the Jacobian has rank m at some of the 4,096
+            calibration points, else redrawn); that claim is false in general
+            (``idvae.identify.counterexamples.relu_fold``), so ReLU decoders carry no
+            guarantee — check them with ``idvae.identify.check_decoder``.
         facets: (d_1, …, d_k), each d_i ≥ 2, for a multivariate U.
         neighbors: ne(U_i) for each facet i, sequences of latent coordinates; default
             ``default_neighbors(k, latent_dim)`` (disjoint contiguous blocks as in MFCVAE).

@@ -98,8 +98,12 @@ def simulate(
         structure += f" (facets {','.join(map(str, sim.facets))})"
     if non_injective:
         kind = "no injectivity conditions"
-    else:  # App. H: Cor. H.4 for LeakyReLU, Cor. H.2 for ReLU
-        kind = "injective, (F4)" if decoder == "leaky_relu" else "observably injective, (F3)"
+    else:  # App. H, Cor. H.4; Cor. H.2's ReLU claim fails (identify.counterexamples.relu_fold)
+        kind = (
+            "injective, (F4)"
+            if decoder == "leaky_relu"
+            else "App. H widths and ranks; ReLU: no guarantee"
+        )
     typer.echo(
         f"wrote {out}: {sim.n_samples} samples, x {sim.x.shape}, z {sim.z.shape}, "
         f"{structure}, {decoder} decoder {'-'.join(map(str, widths))} ({kind}), "
