@@ -54,6 +54,15 @@ def _progress(total: int, description: str) -> Iterator[Callable[..., None]]:
         yield advance
 
 
+def _set_threads(threads: int) -> None:
+    """Torch threads for fits run in this process (pool and Ray workers use one each)."""
+    import torch
+
+    if threads < 1:
+        raise ValueError(f"Expected --threads >= 1 but got {threads}")
+    torch.set_num_threads(threads)
+
+
 def _load_truth(path: Path | None) -> dict[str, Any]:
     """z, labels and the prior (``prior_weights``/``_means``/``_covariances``) of a .npz."""
     if path is None:
@@ -96,8 +105,12 @@ def stability(
     no_vectorize: bool = typer.Option(
         False, "--no-vectorize", help="Fit seeds one by one, not as one batched model."
     ),
+    threads: int = typer.Option(
+        1, "--threads", help="torch threads of in-process fits (1 is fastest for small nets)."
+    ),
 ) -> None:
     """Fit a model --runs times and measure how alike the latent spaces are (MCC, distAff)."""
+    _set_threads(threads)
     from idvae.datasets import load_array
     from idvae.experiments import EstimatorSpec
     from idvae.experiments import stability as run_stability
@@ -186,8 +199,12 @@ def demo(
     no_vectorize: bool = typer.Option(
         False, "--no-vectorize", help="Fit seeds one by one, not as one batched model."
     ),
+    threads: int = typer.Option(
+        1, "--threads", help="torch threads of in-process fits (1 is fastest for small nets)."
+    ),
 ) -> None:
     """Simulate model (3), fit VaDE 5 times, print how identifiable the latent space is."""
+    _set_threads(threads)
     from idvae.experiments.demo import DEMO_MODEL, DEMO_RUNS, QUICK_MODEL, QUICK_RUNS, run_demo
 
     model = QUICK_MODEL if quick else DEMO_MODEL
@@ -234,8 +251,12 @@ def reproduce(
     no_vectorize: bool = typer.Option(
         False, "--no-vectorize", help="Fit seeds one by one, not as one batched model."
     ),
+    threads: int = typer.Option(
+        1, "--threads", help="torch threads of in-process fits (1 is fastest for small nets)."
+    ),
 ) -> None:
     """Rerun the paper's experiments (App. J); writes results.json/.csv and report.html."""
+    _set_threads(threads)
     from idvae.experiments.reproduce import EXPERIMENTS
     from idvae.experiments.reproduce import reproduce as run_reproduce
 
