@@ -18,6 +18,18 @@ __all__ = ["demo", "reproduce", "stability"]
 _EXECUTORS = ("local", "ray")
 
 
+# Options shared by stability, demo and reproduce.
+EXECUTOR_OPTION = typer.Option("local", "--executor", help="local or ray.")
+JOBS_OPTION = typer.Option(1, "--jobs", help="Local worker processes.")
+ADDRESS_OPTION = typer.Option(None, "--address", help="Ray cluster address.")
+NO_VECTORIZE_OPTION = typer.Option(
+    False, "--no-vectorize", help="Fit seeds one by one, not as one batched model."
+)
+THREADS_OPTION = typer.Option(
+    1, "--threads", help="torch threads of in-process fits (1 is fastest for small nets)."
+)
+
+
 def _check_executor(executor: str, address: str | None) -> None:
     if executor not in _EXECUTORS:
         raise ValueError(f"Expected --executor local or ray but got {executor!r}")
@@ -94,20 +106,16 @@ def stability(
     pretrain_epochs: int | None = typer.Option(
         None, "--pretrain-epochs", help="Pretraining epochs (VaDE/MFCVAE; model default)."
     ),
-    executor: str = typer.Option("local", "--executor", help="local or ray."),
-    jobs: int = typer.Option(1, "--jobs", help="Local worker processes."),
-    address: str | None = typer.Option(None, "--address", help="Ray cluster address."),
+    executor: str = EXECUTOR_OPTION,
+    jobs: int = JOBS_OPTION,
+    address: str | None = ADDRESS_OPTION,
     resume: bool = typer.Option(False, "--resume", help="Continue the study in --out."),
     truth: Path | None = typer.Option(
         None, "--truth", help=".npz with the true z (and labels, prior_*); default: DATA's."
     ),
     seed: int = typer.Option(0, "--seed", help="Seed the run seeds derive from."),
-    no_vectorize: bool = typer.Option(
-        False, "--no-vectorize", help="Fit seeds one by one, not as one batched model."
-    ),
-    threads: int = typer.Option(
-        1, "--threads", help="torch threads of in-process fits (1 is fastest for small nets)."
-    ),
+    no_vectorize: bool = NO_VECTORIZE_OPTION,
+    threads: int = THREADS_OPTION,
 ) -> None:
     """Fit a model --runs times and measure how alike the latent spaces are (MCC, distAff)."""
     _set_threads(threads)
@@ -196,12 +204,8 @@ def demo(
         None, "--jobs", help="Worker processes (default: one per core; quick: 1)."
     ),
     seed: int = typer.Option(0, "--seed", help="Seed of the runs."),
-    no_vectorize: bool = typer.Option(
-        False, "--no-vectorize", help="Fit seeds one by one, not as one batched model."
-    ),
-    threads: int = typer.Option(
-        1, "--threads", help="torch threads of in-process fits (1 is fastest for small nets)."
-    ),
+    no_vectorize: bool = NO_VECTORIZE_OPTION,
+    threads: int = THREADS_OPTION,
 ) -> None:
     """Simulate model (3), fit VaDE 5 times, print how identifiable the latent space is."""
     _set_threads(threads)
@@ -249,20 +253,16 @@ def reproduce(
     out: Path = typer.Option(..., "--out", help="Output directory (one folder per experiment)."),
     quick: bool = typer.Option(False, "--quick", help="A small version that runs in minutes."),
     runs: int | None = typer.Option(None, "--runs", help="Runs per study (paper's default)."),
-    executor: str = typer.Option("local", "--executor", help="local or ray."),
-    jobs: int = typer.Option(1, "--jobs", help="Local worker processes."),
-    address: str | None = typer.Option(None, "--address", help="Ray cluster address."),
+    executor: str = EXECUTOR_OPTION,
+    jobs: int = JOBS_OPTION,
+    address: str | None = ADDRESS_OPTION,
     resume: bool = typer.Option(False, "--resume", help="Continue an interrupted run."),
     mnist_root: Path | None = typer.Option(
         None, "--mnist-root", help="Folder with the MNIST IDX files (table3)."
     ),
     seed: int = typer.Option(0, "--seed", help="Seed of every study."),
-    no_vectorize: bool = typer.Option(
-        False, "--no-vectorize", help="Fit seeds one by one, not as one batched model."
-    ),
-    threads: int = typer.Option(
-        1, "--threads", help="torch threads of in-process fits (1 is fastest for small nets)."
-    ),
+    no_vectorize: bool = NO_VECTORIZE_OPTION,
+    threads: int = THREADS_OPTION,
 ) -> None:
     """Rerun the paper's experiments (App. J); writes results.json/.csv and report.html."""
     _set_threads(threads)
