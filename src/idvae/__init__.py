@@ -5,8 +5,7 @@ Submodules are imported lazily so ``import idvae`` stays cheap and has no side e
 
 from __future__ import annotations
 
-import importlib
-from typing import Any
+from idvae._lazy import lazy_getattr
 
 __version__ = "0.1.0"
 
@@ -42,15 +41,7 @@ _LAZY: dict[str, tuple[str, str | None]] = {
 }
 
 
-def __getattr__(name: str) -> Any:
-    try:
-        module_name, attribute = _LAZY[name]
-    except KeyError:
-        raise AttributeError(f"module 'idvae' has no attribute {name!r}") from None
-    module = importlib.import_module(module_name)
-    value = module if attribute is None else getattr(module, attribute)
-    globals()[name] = value
-    return value
+__getattr__ = lazy_getattr("idvae", globals(), _LAZY)
 
 
 def __dir__() -> list[str]:

@@ -12,9 +12,7 @@
 
 from __future__ import annotations
 
-import importlib
-from typing import Any
-
+from idvae._lazy import lazy_getattr
 from idvae.identify.affine import (
     AffineMap,
     IdentifiabilityWarning,
@@ -66,15 +64,7 @@ _LAZY = {
 }
 
 
-def __getattr__(name: str) -> Any:
-    try:
-        module_name, attribute = _LAZY[name]
-    except KeyError:
-        raise AttributeError(f"module 'idvae.identify' has no attribute {name!r}") from None
-    module = importlib.import_module(module_name)
-    value = module if attribute is None else getattr(module, attribute)
-    globals()[name] = value
-    return value
+__getattr__ = lazy_getattr("idvae.identify", globals(), _LAZY)
 
 
 def __dir__() -> list[str]:
