@@ -1,18 +1,25 @@
-"""Input checks and conversions shared by every public function.
+"""Input checks and conversions shared by every public function, and the output writers.
 
 Errors say what was expected and what was got; they are raised at the boundary so the
-library's inner code can assume clean float64 / float32 arrays.
+library's inner code can assume clean float64 / float32 arrays. Every file idvae writes goes
+through the atomic writers here (a temporary file renamed into place), JSON through
+``jsonable`` and CSV through ``csv_text``.
 """
 
 from __future__ import annotations
 
+import csv
+import io
+import json
+import math
 import numbers
 import os
 import shutil
 import tempfile
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from pathlib import Path
+from typing import Any, Literal
 
 import numpy as np
 
@@ -23,6 +30,10 @@ __all__ = [
     "check_array",
     "check_positive_int",
     "check_random_state",
+    "csv_text",
+    "jsonable",
+    "write_json_atomic",
+    "write_text_atomic",
 ]
 
 RandomState = int | np.random.Generator | None
@@ -159,3 +170,74 @@ def atomic_directory(path: str | os.PathLike, *, overwrite: bool = True) -> Iter
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)
         raise
+
+
+def write_text_atomic(path: str | os.PathLike, text: str) -> None:
+    """Write ``text`` to ``path`` atomically."""
+    with atomic_write(path, "w") as fh:
+        fh.write(text)
+
+
+def write_json_atomic(path: str | os.PathLike, payload: Any) -> None:
+    """Write ``jsonable(payload)`` to ``path`` atomically (indented; NaN/inf refused)."""
+    write_text_atomic(path, json.dumps(jsonable(payload), indent=2, allow_nan=False) + "\n")
+
+
+def jsonable(
+    value: Any,
+    *,
+    default: Callable[[Any], Any] | None = None,
+    nonfinite: Literal["keep", "none", "str"] = "keep",
+) -> Any:
+    """A copy of ``value`` made of JSON types only.
+
+    Mappings become dicts with str keys; lists, tuples and numpy arrays become lists; numpy
+    scalars become Python scalars.
+
+    Args:
+        value: the object to convert.
+        default: called on anything else; its result is converted in turn. None raises.
+        nonfinite: what NaN and +-inf floats become: kept as they are (``json.dumps``
+            writes them only with ``allow_nan``), None, or the str ``"nan"``/``"inf"``.
+
+    Raises:
+        TypeError: a value that is not JSON-serialisable and ``default`` is None.
+    """
+
+    def convert(v: Any) -> Any:
+        if isinstance(v, Mapping):
+            return {str(k): convert(item) for k, item in v.items()}
+        if isinstance(v, list | tuple):
+            return [convert(item) for item in v]
+        if isinstance(v, np.ndarray):
+            return convert(v.tolist())
+        if isinstance(v, np.generic):
+            v = v.item()
+        if v is None or isinstance(v, bool | int | str):
+            return v
+        if isinstance(v, float):
+            if nonfinite == "keep" or math.isfinite(v):
+                return v
+            return None if nonfinite == "none" else str(v)
+        if default is None:
+            raise TypeError(f"Expected a JSON-serialisable value but got {type(v).__name__}")
+        return convert(default(v))
+
+    return convert(value)
+
+
+def csv_text(rows: Sequence[Mapping[str, Any]], columns: Sequence[str] | None = None) -> str:
+    """Rows of a table as CSV text with a header (None and missing cells are empty).
+
+    Args:
+        rows: one mapping per row.
+        columns: the columns in order; by default every key of the rows, in first-seen order.
+    """
+    if columns is None:
+        columns = list(dict.fromkeys(key for row in rows for key in row))
+    buffer = io.StringIO()
+    writer = csv.DictWriter(buffer, fieldnames=list(columns), lineterminator="\n")
+    writer.writeheader()
+    for row in rows:
+        writer.writerow({c: "" if row.get(c) is None else row[c] for c in columns})
+    return buffer.getvalue()

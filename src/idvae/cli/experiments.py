@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import inspect
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
@@ -135,7 +136,10 @@ def stability(
     prior = given.get("prior", own.get("prior"))
     if prior is not None and z_true is not None and prior.dim != z_true.shape[1]:
         prior = None
-    params = _model_params(model.lower(), latent_dim, components)
+    from idvae.models import aux_argument, get_estimator
+
+    cls = get_estimator(model.lower())
+    params = _model_params(cls, latent_dim, components)
     if epochs is not None:
         params["epochs"] = epochs
     if pretrain_epochs is not None:
@@ -143,13 +147,15 @@ def stability(
     spec = EstimatorSpec(model.lower(), params)
     fit_kwargs: dict[str, Any] = {}
     transform_kwargs: dict[str, Any] = {}
-    if model.lower() == "ivae":
-        if loaded.u is None:
+    aux = aux_argument(cls)
+    if aux is not None:
+        value = getattr(loaded, aux, None)
+        if value is None:
             raise ValueError(
-                f"Expected DATA with a key u (the auxiliary variable) for iVAE: {data}"
+                f"Expected DATA with a key {aux} (the auxiliary variable) for {model}: {data}"
             )
-        fit_kwargs["u"] = loaded.u
-        transform_kwargs["u"] = loaded.u
+        fit_kwargs[aux] = value
+        transform_kwargs[aux] = value
     with _progress(runs, f"{model} × {runs}") as advance:
         result = run_stability(
             spec,
@@ -180,13 +186,19 @@ def stability(
     typer.echo(f"wrote {out / 'stability.json'}, results.csv, report.html and runs/")
 
 
-def _model_params(model: str, latent_dim: int, components: int) -> dict[str, Any]:
-    """--latent-dim/--components in each model's own parameter names."""
-    if model == "mfcvae":  # one facet
+def _model_params(cls: type, latent_dim: int, components: int) -> dict[str, Any]:
+    """--latent-dim/--components in the parameter names the estimator's constructor takes.
+
+    A faceted model (``facet_dims``) gets one facet; a model without ``n_components`` (no
+    mixture prior of its own: VAE, iVAE) gets the latent dimension only.
+    """
+    accepted = inspect.signature(cls).parameters
+    if "facet_dims" in accepted:
         return {"facet_dims": [latent_dim], "facet_components": [components]}
-    if model in ("vae", "ivae"):  # no mixture prior of their own (iVAE's comes from u)
-        return {"latent_dim": latent_dim}
-    return {"latent_dim": latent_dim, "n_components": components}
+    params: dict[str, Any] = {"latent_dim": latent_dim}
+    if "n_components" in accepted:
+        params["n_components"] = components
+    return params
 
 
 def _rows_csv(rows: list[dict[str, Any]]) -> str:

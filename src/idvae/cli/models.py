@@ -109,7 +109,7 @@ def fit(
     quiet: bool = typer.Option(False, "--quiet", help="No progress display."),
 ) -> None:
     """Fit an estimator to DATA and save it to --out (checkpointed every epoch)."""
-    from idvae.models import get_estimator
+    from idvae.models import aux_argument, get_estimator
 
     cls = get_estimator(model)
     _check_out_dir(out, model, resume, overwrite)
@@ -136,7 +136,7 @@ def fit(
     params.update(random_state=seed, device=device, verbose=0 if quiet else 1)
     estimator = cls(**params)
     args = (loaded.x,)
-    if cls._aux_name is not None:
+    if aux_argument(cls) is not None:
         args = (loaded.x, _aux_array(aux, loaded, model))
     elif aux is not None:
         raise ValueError(f"Expected no --aux for --model {model} but got {aux}")
@@ -155,12 +155,12 @@ def transform(
     aux: Path | None = typer.Option(None, "--aux", help="Auxiliary u (.npy) for ivae."),
 ) -> None:
     """Write the posterior means E[z | x] of DATA under a saved model."""
-    from idvae.models import load
+    from idvae.models import aux_argument, load, model_name
 
     estimator = load(model_dir)
     loaded = _load_x(data)
-    if estimator._aux_name is not None:
-        z = estimator.transform(loaded.x, _aux_array(aux, loaded, estimator._registry_name))
+    if aux_argument(estimator) is not None:
+        z = estimator.transform(loaded.x, _aux_array(aux, loaded, model_name(estimator)))
     else:
         z = estimator.transform(loaded.x)
     _save_npy(out, z)

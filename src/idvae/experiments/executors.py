@@ -35,7 +35,6 @@ from typing import Any, Literal
 import numpy as np
 
 __all__ = [
-    "MODELS",
     "EstimatorSpec",
     "ExecutorName",
     "RunContext",
@@ -45,9 +44,6 @@ __all__ = [
 ]
 
 ExecutorName = Literal["local", "ray"]
-
-# --model name -> class name in idvae.models
-MODELS: dict[str, str] = {"vade": "VaDE", "mfcvae": "MFCVAE", "vae": "VAE", "ivae": "IVAE"}
 
 RAY_CONNECT_TIMEOUT_S = 5.0
 
@@ -59,8 +55,9 @@ class EstimatorSpec:
     ``spec(seed)`` returns an unfitted estimator ``Model(**params, random_state=seed)``.
 
     Args:
-        model: ``"vade"``, ``"mfcvae"``, ``"vae"``, ``"ivae"`` or ``"package.module:Class"``
-            for any scikit-learn-style estimator with ``fit``/``transform``.
+        model: a name in ``idvae.models.REGISTRY`` (``"vade"``, ``"mfcvae"``, ``"vae"``,
+            ``"ivae"``; any case) or ``"package.module:Class"`` for any scikit-learn-style
+            estimator with ``fit``/``transform``.
         params: keyword arguments of the estimator (JSON-serialisable values).
 
     Example:
@@ -74,10 +71,13 @@ class EstimatorSpec:
     def __post_init__(self) -> None:
         if not isinstance(self.model, str):
             raise TypeError(f"Expected model to be a str but got {type(self.model).__name__}")
-        if self.model.lower() not in MODELS and ":" not in self.model:
-            raise ValueError(
-                f"Expected model in {sorted(MODELS)} or 'module:Class' but got {self.model!r}"
-            )
+        if ":" not in self.model:
+            from idvae.models import REGISTRY
+
+            if self.model.lower() not in REGISTRY:
+                raise ValueError(
+                    f"Expected model in {sorted(REGISTRY)} or 'module:Class' but got {self.model!r}"
+                )
         if "random_state" in self.params:
             raise ValueError(
                 "Expected params without 'random_state' (each run's seed is set by the study) "
@@ -87,16 +87,14 @@ class EstimatorSpec:
 
     def estimator_class(self) -> type:
         """The estimator class named by ``model``."""
-        import importlib
-
         if ":" in self.model:
+            import importlib
+
             module_name, _, attribute = self.model.partition(":")
             return getattr(importlib.import_module(module_name), attribute)
-        models = importlib.import_module("idvae.models")
-        name = MODELS[self.model.lower()]
-        if not hasattr(models, name):
-            raise ValueError(f"Expected idvae.models to provide {name} but it is not available")
-        return getattr(models, name)
+        from idvae.models import get_estimator
+
+        return get_estimator(self.model.lower())
 
     def __call__(self, seed: int) -> Any:
         return self.estimator_class()(**self.params, random_state=int(seed))

@@ -29,7 +29,9 @@ Contract of the estimator (subclass ``LatentEstimator``)
   ``lr_decay_every``, ``early_stopping``, ``patience``, ``max_retries``.
 - ``_parameter_constraints`` (scikit-learn's format), checked at the start of ``fit``.
 - class attributes ``_registry_name`` (``"vade"``, ...) and ``_aux_name`` (None, or the
-  name of the auxiliary argument, ``"u"`` for IVAE).
+  name of the auxiliary argument, ``"u"`` for IVAE), and the decorator ``@register``
+  (``idvae.models._registry``; re-exported here with the rest of the contract), which is
+  all it takes for ``load``, the CLI and the executors to find the model.
 - ``_build_module(n_features, aux_dims) -> LatentModule`` (weights drawn from torch's
   default initialisers; the base seeds them without touching the global RNG).
 - ``_check_data(n_samples, n_features)``: raise ``ValueError`` for impossible data
@@ -69,8 +71,10 @@ from sklearn.utils._param_validation import Interval, StrOptions
 from sklearn.utils.validation import check_is_fitted, validate_data
 from torch import nn
 
+from idvae import __version__
 from idvae._validation import check_positive_int, check_random_state
 from idvae.mixture import GMM
+from idvae.models._io import jsonable_params, save
 from idvae.models._layers import (
     MIN_NOISE_VARIANCE,
     MIN_POSTERIOR_VARIANCE,
@@ -81,6 +85,7 @@ from idvae.models._layers import (
     inverse_softplus,
     reparameterize,
 )
+from idvae.models._registry import REGISTRY, register
 from idvae.training import (
     CHECKPOINT_FORMAT_VERSION,
     CHECKPOINT_NAME,
@@ -118,20 +123,6 @@ __all__ = [
 COLLAPSE_FACTOR = 1e-3
 _MIN_SCALE = 1e-8
 _EVAL_BATCH = 4096
-
-REGISTRY: dict[str, type[LatentEstimator]] = {}
-
-
-def register(cls: type[LatentEstimator]) -> type[LatentEstimator]:
-    """Class decorator: add an estimator to ``REGISTRY`` under ``cls._registry_name``."""
-    REGISTRY[cls._registry_name] = cls
-    return cls
-
-
-def _version() -> str:
-    from idvae import __version__
-
-    return __version__
 
 
 class LatentModule(nn.Module):
@@ -243,7 +234,7 @@ class FitContext:
         def write(state: dict[str, Any]) -> None:
             state.update(
                 format_version=CHECKPOINT_FORMAT_VERSION,
-                idvae_version=_version(),
+                idvae_version=__version__,
                 config=self.fingerprint,
                 phase_index=index,
                 numpy_rng=numpy_rng_state(self.rng),
@@ -403,7 +394,7 @@ class LatentEstimator(TransformerMixin, BaseEstimator):
         return json.dumps(
             {
                 "class": type(self).__name__,
-                "params": _jsonable_params(params),
+                "params": jsonable_params(params),
                 "n_samples": int(X.shape[0]),
                 "n_features": int(X.shape[1]),
                 "data_sha1": digest.hexdigest(),
@@ -645,8 +636,6 @@ class LatentEstimator(TransformerMixin, BaseEstimator):
     # -- persistence --------------------------------------------------------------------------
     def save(self, path: str | Path) -> Path:
         """Write the fitted estimator to the directory ``path`` (atomically); see ``idvae.load``."""
-        from idvae.models._io import save
-
         return save(self, path)
 
     def __sklearn_tags__(self):  # noqa: ANN204
@@ -680,21 +669,3 @@ def _check_fingerprint(state: dict[str, Any], fingerprint: str, path: Path) -> N
         f"Expected the checkpoint in {path} to come from the same data but it was trained on "
         "different data"
     )
-
-
-def _jsonable_params(params: dict[str, Any]) -> dict[str, Any]:
-    """Constructor parameters as JSON values (tuples → lists; a Generator → None)."""
-    out: dict[str, Any] = {}
-    for key, value in params.items():
-        if isinstance(value, np.random.Generator):
-            out[key] = None
-        elif isinstance(value, tuple):
-            out[key] = list(value)
-        elif isinstance(value, np.integer):
-            out[key] = int(value)
-        elif isinstance(value, np.floating):
-            out[key] = float(value)
-        else:
-            out[key] = value
-    json.dumps(out)  # fail early on anything else
-    return out

@@ -17,7 +17,6 @@ up in the registry, never imported by name) and fills in the tensors.
 from __future__ import annotations
 
 import csv
-import io
 import json
 import platform
 import shutil
@@ -27,13 +26,17 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+import sklearn
 import torch
+from sklearn.utils.validation import check_is_fitted
 
-from idvae._validation import atomic_directory
+from idvae import __version__
+from idvae._validation import atomic_directory, csv_text, jsonable
 from idvae.mixture import GMM
+from idvae.models._registry import REGISTRY, model_name
 from idvae.training import CHECKPOINT_NAME, ComponentCollapseWarning
 
-__all__ = ["FORMAT_VERSION", "load", "read_config", "save"]
+__all__ = ["FORMAT_VERSION", "jsonable_params", "load", "read_config", "save"]
 
 FORMAT_VERSION = 1
 CONFIG = "config.json"
@@ -42,37 +45,28 @@ ENVIRONMENT = "environment.json"
 HISTORY = "history.csv"
 
 
-def _version() -> str:
-    from idvae import __version__
-
-    return __version__
-
-
 def environment() -> dict[str, str]:
     """Versions of the software a model was trained with."""
-    import sklearn
-
     return {
         "python": platform.python_version(),
         "torch": torch.__version__,
         "numpy": np.__version__,
         "scikit-learn": sklearn.__version__,
-        "idvae": _version(),
+        "idvae": __version__,
         "platform": platform.platform(),
         "executable": sys.executable,
     }
 
 
-def history_csv(history: list[dict[str, Any]]) -> str:
-    """The per-epoch records as CSV text (columns: the union of keys, in first-seen order)."""
-    columns: list[str] = []
-    for record in history:
-        columns.extend(k for k in record if k not in columns)
-    buffer = io.StringIO()
-    writer = csv.DictWriter(buffer, fieldnames=columns, lineterminator="\n")
-    writer.writeheader()
-    writer.writerows(history)
-    return buffer.getvalue()
+def jsonable_params(params: dict[str, Any]) -> dict[str, Any]:
+    """Constructor parameters as JSON values (tuples become lists, a Generator None)."""
+    return jsonable(params, default=_generator_as_none)
+
+
+def _generator_as_none(value: Any) -> None:
+    if isinstance(value, np.random.Generator):
+        return None
+    raise TypeError(f"Expected a JSON-serialisable parameter but got {type(value).__name__}")
 
 
 def save(estimator: Any, path: str | Path) -> Path:
@@ -81,18 +75,14 @@ def save(estimator: Any, path: str | Path) -> Path:
     An existing directory is replaced as a whole once the new one is complete (a training
     checkpoint in it is carried over).
     """
-    from sklearn.utils.validation import check_is_fitted
-
-    from idvae.models._base import _jsonable_params
-
     check_is_fitted(estimator, "module_")
     path = Path(path)
     config = {
         "format_version": FORMAT_VERSION,
-        "idvae_version": _version(),
-        "model": estimator._registry_name,
+        "idvae_version": __version__,
+        "model": model_name(estimator),
         "class": type(estimator).__name__,
-        "params": _jsonable_params(estimator.get_params(deep=False)),
+        "params": jsonable_params(estimator.get_params(deep=False)),
         "fitted": {
             "n_features_in_": int(estimator.n_features_in_),
             "aux_dims_": [int(d) for d in estimator.aux_dims_],
@@ -112,7 +102,8 @@ def save(estimator: Any, path: str | Path) -> Path:
         (tmp / CONFIG).write_text(json.dumps(config, indent=2) + "\n")
         torch.save(state, tmp / WEIGHTS)
         (tmp / ENVIRONMENT).write_text(json.dumps(environment(), indent=2) + "\n")
-        (tmp / HISTORY).write_text(history_csv(estimator.history_))
+        # one row per epoch; the columns are the union of the records' keys
+        (tmp / HISTORY).write_text(csv_text(estimator.history_))
         checkpoint = path / CHECKPOINT_NAME
         if checkpoint.is_file():  # a training checkpoint in the directory is kept
             shutil.copy2(checkpoint, tmp / CHECKPOINT_NAME)
@@ -158,8 +149,6 @@ def load(path: str | Path) -> Any:
         OSError: the directory or one of its files is missing.
         ValueError: a file is damaged, truncated, from a newer format, or does not match.
     """
-    from idvae.models import REGISTRY
-
     path = Path(path)
     config = read_config(path)
     file = path / CONFIG
