@@ -3,7 +3,8 @@
 Measured with the real engine (``idvae.training.train``, the module's ELBO, fused Adam,
 the NaN checks) on slices of ``STEPS`` mini-batches after a warm-up, the best of
 ``REPEATS``, then extrapolated to a full epoch of 70,000 samples (``extrapolated``).
-The data are MNIST (``/work/shared/data/mnist``, Bernoulli likelihood) when present,
+The data are MNIST (``$IDVAE_MNIST_ROOT``, by default ``../shared/data/mnist`` next to
+the repository; Bernoulli likelihood) when present,
 else uniform random pixels. ``matmul_gflops`` is the best float32 matrix-multiply rate
 measured before, ``*_now_matmul_gflops`` the rate right after each case, and
 ``*_matmul_bound_s`` the time the epoch's Linear-layer flops would take at that rate, so
@@ -13,6 +14,7 @@ the figures can be read against the machine's limit even when it is shared.
 from __future__ import annotations
 
 import math
+import os
 import time
 from pathlib import Path
 
@@ -23,7 +25,10 @@ N_SAMPLES = 70_000
 N_FEATURES = 784
 STEPS = 10
 REPEATS = 3
-MNIST = Path("/work/shared/data/mnist")
+MNIST = Path(
+    os.environ.get("IDVAE_MNIST_ROOT")
+    or Path(__file__).resolve().parents[2] / "shared" / "data" / "mnist"
+)
 
 
 def _data() -> tuple[np.ndarray, str]:

@@ -19,8 +19,6 @@ from idvae.datasets import (
     read_idx,
 )
 
-REAL_MNIST = Path(__file__).resolve().parents[2] / "shared" / "data" / "mnist"
-
 
 def assert_balanced(labels: np.ndarray, n_classes: int) -> None:
     counts = np.bincount(labels, minlength=n_classes)
@@ -324,10 +322,8 @@ def test_mnist_hash_constants_are_sha256_of_the_right_files(tmp_path):
     assert all(len(v) == 64 and int(v, 16) >= 0 for v in MNIST_FILES.values())
 
 
-def test_real_mnist_loads_and_verifies():
-    if not REAL_MNIST.is_dir():
-        pytest.skip(f"real MNIST not found at {REAL_MNIST}")
-    mnist = load_mnist(REAL_MNIST)  # verify=True: sha256 of all four files
+def test_real_mnist_loads_and_verifies(mnist):
+    mnist = load_mnist(mnist)  # verify=True: sha256 of all four files
     assert mnist.x_train.shape == (60000, 784) and mnist.x_test.shape == (10000, 784)
     assert mnist.x_train.dtype == np.float32 and mnist.y_train.dtype == np.int64
     assert mnist.x_train.min() == 0.0 and mnist.x_train.max() == 1.0

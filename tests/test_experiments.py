@@ -16,11 +16,9 @@ import pytest
 from sklearn.decomposition import PCA
 from sklearn.mixture import GaussianMixture
 
-pytest.importorskip("idvae.metrics", reason="idvae.metrics has not landed yet")
-
-from idvae import GMM  # noqa: E402
-from idvae.experiments import EstimatorSpec, StabilityResult, derive_seeds, stability  # noqa: E402
-from idvae.experiments.executors import check_ray_address  # noqa: E402
+from idvae import GMM
+from idvae.experiments import EstimatorSpec, StabilityResult, derive_seeds, stability
+from idvae.experiments.executors import check_ray_address
 
 
 class ToyEstimator:
@@ -271,8 +269,7 @@ def test_no_warnings_for_successful_study(blobs):
 
 
 @pytest.mark.slow  # starting a local Ray runtime takes ~30 s on 2 shared cores
-def test_ray_local_runtime_matches_in_process(blobs):
-    ray = pytest.importorskip("ray", reason="Ray is not installed (pip install 'idvae[ray]')")
+def test_ray_local_runtime_matches_in_process(blobs, ray):
     x, z, _ = blobs
     spec = EstimatorSpec("test_experiments:ToyEstimator", {})
     # Ray workers import the toy estimator from this test module.
@@ -296,7 +293,6 @@ def test_ray_local_runtime_matches_in_process(blobs):
 def test_vectorized_seeds_match_separate_runs():
     """Seeds trained as one batched model (the default) are each a valid independent fit:
     per-seed outcomes fall within the spread of the same seeds fitted separately."""
-    pytest.importorskip("idvae.vectorize")
     from idvae.simulate import sample_model
 
     sim = sample_model(300, latent_dim=2, obs_dim=5, n_components=2, random_state=0)

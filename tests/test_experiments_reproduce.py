@@ -9,10 +9,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-pytest.importorskip("idvae.metrics", reason="idvae.metrics has not landed yet")
-
-from idvae.experiments import EstimatorSpec, derive_seeds  # noqa: E402
-from idvae.experiments.reproduce import (  # noqa: E402
+from idvae.experiments import EstimatorSpec, derive_seeds
+from idvae.experiments.reproduce import (
     PAPER_TABLE2,
     PAPER_TABLE3,
     Experiment,
@@ -21,7 +19,7 @@ from idvae.experiments.reproduce import (  # noqa: E402
     _run_experiment,
     experiment,
 )
-from idvae.nets import ARCHITECTURES  # noqa: E402
+from idvae.nets import ARCHITECTURES
 
 
 @pytest.fixture

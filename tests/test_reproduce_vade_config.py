@@ -4,12 +4,8 @@ from __future__ import annotations
 
 import inspect
 
-import pytest
-
-pytest.importorskip("idvae.metrics", reason="idvae.metrics has not landed yet")
-
-import idvae  # noqa: E402
-from idvae.experiments.reproduce import _vade_params, experiment  # noqa: E402
+import idvae
+from idvae.experiments.reproduce import _vade_params, experiment
 
 PAPER_NET = {
     "latent_dim": 2,
