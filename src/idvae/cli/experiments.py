@@ -120,10 +120,11 @@ def stability(
 ) -> None:
     """Fit a model --runs times and measure how alike the latent spaces are (MCC, distAff)."""
     _set_threads(threads)
+    from idvae._validation import write_text_atomic
     from idvae.datasets import load_array
     from idvae.experiments import EstimatorSpec
     from idvae.experiments import stability as run_stability
-    from idvae.experiments.reproduce import stability_rows, write_text_atomic
+    from idvae.experiments.reproduce import results_csv, stability_rows
     from idvae.report import write_html_report
     from idvae.report.stability import stability_section
 
@@ -178,7 +179,7 @@ def stability(
     console = Console()
     console.print(result.table(title=f"Stability of {model} over {runs} runs"))
     console.print(result.runs_table())
-    write_text_atomic(out / "results.csv", _rows_csv(stability_rows("stability", "data", result)))
+    write_text_atomic(out / "results.csv", results_csv(stability_rows("stability", "data", result)))
     section = stability_section(
         result, heading=f"{model} on {data.name}", labels=labels, reference=z_true
     )
@@ -199,12 +200,6 @@ def _model_params(cls: type, latent_dim: int, components: int) -> dict[str, Any]
     if "n_components" in accepted:
         params["n_components"] = components
     return params
-
-
-def _rows_csv(rows: list[dict[str, Any]]) -> str:
-    from idvae.experiments.reproduce import CSV_COLUMNS, _csv_text
-
-    return _csv_text(rows, CSV_COLUMNS)
 
 
 @command("demo")
@@ -241,19 +236,8 @@ def demo(
                            vectorize=not no_vectorize, progress=advance)  # fmt: skip
     result = outcome.result
     console.print(result.table(title="Identifiability of the learned latent space"))
-    summary = result.summary()
-    weak = summary["between_runs"].get("weak_mcc", {}).get("mean")
-    if weak is not None:
-        verdict = "the runs agree up to an affine map" if weak >= 0.95 else "weak agreement"
-        console.print(f"weak MCC between runs: {weak:.3f} ({verdict})")
-    truth = summary.get("to_truth", {}).get("weak_mcc", {}).get("mean")
-    if truth is not None:
-        verdict = (
-            "the truth is recovered up to an affine map"
-            if truth >= 0.95
-            else "the runs share an optimum that is not the truth; see docs/vade_restarts.md"
-        )
-        console.print(f"weak MCC to the true z: {truth:.3f} ({verdict})")
+    for line in outcome.verdict.lines:
+        console.print(line, soft_wrap=True)
     console.print(
         f"wrote {out / 'results.json'} and {out / 'latents.png'} in {outcome.wall_seconds:.0f} s"
     )

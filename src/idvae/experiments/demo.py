@@ -13,16 +13,25 @@ from __future__ import annotations
 import json
 import os
 import time
-from collections.abc import Callable
-from dataclasses import dataclass
+from collections.abc import Callable, Sequence
+from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
-from idvae._validation import atomic_directory, check_positive_int
-from idvae.experiments.executors import EstimatorSpec, ExecutorName, _jsonable
+from idvae._validation import atomic_directory, check_positive_int, jsonable
+from idvae.experiments.executors import EstimatorSpec, ExecutorName
 from idvae.experiments.study import RunRecord, StabilityResult, stability
 
-__all__ = ["DEMO_MODEL", "DemoResult", "demo_estimator", "run_demo"]
+__all__ = [
+    "AGREEMENT_THRESHOLD",
+    "DEMO_MODEL",
+    "DemoResult",
+    "Verdict",
+    "demo_estimator",
+    "demo_verdict",
+    "run_demo",
+    "study_verdict",
+]
 
 # The simulated model of the demo (model (3), k = 1).
 DEMO_MODEL: dict[str, Any] = {
@@ -37,6 +46,8 @@ QUICK_MODEL: dict[str, Any] = {**DEMO_MODEL, "n_samples": 1000}
 DEMO_RUNS = 5
 QUICK_RUNS = 2
 MARKER = "idvae-demo"
+# Weak MCC at or above which two latent spaces count as equal up to an affine map.
+AGREEMENT_THRESHOLD = 0.95
 
 
 def demo_estimator(*, quick: bool = False) -> EstimatorSpec:
@@ -73,6 +84,93 @@ def demo_estimator(*, quick: bool = False) -> EstimatorSpec:
     return EstimatorSpec("vade", params)
 
 
+@dataclass(frozen=True)
+class Verdict:
+    """What the demo concludes from weak MCCs (agreement is not recovery).
+
+    Attributes:
+        agree: every pair of runs has weak MCC >= the threshold; None with fewer than two
+            runs to compare.
+        n_recovered: runs whose weak MCC to the true z is >= the threshold; None without
+            a truth.
+        n_runs: runs with a weak MCC to the truth (or, without a truth, runs compared).
+        lines: the conclusion in words, one line per comparison.
+    """
+
+    agree: bool | None
+    n_recovered: int | None
+    n_runs: int
+    lines: tuple[str, ...]
+
+
+def demo_verdict(
+    between_runs: Sequence[float],
+    to_truth: Sequence[float] | None = None,
+    *,
+    n_runs: int | None = None,
+    threshold: float = AGREEMENT_THRESHOLD,
+) -> Verdict:
+    """Conclude from the weak MCC of each pair of runs and of each run to the true z.
+
+    The runs agree when every pair does (the smallest pair decides, not the mean); a run
+    recovers the truth when its own weak MCC to the true z does. Runs that agree but do
+    not recover the truth share a wrong optimum; runs that disagree reach different
+    optima, and are never said to share one.
+
+    Args:
+        between_runs: weak MCC of each pair of runs, shape (n_pairs,).
+        to_truth: weak MCC of each run to the true z, shape (n_runs,); None when the
+            truth is unknown.
+        n_runs: the number of runs compared (for the wording without a truth).
+        threshold: weak MCC at or above which two latent spaces count as equal up to an
+            affine map.
+    """
+    between = [float(v) for v in between_runs]
+    truth = None if to_truth is None else [float(v) for v in to_truth]
+    agree = min(between) >= threshold if between else None
+    lines: list[str] = []
+    if between:
+        mean = sum(between) / len(between)
+        words = (
+            "the runs agree up to an affine map"
+            if agree
+            else "the runs disagree: they reach different optima"
+        )
+        lines.append(
+            f"weak MCC between runs: {mean:.3f}, smallest pair {min(between):.3f} ({words})"
+        )
+    if not truth:
+        if agree:
+            lines.append("no true z to compare with: agreement is not recovery")
+        return Verdict(agree, None, n_runs or len(between), tuple(lines))
+    n = len(truth)
+    k = sum(v >= threshold for v in truth)
+    if k == n:
+        words = (
+            "the run recovers the truth up to an affine map"
+            if n == 1
+            else "every run recovers the truth up to an affine map"
+        )
+    elif k > 0:
+        words = f"{k} of {n} runs recover the truth up to an affine map"
+    elif n == 1:
+        words = "the run does not recover the truth"
+    elif agree:
+        words = "the runs share an optimum that is not the truth; see docs/vade_restarts.md"
+    else:
+        words = "no run recovers the truth"
+    lines.append(f"weak MCC to the true z: {sum(truth) / n:.3f}, lowest {min(truth):.3f} ({words})")
+    return Verdict(agree, k, n, tuple(lines))
+
+
+def study_verdict(result: StabilityResult, *, threshold: float = AGREEMENT_THRESHOLD) -> Verdict:
+    """:func:`demo_verdict` on a study's weak MCCs (finished runs only)."""
+    between = result.pair_values("weak_mcc") if "weak_mcc" in result.matrices else []
+    truth = [r.truth["weak_mcc"] for r in result.runs if r.ok and "weak_mcc" in r.truth]
+    n_ok = sum(r.ok for r in result.runs)
+    return demo_verdict(between, truth or None, n_runs=n_ok, threshold=threshold)
+
+
 @dataclass
 class DemoResult:
     """What the demo produced: the study, the simulation's settings and the files written."""
@@ -81,6 +179,7 @@ class DemoResult:
     settings: dict[str, Any]
     out: Path
     wall_seconds: float
+    verdict: Verdict
 
 
 def _check_out(out: Path) -> None:
@@ -172,14 +271,16 @@ def run_demo(
             "jobs": jobs,
             "vectorize": vectorize,
         }
+        verdict = study_verdict(result)
         payload = {
             "demo": settings,
             "wall_seconds": round(wall, 2),
+            "verdict": {**asdict(verdict), "threshold": AGREEMENT_THRESHOLD},
             "summary": result.summary(),
             "stability": result.to_dict(),
         }
         (tmp / "results.json").write_text(
-            json.dumps(_jsonable(payload), indent=2, allow_nan=False) + "\n"
+            json.dumps(jsonable(payload), indent=2, allow_nan=False) + "\n"
         )
         png = latent_grid_figure(
             result.latents,
@@ -188,4 +289,4 @@ def run_demo(
             title=f"{n_runs} VaDE runs on model (3) (m = 2, n = 10, J = 3)",
         )
         write_png(tmp / "latents.png", png)
-    return DemoResult(result=result, settings=settings, out=out, wall_seconds=wall)
+    return DemoResult(result=result, settings=settings, out=out, wall_seconds=wall, verdict=verdict)
