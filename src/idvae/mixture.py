@@ -15,9 +15,10 @@ from scipy.special import logsumexp
 
 from idvae._validation import RandomState, check_array, check_positive_int, check_random_state
 
-__all__ = ["GMM", "gaussian_logpdf", "log_l2_inner"]
+__all__ = ["GMM", "LOG_2PI", "gaussian_logpdf", "log_l2_inner"]
 
-_LOG_2PI = float(np.log(2.0 * np.pi))
+# log(2 pi): the constant of every Gaussian log-density in idvae (numpy and torch alike)
+LOG_2PI = float(np.log(2.0 * np.pi))
 
 
 def gaussian_logpdf(x: np.ndarray, means: np.ndarray, covariances: np.ndarray) -> np.ndarray:
@@ -38,7 +39,7 @@ def gaussian_logpdf(x: np.ndarray, means: np.ndarray, covariances: np.ndarray) -
     maha = np.sum(sol**2, axis=1)  # (J, n)
     log_det = 2.0 * np.sum(np.log(np.diagonal(chol, axis1=1, axis2=2)), axis=1)  # (J,)
     m = x.shape[1]
-    return (-0.5 * (maha + log_det[:, None] + m * _LOG_2PI)).T
+    return (-0.5 * (maha + log_det[:, None] + m * LOG_2PI)).T
 
 
 class GMM:
@@ -281,6 +282,6 @@ def log_l2_inner(p: GMM, q: GMM) -> float:
     sol = np.linalg.solve(chol, diff[..., None])[..., 0]
     maha = np.sum(sol**2, axis=-1)
     log_det = 2.0 * np.sum(np.log(np.diagonal(chol, axis1=-2, axis2=-1)), axis=-1)
-    log_n = -0.5 * (maha + log_det + m * _LOG_2PI)
+    log_n = -0.5 * (maha + log_det + m * LOG_2PI)
     log_w = np.log(p.weights)[:, None] + np.log(q.weights)[None, :]
     return float(logsumexp(log_w + log_n))

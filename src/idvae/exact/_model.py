@@ -15,8 +15,8 @@ from idvae._validation import (
     check_positive_int,
     check_random_state,
 )
+from idvae.mixture import LOG_2PI
 
-_LOG_2PI = math.log(2.0 * math.pi)
 _LOG_FLOOR = -1e30  # stands in for log(0) so that 0 * log p stays 0 in quadrature sums
 
 
@@ -104,7 +104,7 @@ def _component_logpdf(
     xx = x[None, None, None, :] if x.ndim == 1 else x[:, None, None, :]
     var_x = sig2 + slope**2 * s2  # (B, J, P, 1)
     resid = xx - (slope * mu + intercept)
-    log_normal = -0.5 * (resid**2 / var_x + np.log(var_x) + _LOG_2PI)
+    log_normal = -0.5 * (resid**2 / var_x + np.log(var_x) + LOG_2PI)
     post_mean = (mu * sig2 + slope * s2 * (xx - intercept)) / var_x
     post_sd = np.sqrt(s2 * sig2 / var_x)
     with np.errstate(invalid="ignore"):

@@ -34,6 +34,8 @@ from typing import Any, Literal
 
 import numpy as np
 
+from idvae._validation import jsonable
+
 __all__ = [
     "EstimatorSpec",
     "ExecutorName",
@@ -100,7 +102,7 @@ class EstimatorSpec:
         return self.estimator_class()(**self.params, random_state=int(seed))
 
     def to_dict(self) -> dict[str, Any]:
-        return {"model": self.model, "params": _jsonable(self.params)}
+        return {"model": self.model, "params": jsonable(self.params)}
 
 
 @dataclass
@@ -200,7 +202,10 @@ def _collect(estimator: Any, context: RunContext, out: RunOutput) -> None:
     prior = getattr(estimator, "prior_", None)
     if prior is not None and hasattr(prior, "to_dict"):
         out.prior = prior.to_dict()
-    out.history = _jsonable_or_none(getattr(estimator, "history_", None))
+    try:
+        out.history = jsonable(getattr(estimator, "history_", None))
+    except TypeError:  # a history of other objects is not kept
+        out.history = None
     if context.save_models and hasattr(estimator, "save"):
         out.model_files = _saved_files(estimator)
 
@@ -302,28 +307,6 @@ def _saved_files(estimator: Any) -> dict[str, bytes]:
         return {
             str(p.relative_to(target)): p.read_bytes() for p in target.rglob("*") if p.is_file()
         }
-
-
-def _jsonable(value: Any) -> Any:
-    """A JSON-serialisable copy of ``value`` (numpy scalars/arrays become lists)."""
-    if isinstance(value, Mapping):
-        return {str(k): _jsonable(v) for k, v in value.items()}
-    if isinstance(value, list | tuple):
-        return [_jsonable(v) for v in value]
-    if isinstance(value, np.ndarray):
-        return value.tolist()
-    if isinstance(value, np.generic):
-        return value.item()
-    if value is None or isinstance(value, bool | int | float | str):
-        return value
-    raise TypeError(f"Expected a JSON-serialisable value but got {type(value).__name__}")
-
-
-def _jsonable_or_none(value: Any) -> Any:
-    try:
-        return _jsonable(value)
-    except TypeError:
-        return None
 
 
 # --------------------------------------------------------------------------- local

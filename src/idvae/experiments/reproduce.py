@@ -24,8 +24,6 @@ numbers are not comparable with the paper's.
 
 from __future__ import annotations
 
-import csv
-import io
 import json
 import time
 from collections.abc import Callable, Mapping, Sequence
@@ -35,16 +33,22 @@ from typing import Any
 
 import numpy as np
 
-from idvae._validation import atomic_write, check_positive_int
-from idvae.experiments.executors import EstimatorSpec, ExecutorName, _jsonable
+from idvae._validation import (
+    check_positive_int,
+    csv_text,
+    jsonable,
+    write_json_atomic,
+    write_text_atomic,
+)
+from idvae.experiments.executors import EstimatorSpec, ExecutorName
 from idvae.experiments.study import (
     CLUSTER_METRICS,
-    PAIR_METRICS,
     TRUTH_METRICS,
     RunRecord,
     StabilityResult,
     stability,
 )
+from idvae.metrics import METRIC_LABELS
 from idvae.mixture import GMM
 
 __all__ = [
@@ -541,7 +545,7 @@ def _run_experiment(
             "title": study.title,
             "group": study.group,
             "estimator": study.estimator.to_dict(),
-            "data": _jsonable(dict(data.description)),
+            "data": jsonable(dict(data.description)),
             "paper": {k: list(v) for k, v in study.paper.items()},
             "result": result.to_dict(),
         }
@@ -555,7 +559,7 @@ def _run_experiment(
         "wall_seconds": round(time.perf_counter() - start, 2),
         "studies": studies,
     }
-    _write_json(target / "results.json", payload)
+    write_json_atomic(target / "results.json", payload)
     write_text_atomic(target / "results.csv", stability_csv(exp.name, study_results))
     write_experiment_report(target / "report.html", exp, study_results, payload)
     return payload
@@ -580,7 +584,7 @@ def _run_mle(exp: Experiment, target: Path, random_state: int) -> dict[str, Any]
         "summary": data["summary"],
         "simulations": data["simulations"],
     }
-    _write_json(target / "results.json", payload)
+    write_json_atomic(target / "results.json", payload)
     write_text_atomic(target / "results.csv", mle_csv(data))
     write_mle_report(target / "report.html", exp, payload, _mle_profiles(study, 3))
     return payload
@@ -603,18 +607,6 @@ def _mle_profiles(study: Any, count: int) -> list[tuple[bytes, str]]:
             figures.append((path.read_bytes(), f"Simulation {i}: NLL along each parameter, "
                             "others at the truth (solid: truth, dashed: minimiser)"))  # fmt: skip
     return figures
-
-
-def _write_json(path: Path, payload: Any) -> None:
-    with atomic_write(path, "w") as fh:
-        json.dump(_jsonable(payload), fh, indent=2, allow_nan=False)
-        fh.write("\n")
-
-
-def write_text_atomic(path: Path, text: str) -> None:
-    """Write ``text`` to ``path`` atomically."""
-    with atomic_write(path, "w") as fh:
-        fh.write(text)
 
 
 # --------------------------------------------------------------------------- CSV
@@ -697,13 +689,9 @@ def stability_rows(
     return rows
 
 
-def _csv_text(rows: Sequence[Mapping[str, Any]], columns: Sequence[str]) -> str:
-    buffer = io.StringIO()
-    writer = csv.DictWriter(buffer, fieldnames=list(columns), lineterminator="\n")
-    writer.writeheader()
-    for row in rows:
-        writer.writerow({c: "" if row.get(c) is None else row.get(c) for c in columns})
-    return buffer.getvalue()
+def results_csv(rows: Sequence[Mapping[str, Any]]) -> str:
+    """``stability_rows`` as the CSV text of ``results.csv`` (columns ``CSV_COLUMNS``)."""
+    return csv_text(rows, CSV_COLUMNS)
 
 
 def stability_csv(
@@ -712,7 +700,7 @@ def stability_csv(
     rows: list[dict[str, Any]] = []
     for key, (study, _, result) in studies.items():
         rows.extend(stability_rows(experiment_name, key, result, study.paper))
-    return _csv_text(rows, CSV_COLUMNS)
+    return results_csv(rows)
 
 
 def mle_csv(data: Mapping[str, Any]) -> str:
@@ -720,8 +708,8 @@ def mle_csv(data: Mapping[str, Any]) -> str:
     columns = sorted({k for s in sims for k, v in s.items() if not isinstance(v, dict | list)})
     rows = [{k: s.get(k) for k in columns} for s in sims]
     summary = {k: v for k, v in data["summary"].items() if not isinstance(v, dict | list)}
-    text = _csv_text(rows, columns)
-    text += "\n" + _csv_text([summary], list(summary))
+    text = csv_text(rows, columns)
+    text += "\n" + csv_text([summary], list(summary))
     return text
 
 
@@ -751,9 +739,9 @@ def summary_table_rows(
     groups: list[tuple[str, int]] = [("", 2)]
     for m in metrics:
         columns += ["ours", "paper"]
-        groups.append((PAIR_METRICS[m], 2))
+        groups.append((METRIC_LABELS[m], 2))
     columns += ["ours"]
-    groups.append((PAIR_METRICS["canonical_mcc"], 1))
+    groups.append((METRIC_LABELS["canonical_mcc"], 1))
     rows = []
     for study, _, result in studies.values():
         summary = result.summary()
@@ -772,8 +760,8 @@ def truth_table_rows(
         n in r.summary()["to_truth"] for _, _, r in studies.values())]  # fmt: skip
     clusters = [n for n in CLUSTER_METRICS if any(
         n in r.summary()["clustering"] for _, _, r in studies.values())]  # fmt: skip
-    columns = ["study"] + [f"{TRUTH_METRICS[n]} to truth" for n in names]
-    columns += [CLUSTER_METRICS[n] for n in clusters]
+    columns = ["study"] + [f"{METRIC_LABELS[n]} to truth" for n in names]
+    columns += [METRIC_LABELS[n] for n in clusters]
     rows = []
     for study, _, result in studies.values():
         s = result.summary()
@@ -832,7 +820,7 @@ def write_experiment_report(
         paper = {k: (v if v[1] is not None else v[0]) for k, v in paper.items() if k in values}
         try:
             png = metric_comparison_figure(
-                values, title=PAIR_METRICS[metric], ylabel=metric, paper=paper or None
+                values, title=METRIC_LABELS[metric], ylabel=metric, paper=paper or None
             )
         except (ValueError, TypeError) as err:  # a figure must not lose the results
             intro += f"\n\n(figure of {metric} not drawn: {err})"
@@ -840,7 +828,7 @@ def write_experiment_report(
         comparison_figures.append(
             Figure(
                 png,
-                f"{PAIR_METRICS[metric]} between runs: ours (dots, mean ± std) and the paper's "
+                f"{METRIC_LABELS[metric]} between runs: ours (dots, mean ± std) and the paper's "
                 "(red)",
             )
         )
@@ -864,7 +852,7 @@ def write_experiment_report(
     for study, data, result in studies.values():
         paper = {k: _paper_cell(v) for k, v in study.paper.items()}
         text = (
-            f"Data: {json.dumps(_jsonable(dict(data.description)))}. "
+            f"Data: {json.dumps(jsonable(dict(data.description)))}. "
             f"Model: {json.dumps(study.estimator.to_dict())}."
         )
         try:

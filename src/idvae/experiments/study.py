@@ -39,11 +39,11 @@ from idvae._validation import (
     check_positive_int,
     check_random_state,
 )
+from idvae._validation import jsonable as _jsonable
 from idvae.experiments.executors import (
     ExecutorName,
     RunContext,
     RunOutput,
-    _jsonable,
     execute_runs,
     fit_runs_vectorized,
 )

@@ -31,7 +31,7 @@ import numpy as np
 import scipy.linalg
 import scipy.optimize
 
-from idvae._validation import check_array
+from idvae._validation import check_array, jsonable
 from idvae.mixture import GMM
 
 __all__ = [
@@ -214,15 +214,11 @@ class P2Report:
             "n_components": self.n_components,
             "best_pair": list(self.best_pair) if self.best_pair is not None else None,
             "variance_ratios": list(self.variance_ratios),
-            "ratio_gap": _json_float(self.ratio_gap),
-            "offdiagonality": _json_float(self.offdiagonality),
+            "ratio_gap": jsonable(self.ratio_gap, nonfinite="str"),
+            "offdiagonality": jsonable(self.offdiagonality, nonfinite="str"),
             "jointly_unique": self.jointly_unique,
             "reasons": list(self.reasons),
         }
-
-
-def _json_float(x: float) -> float | str:
-    return float(x) if np.isfinite(x) else str(x)
 
 
 def _check_gmm(gmm: Any) -> GMM:

@@ -37,7 +37,7 @@ from scipy.cluster.hierarchy import fcluster, linkage
 from scipy.sparse import coo_matrix
 from scipy.sparse.csgraph import connected_components
 
-from idvae._validation import RandomState, check_random_state
+from idvae._validation import RandomState, check_random_state, jsonable
 from idvae.mixture import GMM
 
 __all__ = [
@@ -100,7 +100,7 @@ class Structure:
             "assignment": self.assignment.tolist(),
             "meets_p3": self.meets_p3,
             "tolerance": float(self.tolerance),
-            "gap_ratio": float(self.gap_ratio) if np.isfinite(self.gap_ratio) else "inf",
+            "gap_ratio": jsonable(float(self.gap_ratio), nonfinite="str"),
             "reasons": list(self.reasons),
         }
 

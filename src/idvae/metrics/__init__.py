@@ -10,7 +10,8 @@ Two families of metrics, both pure functions of plain arrays and ``GMM``s:
 * clustering metrics: :func:`cluster_accuracy`, :func:`nmi`, :func:`ari`.
 
 Every definition is written out and versioned in its docstring ("Definition v1"). A changed
-definition becomes a new option; a default is never changed silently.
+definition becomes a new option; a default is never changed silently. ``METRIC_LABELS``
+names the metrics as the studies store them (``"weak_mcc"``) for tables and figures.
 """
 
 from idvae.metrics._clustering import ari, cluster_accuracy, nmi
@@ -19,6 +20,7 @@ from idvae.metrics._l2 import dist_aff_l2, gmm_l2_distance
 
 __all__ = [
     "CCA",
+    "METRIC_LABELS",
     "ari",
     "cca",
     "cluster_accuracy",
@@ -29,3 +31,14 @@ __all__ = [
     "mcc",
     "nmi",
 ]
+
+# metric key, as studies and reports store it -> how tables and figures call it
+METRIC_LABELS: dict[str, str] = {
+    "strong_mcc": "strong MCC",
+    "weak_mcc": "weak MCC",
+    "canonical_mcc": "canonical strong MCC (Thm E.1)",
+    "dist_aff": "distAff,L2",
+    "accuracy": "cluster accuracy",
+    "nmi": "NMI",
+    "ari": "ARI",
+}

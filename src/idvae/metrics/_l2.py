@@ -12,11 +12,10 @@ from scipy.special import logsumexp
 from threadpoolctl import threadpool_limits
 
 from idvae._validation import RandomState, check_positive_int, check_random_state
-from idvae.mixture import GMM, log_l2_inner
+from idvae.mixture import GMM, LOG_2PI, log_l2_inner
 
 __all__ = ["dist_aff_l2", "gmm_l2_distance"]
 
-_LOG_2PI = float(np.log(2.0 * np.pi))
 # ΔL2² below this is at the rounding floor of eq. (34) (about 1e-15): no start can do better.
 _EXACT = 1e-14
 
@@ -172,7 +171,7 @@ class _AffineObjective:
             return np.inf, np.zeros_like(theta)
         maha = np.sum(_forward_substitution(chol, d[..., None])[..., 0] ** 2, axis=-1)
         log_det_s = 2.0 * np.sum(np.log(np.diagonal(chol, axis1=-2, axis2=-1)), axis=-1)
-        log_terms = self.log_w - 0.5 * (maha + log_det_s + m * _LOG_2PI)
+        log_terms = self.log_w - 0.5 * (maha + log_det_s + m * LOG_2PI)
         log_pq = float(logsumexp(log_terms))
         resp = np.exp(log_terms - log_pq)  # (J, K), sums to 1
         # Pairs with negligible responsibility do not move the gradient: skip their inverses.
@@ -209,7 +208,7 @@ def _log_inner(p: _Whitened, q: _Whitened) -> float:
     chol = np.linalg.cholesky(S)
     sol = np.linalg.solve(chol, d[..., None])[..., 0]
     log_det = 2.0 * np.sum(np.log(np.diagonal(chol, axis1=-2, axis2=-1)), axis=-1)
-    log_n = -0.5 * (np.sum(sol**2, axis=-1) + log_det + m * _LOG_2PI)
+    log_n = -0.5 * (np.sum(sol**2, axis=-1) + log_det + m * LOG_2PI)
     log_w = np.log(p.weights)[:, None] + np.log(q.weights)[None, :]
     return float(logsumexp(log_w + log_n))
 

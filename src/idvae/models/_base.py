@@ -78,6 +78,7 @@ from idvae.models._io import jsonable_params, save
 from idvae.models._layers import (
     MIN_NOISE_VARIANCE,
     MIN_POSTERIOR_VARIANCE,
+    MIN_PRIOR_VARIANCE,
     Decoder,
     GaussianEncoder,
     check_sizes,
@@ -104,6 +105,7 @@ __all__ = [
     "COLLAPSE_FACTOR",
     "MIN_NOISE_VARIANCE",
     "MIN_POSTERIOR_VARIANCE",
+    "MIN_PRIOR_VARIANCE",
     "ComponentCollapseWarning",
     "Decoder",
     "FitContext",

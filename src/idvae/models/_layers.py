@@ -12,9 +12,12 @@ import numpy as np
 import torch
 from torch import nn
 
+from idvae.mixture import LOG_2PI
+
 __all__ = [
     "MIN_NOISE_VARIANCE",
     "MIN_POSTERIOR_VARIANCE",
+    "MIN_PRIOR_VARIANCE",
     "Decoder",
     "GaussianEncoder",
     "check_sizes",
@@ -25,7 +28,8 @@ __all__ = [
 
 MIN_POSTERIOR_VARIANCE = 1e-6
 MIN_NOISE_VARIANCE = 1e-4
-_LOG_2PI = float(np.log(2.0 * np.pi))
+# floor of the variances of a learned prior (VaDE's, MFCVAE's and iVAE's mixtures)
+MIN_PRIOR_VARIANCE = 1e-4
 
 
 def check_sizes(sizes: Any, name: str) -> list[int]:
@@ -130,7 +134,7 @@ class Decoder(nn.Module):
                 out, x, reduction="none"
             ).sum(dim=1)
         var = self.noise_variance()
-        return -0.5 * (((x - out) ** 2) / var + torch.log(var) + _LOG_2PI).sum(dim=1)
+        return -0.5 * (((x - out) ** 2) / var + torch.log(var) + LOG_2PI).sum(dim=1)
 
     def reconstruction_error(self, x: torch.Tensor, z: torch.Tensor) -> torch.Tensor:
         """A plain autoencoder loss per sample (MSE or binary cross-entropy), shape (n,)."""
@@ -152,4 +156,4 @@ def reparameterize(
 
 def gaussian_entropy(logvar: torch.Tensor) -> torch.Tensor:
     """Entropy of N(., diag exp(logvar)), summed over the last axis."""
-    return 0.5 * (logvar + 1.0 + _LOG_2PI).sum(dim=-1)
+    return 0.5 * (logvar + 1.0 + LOG_2PI).sum(dim=-1)

@@ -26,8 +26,9 @@ from sklearn.utils._param_validation import StrOptions
 from torch import nn
 from torch.nn import functional as F
 
-from idvae.mixture import GMM
+from idvae.mixture import GMM, LOG_2PI
 from idvae.models._base import (
+    MIN_PRIOR_VARIANCE,
     Decoder,
     FitContext,
     GaussianEncoder,
@@ -40,9 +41,6 @@ from idvae.models._base import (
 from idvae.nets import Activation, mlp
 
 __all__ = ["IVAE", "ConditionalGaussianPrior", "IVAEModule", "diagonal_gaussian_kl"]
-
-_LOG_2PI = math.log(2.0 * math.pi)
-MIN_VARIANCE = 1e-4
 
 
 def diagonal_gaussian_kl(
@@ -86,7 +84,7 @@ class ConditionalGaussianPrior(nn.Module):
         hidden_sizes: Sequence[int] = (),
         activation: Activation = "leaky_relu",
         *,
-        min_variance: float = MIN_VARIANCE,
+        min_variance: float = MIN_PRIOR_VARIANCE,
     ) -> None:
         super().__init__()
         self.aux_dim = int(aux_dim)
@@ -109,7 +107,7 @@ class ConditionalGaussianPrior(nn.Module):
     def log_prob(self, z: torch.Tensor, u: torch.Tensor) -> torch.Tensor:
         """log p(z | u), tensor of shape (n,); z has shape (n, m), u (n, p)."""
         mean, var = self(u)
-        return -0.5 * torch.sum((z - mean) ** 2 / var + torch.log(var) + _LOG_2PI, dim=1)
+        return -0.5 * torch.sum((z - mean) ** 2 / var + torch.log(var) + LOG_2PI, dim=1)
 
     def kl(self, mean_q: torch.Tensor, var_q: torch.Tensor, u: torch.Tensor) -> torch.Tensor:
         """KL(q(z | x, u) || p(z | u)) in closed form, tensor of shape (n,)."""

@@ -28,8 +28,6 @@ from idvae.models._base import (
 
 __all__ = ["VAE", "VAEModule"]
 
-_LOG_2PI = float(np.log(2.0 * np.pi))
-
 
 class VAEModule(LatentModule):
     """The torch module of ``VAE`` (see the contract in ``idvae.models._base``)."""

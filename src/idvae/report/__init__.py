@@ -14,6 +14,7 @@ Example:
     >>> write_html_report("report.html", title="demo", sections=[section])  # doctest: +SKIP
 """
 
+from idvae.metrics import METRIC_LABELS
 from idvae.report.figures import (
     PNG_MAGIC,
     AffineAlignment,
@@ -39,7 +40,7 @@ from idvae.report.html import (
     write_html_report,
     write_png,
 )
-from idvae.report.stability import METRIC_LABELS, stability_section
+from idvae.report.stability import stability_section
 
 __all__ = [
     "METRIC_LABELS",

@@ -11,21 +11,12 @@ from typing import Any
 
 import numpy as np
 
+from idvae.metrics import METRIC_LABELS
 from idvae.report.figures import heatmap_figure, latent_grid_figure
 from idvae.report.html import Figure, Section, Table
 
-__all__ = ["METRIC_LABELS", "stability_section"]
+__all__ = ["stability_section"]
 
-# metric key -> how tables and figures call it (App. J.1 for the definitions).
-METRIC_LABELS: dict[str, str] = {
-    "strong_mcc": "strong MCC",
-    "weak_mcc": "weak MCC",
-    "canonical_mcc": "canonical strong MCC (Thm E.1)",
-    "dist_aff": "distAff,L2",
-    "accuracy": "cluster accuracy",
-    "nmi": "NMI",
-    "ari": "ARI",
-}
 _GROUPS = (("between_runs", "between runs"), ("to_truth", "to the truth"), ("clustering", ""))
 _UNBOUNDED = ("dist_aff",)  # metrics not in [0, 1]: their colour scale follows the data
 

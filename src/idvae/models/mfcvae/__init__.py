@@ -21,7 +21,6 @@ from idvae.models.mfcvae._estimator import EM_MAX_SAMPLES, INITIAL_POSTERIOR_VAR
 from idvae.models.mfcvae._factor import facet_basis, factor_grid
 from idvae.models.mfcvae._module import MFCVAEModule
 from idvae.models.mfcvae._prior import (
-    MIN_VARIANCE,
     FacetedMixturePrior,
     check_facets,
     fade_in_weights,
@@ -32,7 +31,6 @@ __all__ = [
     "EM_MAX_SAMPLES",
     "INITIAL_POSTERIOR_VARIANCE",
     "MFCVAE",
-    "MIN_VARIANCE",
     "FacetedMixturePrior",
     "MFCVAEModule",
     "check_facets",

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import math
 from collections.abc import Sequence
 
 import numpy as np
@@ -10,19 +9,15 @@ import torch
 from torch import nn
 from torch.nn import functional as F
 
-from idvae.mixture import GMM
-from idvae.models._base import inverse_softplus
+from idvae.mixture import GMM, LOG_2PI
+from idvae.models._base import MIN_PRIOR_VARIANCE, inverse_softplus
 
 __all__ = [
-    "MIN_VARIANCE",
     "FacetedMixturePrior",
     "check_facets",
     "fade_in_weights",
     "joint_gmm_from_facets",
 ]
-
-_LOG_2PI = math.log(2.0 * math.pi)
-MIN_VARIANCE = 1e-4
 
 
 def check_facets(
@@ -161,7 +156,7 @@ class FacetedMixturePrior(nn.Module):
         facet_dims: Sequence[int],
         facet_components: Sequence[int],
         *,
-        min_variance: float = MIN_VARIANCE,
+        min_variance: float = MIN_PRIOR_VARIANCE,
         trainable: bool = True,
     ) -> None:
         super().__init__()
@@ -216,7 +211,7 @@ class FacetedMixturePrior(nn.Module):
         """
         var = self.variances(i)  # (K, d)
         diff = z_i[:, None, :] - self.means[i][None]  # (n, K, d)
-        log_n = -0.5 * torch.sum(diff**2 / var + torch.log(var) + _LOG_2PI, dim=-1)
+        log_n = -0.5 * torch.sum(diff**2 / var + torch.log(var) + LOG_2PI, dim=-1)
         return self.log_weights(i)[None] + log_n
 
     def log_responsibilities(self, z: torch.Tensor) -> list[torch.Tensor]:
