@@ -71,11 +71,59 @@ def test_relu_net_with_contracting_layer_is_not_injective() -> None:
     np.testing.assert_allclose(f_np(net, z1), f_np(net, z2), atol=1e-8)
 
 
-def test_leaky_net_with_contracting_layer_is_decided_empirically() -> None:
-    rep = check_decoder(seeded_mlp([2, 8, 2, 8], "leaky_relu", seed=1), random_state=0)
+def _piece_orientations(net: nn.Sequential) -> set[int]:
+    """Signs of det J over the linear pieces of z -> W2 leaky(W1 z + b1) + b2, the part of
+    the net [2, 8, 2, 8] before its last LeakyReLU and its rank-2 last layer (both
+    injective). Sampled on a grid reaching past every vertex of the 8 lines W1 z + b1 = 0,
+    so that every linear region holds grid points."""
+    first, act, second = net[0], net[1], net[2]
+    w1, b1 = first.weight.detach().double().numpy(), first.bias.detach().double().numpy()
+    w2 = second.weight.detach().double().numpy()
+    vertices = [
+        np.linalg.solve(w1[[i, j]], -b1[[i, j]])
+        for i in range(len(b1))
+        for j in range(i)
+        if abs(np.linalg.det(w1[[i, j]])) > 1e-12
+    ]
+    radius = 2 * max(np.abs(v).max() for v in vertices) + 1
+    axis = np.linspace(-radius, radius, 801)
+    z = np.stack(np.meshgrid(axis, axis), -1).reshape(-1, 2)
+    slopes = np.where(z @ w1.T + b1 > 0, 1.0, act.negative_slope)  # (points, 8)
+    jacobians = np.einsum("ij,pj,jk->pik", w2, slopes, w1)
+    return set(np.sign(np.linalg.det(jacobians)).astype(int).tolist())
+
+
+def _coordinatewise_net() -> nn.Sequential:
+    """[2, 8, 2, 8] whose middle map sends z to (h(z_1), h(z_2)), h a sum of increasing
+    leaky ramps: injective, though the 8 -> 2 layer puts it outside App. H's conditions."""
+    net = seeded_mlp([2, 8, 2, 8], "leaky_relu")
+    scales = np.array([1.0, 1.0, 2.0, 2.0, 0.5, 0.5, 1.0, 1.0])[:, None]
+    with torch.no_grad():
+        net[0].weight.copy_(torch.as_tensor(np.tile(np.eye(2), (4, 1)) * scales))
+        net[0].bias.copy_(torch.as_tensor([0.0] * 6 + [1.0, 1.0]))
+        net[2].weight.copy_(torch.as_tensor(np.tile(np.eye(2), (1, 4)) / 4))
+    return net
+
+
+@pytest.mark.parametrize(
+    "make_net",
+    [lambda: seeded_mlp([2, 8, 2, 8], "leaky_relu", seed=1), _coordinatewise_net],
+    ids=["seeded", "coordinatewise"],
+)
+def test_leaky_net_with_contracting_layer_is_decided_empirically(make_net) -> None:
+    net = make_net()
+    rep = check_decoder(net, random_state=0)
     assert not rep.certified["weakly_injective"]
     assert any("App. H's sufficient conditions do not apply" in r for r in rep.reasons)
-    assert rep.injective in (True, False)
+    # Independent reference: a continuous piecewise-linear map of R^2 onto itself is
+    # injective iff all its pieces have Jacobian determinants of one sign (coherent
+    # orientation); two adjacent pieces of opposite orientation fold the plane.
+    orientations = _piece_orientations(net)
+    assert rep.injective is (len(orientations) == 1 and 0 not in orientations)
+    if rep.injective is False:
+        z1, z2 = rep.witness
+        assert np.linalg.norm(z1 - z2) > 1e-6
+        np.testing.assert_allclose(f_np(net, z1), f_np(net, z2), atol=1e-8)
 
 
 def test_unsupported_layers_are_named() -> None:
