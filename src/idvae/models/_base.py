@@ -1,7 +1,7 @@
 """The shared base of every idvae estimator, and the contract a model implements.
 
-Two layers, as in STYLE.md: a torch module that computes the model, and a scikit-learn
-estimator that validates, scales, trains (through ``idvae.training``), saves and answers.
+Two layers: a torch module that computes the model, and a scikit-learn estimator that
+validates, scales, trains (through ``idvae.training``), saves and answers.
 
 Contract of the torch module (subclass ``LatentModule``)
 --------------------------------------------------------
