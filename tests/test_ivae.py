@@ -1,6 +1,9 @@
+import pickle
+
 import numpy as np
 import pytest
 import torch
+from sklearn.utils.estimator_checks import estimator_checks_generator
 
 import idvae
 from idvae.metrics import mcc
@@ -204,3 +207,90 @@ def test_bad_u_is_refused_at_transform(fitted_labels):
         model.transform(x, np.full((len(x), 3), 0.5))
     with pytest.raises(ValueError, match="one row per sample"):
         model.transform(x, labels[:10])
+
+
+# -- the scikit-learn contract with u ----------------------------------------------------------
+# scikit-learn's checks call fit(X, y) and transform(X): IVAE declares the ones that fail on
+# that calling convention alone as expected failures (test_models.py). Here the same checks
+# run on IVAE's own fit/transform/score with a u that each row of X determines, so that
+# pickling, idempotence, dtypes, subset and order invariance are checked for IVAE itself.
+
+
+def _u_from_x(X):
+    """A continuous u of shape (n_samples, 2) read off the first column of X (None when X
+    is no numeric 2-D array with a column, so that IVAE's own input errors surface)."""
+    try:
+        x = np.asarray(X, dtype=np.float64)
+    except (TypeError, ValueError):
+        return None
+    if x.ndim != 2 or x.shape[0] == 0 or x.shape[1] == 0:
+        return None
+    return np.column_stack([x[:, 0], x[:, 0] + 2.0])
+
+
+class IVAEGivenU(IVAE):
+    """IVAE with u = _u_from_x(X), in scikit-learn's calling convention (a test adapter)."""
+
+    def fit(self, X, y=None):
+        return super().fit(X, _u_from_x(X))
+
+    def transform(self, X):
+        return super().transform(X, _u_from_x(X))
+
+    def fit_transform(self, X, y=None):
+        return self.fit(X).transform(X)
+
+    def score(self, X, y=None):
+        return super().score(X, _u_from_x(X))
+
+    def __sklearn_tags__(self):
+        tags = super().__sklearn_tags__()
+        tags.target_tags.required = False  # u comes from X, not from y
+        return tags
+
+
+def _checks_of_the_declared_failures() -> list:
+    declared = IVAE._expected_failed_checks()
+    declared.pop("check_requires_y_none")  # about fit(X, None): the adapter takes no u
+    estimator = IVAEGivenU(**IVAE._test_config())
+    params = [
+        pytest.param(est, check, id=getattr(check, "func", check).__name__)
+        for est, check in estimator_checks_generator(
+            estimator, mark="skip", expected_failed_checks={}
+        )
+        if getattr(check, "func", check).__name__ in declared
+    ]
+    names = {p.id for p in params}
+    assert names == set(declared), set(declared) - names
+    return params
+
+
+def test_each_declared_failure_has_a_reason_of_its_own() -> None:
+    reasons = list(IVAE._expected_failed_checks().values())
+    assert len(set(reasons)) == len(reasons)
+
+
+@pytest.mark.parametrize(("estimator", "check"), _checks_of_the_declared_failures())
+def test_declared_sklearn_failures_pass_when_u_is_given(estimator, check) -> None:
+    check(estimator)
+
+
+def test_pickle_round_trip_keeps_the_fitted_model(fitted_labels):
+    model, x, labels = fitted_labels
+    copy = pickle.loads(pickle.dumps(model))
+    assert copy.get_params() == model.get_params()
+    np.testing.assert_array_equal(copy.transform(x, labels), model.transform(x, labels))
+    assert copy.score(x, labels) == model.score(x, labels)
+    assert copy.prior_ == model.prior_
+    np.testing.assert_array_equal(copy.classes_, model.classes_)
+
+
+def test_fit_is_idempotent_and_forgets_the_previous_fit():
+    x, labels = _data()
+    once = IVAE(**SMALL).fit(x, labels)
+    twice = IVAE(**SMALL).fit(x[::-1] + 1.0, labels[::-1] * 10)  # another fit first...
+    twice.fit(x, labels)  # ...then the same fit as `once`
+    np.testing.assert_array_equal(twice.transform(x, labels), once.transform(x, labels))
+    np.testing.assert_array_equal(twice.classes_, once.classes_)
+    assert twice.score(x, labels) == once.score(x, labels)
+    assert twice.prior_ == once.prior_
