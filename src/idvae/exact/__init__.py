@@ -46,7 +46,7 @@ from idvae.exact._grid import (
     simplex_grid,
 )
 from idvae.exact._model import ToyModel, population_nll, quadrature_nodes, sample_nll
-from idvae.exact._study import MLEStudy, mle_study, plot_profiles, profile_nll
+from idvae.exact._study import MLEStudy, mle_study, plot_profiles, profile_curves, profile_nll
 
 __all__ = [
     "Grid",
@@ -63,6 +63,7 @@ __all__ = [
     "mle_study",
     "paper_grid",
     "plot_profiles",
+    "profile_curves",
     "population_nll",
     "profile_nll",
     "quadrature_nodes",

@@ -14,7 +14,6 @@ import numpy as np
 
 from idvae._validation import (
     RandomState,
-    atomic_write,
     check_array,
     check_positive_int,
     check_random_state,
@@ -325,6 +324,10 @@ def _summarise(
 # profiles (Fig. 1)
 # ---------------------------------------------------------------------------------------
 _PROFILE_NAMES = ("weights", "means", "alpha", "beta", "bias")
+# an NLL above this stands for +inf (the truth's density vanishes: log 0 is _LOG_FLOOR)
+_NLL_CEILING = 1e20
+# profile values within this of the least NLL are tied with it
+_NLL_TIE = 1e-9
 
 
 def _parse_parameter(model: ToyModel, parameter: str) -> tuple[str, int]:
@@ -392,6 +395,57 @@ def _profile_range(model: ToyModel, name: str, index: int) -> tuple[float, float
     return centre - half, centre + half
 
 
+def profile_curves(
+    true_model: ToyModel,
+    *,
+    parameters: Sequence[str] | None = None,
+    n_points: int = 121,
+) -> list[dict[str, Any]]:
+    """The data of Fig. 1: the NLL along each parameter with the others at the truth.
+
+    Each curve is a dict with the fields of ``idvae.report.Profile``, so
+    ``idvae.report.profiles_figure(curves)`` draws the figure: ``grid`` (the parameter's
+    values, the true one included), ``nll`` (inf where the truth's density vanishes),
+    ``truth``, ``minimiser`` (among the grid points tied with the least NLL, the one
+    nearest the truth; None on a flat profile, e.g. the mean of a component of weight 0)
+    and ``parameter_name``.
+
+    Args:
+        true_model: the truth (an unbatched ToyModel).
+        parameters: names like ``"means[0]"``; by default every weight, mean and the
+            parameters of the first two neurons.
+        n_points: grid points per parameter (besides the true value).
+    """
+    if parameters is None:
+        parameters = [
+            f"{n}[{i}]"
+            for n in _PROFILE_NAMES
+            for i in range(true_model.n_components if n in ("weights", "means") else 2)
+        ]
+    nodes = quadrature_nodes(true_model)
+    curves = []
+    for parameter in parameters:
+        name, index = _parse_parameter(true_model, parameter)
+        lo, hi = _profile_range(true_model, name, index)
+        truth = float(getattr(true_model, name)[index])
+        grid = np.union1d(np.linspace(lo, hi, n_points), [truth])
+        nll = profile_nll(true_model, parameter, grid, nodes=nodes)
+        finite = nll < _NLL_CEILING
+        tied = nll <= nll.min() + _NLL_TIE
+        flat = bool(np.ptp(nll[finite]) < _NLL_TIE) if finite.any() else True
+        nearest = float(grid[tied][np.argmin(np.abs(grid[tied] - truth))])
+        curves.append(
+            {
+                "grid": grid,
+                "nll": np.where(finite, nll, np.inf),
+                "truth": truth,
+                "minimiser": None if flat else nearest,
+                "parameter_name": parameter,
+            }
+        )
+    return curves
+
+
 def plot_profiles(
     true_model: ToyModel,
     path: str | Path,
@@ -400,58 +454,24 @@ def plot_profiles(
     n_points: int = 121,
     title: str | None = None,
 ) -> dict[str, dict[str, float]]:
-    """Figure-1-style profiles: NLL along each parameter with the others at the truth.
+    """Fig. 1 for one truth as a PNG file: ``profile_curves`` drawn by ``profiles_figure``.
 
-    Each panel marks the true value (solid line) and the profile's minimiser (dashed); the
-    paper's claim is that they coincide. Written atomically as a PNG (no pyplot state).
+    Each panel marks the true value and the profile's minimiser; the paper's claim is that
+    they coincide. The file is written atomically.
 
     Returns:
         For each parameter, ``{"truth": value, "argmin": value}`` (argmin NaN on a flat
-        profile, e.g. the mean of a component of weight 0).
+        profile).
     """
-    from matplotlib.figure import Figure
+    from idvae.report import profiles_figure, write_png
 
-    if parameters is None:
-        parameters = [
-            f"{n}[{i}]"
-            for n in _PROFILE_NAMES
-            for i in range(true_model.n_components if n in ("weights", "means") else 2)
-        ]
-    nodes = quadrature_nodes(true_model)
-    n_cols = min(4, len(parameters))
-    n_rows = math.ceil(len(parameters) / n_cols)
-    fig = Figure(figsize=(3.2 * n_cols, 2.6 * n_rows), layout="constrained")
-    axes = fig.subplots(n_rows, n_cols, squeeze=False).ravel()
-    marks: dict[str, dict[str, float]] = {}
-    for ax, parameter in zip(axes, parameters, strict=False):
-        name, index = _parse_parameter(true_model, parameter)
-        lo, hi = _profile_range(true_model, name, index)
-        truth = float(getattr(true_model, name)[index])
-        grid = np.union1d(np.linspace(lo, hi, n_points), [truth])
-        nll = profile_nll(true_model, parameter, grid, nodes=nodes)
-        finite = nll < 1e20
-        tied = nll <= nll.min() + 1e-9
-        # among profile points tied with the minimum, mark the one nearest the truth and
-        # shade the tied range (a flat stretch, e.g. a neuron that is off there)
-        arg = float(grid[tied][np.argmin(np.abs(grid[tied] - truth))])
-        if tied.sum() > 1:
-            ax.axvspan(grid[tied].min(), grid[tied].max(), color="tab:red", alpha=0.12, lw=0)
-        flat = bool(np.ptp(nll[finite]) < 1e-9) if finite.any() else True
-        ax.plot(grid[finite], nll[finite], color="black", lw=1.2)
-        ax.axvline(truth, color="tab:blue", lw=2.0, label="truth")
-        if flat:  # e.g. the mean of a component of weight 0: no information, no minimiser
-            ax.text(0.5, 0.9, "flat", transform=ax.transAxes, ha="center", fontsize=8)
-        else:
-            ax.axvline(arg, color="tab:red", lw=1.2, ls="--", label="minimiser")
-        ax.set_xlabel(parameter)
-        ax.set_ylabel("NLL")
-        ax.ticklabel_format(axis="y", useOffset=False)
-        marks[parameter] = {"truth": truth, "argmin": float("nan") if flat else arg}
-    for ax in axes[len(parameters) :]:
-        ax.set_visible(False)
-    axes[0].legend(fontsize=7, loc="lower right")
-    if title:
-        fig.suptitle(title, fontsize=9)
-    with atomic_write(path, "wb") as fh:
-        fig.savefig(fh, format="png", dpi=90)
-    return marks
+    curves = profile_curves(true_model, parameters=parameters, n_points=n_points)
+    png = profiles_figure(curves, n_cols=min(4, len(curves)), title=title, dpi=90)
+    write_png(path, png)
+    return {
+        c["parameter_name"]: {
+            "truth": c["truth"],
+            "argmin": float("nan") if c["minimiser"] is None else c["minimiser"],
+        }
+        for c in curves
+    }

@@ -592,20 +592,17 @@ def _run_mle(exp: Experiment, target: Path, random_state: int) -> dict[str, Any]
 
 def _mle_profiles(study: Any, count: int) -> list[tuple[bytes, str]]:
     """Fig. 1: NLL profiles of the first ``count`` truths (PNG bytes, caption)."""
-    import tempfile
-
     from idvae import exact
+    from idvae.report import profiles_figure
 
     figures = []
-    with tempfile.TemporaryDirectory(prefix="idvae-mle-") as tmp:
-        for i, truth in enumerate(study.truths[:count]):
-            path = Path(tmp) / f"profile-{i}.png"
-            try:
-                exact.plot_profiles(truth, path, title=f"simulation {i}")
-            except (ValueError, TypeError, FloatingPointError):
-                continue
-            figures.append((path.read_bytes(), f"Simulation {i}: NLL along each parameter, "
-                            "others at the truth (solid: truth, dashed: minimiser)"))  # fmt: skip
+    for i, truth in enumerate(study.truths[:count]):
+        try:
+            png = profiles_figure(exact.profile_curves(truth), n_cols=4, title=f"simulation {i}")
+        except (ValueError, TypeError, FloatingPointError):
+            continue
+        figures.append((png, f"Simulation {i}: NLL along each parameter, others at the truth "
+                        "(red dashed: truth, blue dotted: minimiser)"))  # fmt: skip
     return figures
 
 

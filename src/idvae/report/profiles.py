@@ -1,4 +1,10 @@
-"""NLL profiles: the likelihood along one parameter, truth and minimiser marked (Fig. 1)."""
+"""NLL profiles: the likelihood along one parameter, truth and minimiser marked (Fig. 1).
+
+The one drawing of Fig. 1: ``idvae.exact.profile_curves`` computes the curves of a toy
+model; ``idvae.exact.plot_profiles`` (``idvae mle``) and ``idvae reproduce mle`` draw them
+here. Grid points tied with the least NLL are shaded; a flat profile is labelled and gets
+no minimiser.
+"""
 
 from __future__ import annotations
 
@@ -15,6 +21,9 @@ from idvae.report._common import DEFAULT_DPI, _check_dpi, _grid_shape, _new_figu
 
 __all__ = ["Profile", "profile_figure", "profiles_figure"]
 
+# NLL values within this (relative to max(1, |least NLL|)) of the least one are tied with it
+_TIE = 1e-9
+
 
 # ------------------------------------------------------------------------ profiles
 
@@ -28,7 +37,8 @@ class Profile:
         nll: array of shape (n_grid,), the negative log-likelihood at each value
             (NaN or inf where it could not be computed; those points are not drawn).
         truth: the ground-truth value of the parameter, or None.
-        minimiser: the minimiser to mark; None marks the grid point of least NLL.
+        minimiser: the minimiser to mark; None marks the grid point of least NLL. A flat
+            profile (every point tied with the least NLL) gets no minimiser.
         parameter_name: how the x axis calls the parameter.
         title: the panel title.
     """
@@ -77,15 +87,23 @@ def _check_profile(p: Profile | Mapping[str, Any], name: str) -> Profile:
 
 def _draw_profile(ax: Any, p: Profile) -> None:
     finite = np.isfinite(p.nll)
-    ax.plot(p.grid[finite], p.nll[finite], color="black", linewidth=1.2, label="NLL")
-    minimiser = p.minimiser
-    label = "minimiser"
-    if minimiser is None:
-        minimiser = float(p.grid[finite][np.argmin(p.nll[finite])])
-        label = "grid minimiser"
+    grid, nll = p.grid[finite], p.nll[finite]
+    ax.plot(grid, nll, color="black", linewidth=1.2, label="NLL")
+    least = float(nll.min())
+    tied = nll <= least + _TIE * max(1.0, abs(least))
+    flat = bool(tied.all())
+    if tied.sum() > 1 and not flat:  # a stretch of grid points tied with the least NLL
+        ax.axvspan(grid[tied].min(), grid[tied].max(), color="tab:blue", alpha=0.12, lw=0)
     if p.truth is not None:
         ax.axvline(p.truth, color="tab:red", linestyle="--", linewidth=1.5, label="ground truth")
-    ax.axvline(minimiser, color="tab:blue", linestyle=":", linewidth=2.0, label=label)
+    if flat:  # the data say nothing about this parameter: no minimiser to mark
+        ax.text(0.5, 0.9, "flat", transform=ax.transAxes, ha="center", fontsize=8)
+    else:
+        minimiser, label = p.minimiser, "minimiser"
+        if minimiser is None:
+            minimiser, label = float(grid[np.argmin(nll)]), "grid minimiser"
+        ax.axvline(minimiser, color="tab:blue", linestyle=":", linewidth=2.0, label=label)
+        ax.ticklabel_format(axis="y", useOffset=False)  # NLL values, not offsets from one
     ax.set_xlabel(p.parameter_name, fontsize=9)
     ax.set_ylabel("negative log-likelihood", fontsize=8)
     ax.tick_params(labelsize=7)
