@@ -7,13 +7,13 @@ from typing import Any
 
 import numpy as np
 
-from idvae.exact._model import ToyModel, _log_ndtr_diff, _pieces, _support
+from idvae.exact._model import ToyModel, affine_pieces, log_ndtr_diff, mass_interval
 
 
 # ---------------------------------------------------------------------------------------
 # equivalence up to the model's symmetries
 # ---------------------------------------------------------------------------------------
-def _decoder_function(
+def decoder_function(
     alpha: np.ndarray, beta: np.ndarray, bias: np.ndarray, tol: float
 ) -> tuple[float, float, list[tuple[float, float]]]:
     """f as a function: f(z) = const + slope z + sum_k jump_k ReLU(z - kink_k), unique.
@@ -49,7 +49,7 @@ def canonical_form(model: ToyModel, *, sign: int = 1, tol: float = 1e-9) -> dict
     The affine map h(z) = sign (z - m) / S, with m and S the mean and standard deviation of
     Z, standardises the prior (P' = h#P, f' = f o h^{-1}, Definition 2.1); then the prior is
     described as a distribution (zero weights dropped, identical components merged, sorted)
-    and f as a function (``_decoder_function``), which removes permutations of components and
+    and f as a function (``decoder_function``), which removes permutations of components and
     neurons, positive rescalings alpha_i <-> (beta_i, pi_i) and inactive neurons. ``sign``
     chooses the orientation; two models are equivalent iff the form of one equals the form
     of the other for sign = +1 or -1.
@@ -76,7 +76,7 @@ def canonical_form(model: ToyModel, *, sign: int = 1, tol: float = 1e-9) -> dict
         else:
             comps.append([float(wj), float(mj), float(sj)])
     # z = mean + sign * scale * z'  =>  beta z + pi = (sign scale beta) z' + (pi + beta mean)
-    decoder = _decoder_function(
+    decoder = decoder_function(
         model.alpha, sign * scale * model.beta, model.bias + model.beta * mean, tol
     )
     return {"prior": [tuple(c) for c in comps], "decoder": decoder}
@@ -165,19 +165,19 @@ def disagreement_mass(a: ToyModel, b: ToyModel, tol: float = 1e-6) -> float:
             agree_piece = agree[:-1] & agree[1:]
         prior = np.array(form_a["prior"])  # (weight, mean, std)
         std_edges = (edges[None, :] - prior[:, 1:2]) / prior[:, 2:3]
-        piece_mass = prior[:, :1] * np.exp(_log_ndtr_diff(std_edges[:, :-1], std_edges[:, 1:]))
+        piece_mass = prior[:, :1] * np.exp(log_ndtr_diff(std_edges[:, :-1], std_edges[:, 1:]))
         mass = float(np.sum(piece_mass[:, ~agree_piece]))
         best = min(best, mass)
     return best
 
 
-def _tie_total_variation(truth: ToyModel, models: list[ToyModel], chunk: int = 64) -> np.ndarray:
+def tie_total_variation(truth: ToyModel, models: list[ToyModel], chunk: int = 64) -> np.ndarray:
     """``total_variation`` of each model to the truth, batched; shape (n_models,)."""
     if not models:
         return np.empty(0)
     batch = ToyModel.stack(models)
-    lo9, hi9 = _support(batch, 9.0)
-    t_lo9, t_hi9 = _support(truth, 9.0)
+    lo9, hi9 = mass_interval(batch, 9.0)
+    t_lo9, t_hi9 = mass_interval(truth, 9.0)
     step = min(float(truth.noise_std), float(batch.noise_std.min())) / 4
     fine = np.arange(min(lo9.min(), t_lo9[0]), max(hi9.max(), t_hi9[0]) + step, step)
     p_truth = truth.pdf(fine)
@@ -188,10 +188,10 @@ def _tie_total_variation(truth: ToyModel, models: list[ToyModel], chunk: int = 6
     return np.concatenate(tvs)
 
 
-def _max_log_density_gap(a: ToyModel, b: ToyModel, cutoff: float = 30.0) -> float:
+def max_log_density_gap(a: ToyModel, b: ToyModel, cutoff: float = 30.0) -> float:
     """max_x |log p_a - log p_b| / max(1, |log p_a|) over a wide range (tails included)."""
-    lo_a, hi_a = _support(a, cutoff)
-    lo_b, hi_b = _support(b, cutoff)
+    lo_a, hi_a = mass_interval(a, cutoff)
+    lo_b, hi_b = mass_interval(b, cutoff)
     x = np.linspace(min(lo_a.min(), lo_b.min()), max(hi_a.max(), hi_b.max()), 4001)
     la, lb = a.logpdf(x), b.logpdf(x)
     return float(np.max(np.abs(la - lb) / np.maximum(1.0, np.abs(la))))
@@ -201,8 +201,8 @@ def total_variation(a: ToyModel, b: ToyModel) -> float:
     """The total variation distance 1/2 int |p_a - p_b| dx, by quadrature of closed forms."""
     if a.is_batched or b.is_batched:
         raise ValueError("Expected two unbatched ToyModels")
-    lo_a, hi_a = _support(a, 9.0)
-    lo_b, hi_b = _support(b, 9.0)
+    lo_a, hi_a = mass_interval(a, 9.0)
+    lo_b, hi_b = mass_interval(b, 9.0)
     step = min(float(a.noise_std), float(b.noise_std)) / 4
     x = np.arange(min(lo_a.min(), lo_b.min()), max(hi_a.max(), hi_b.max()) + step, step)
     return float(0.5 * step * np.sum(np.abs(a.pdf(x) - b.pdf(x))))
@@ -210,8 +210,8 @@ def total_variation(a: ToyModel, b: ToyModel) -> float:
 
 def density_distance(a: ToyModel, b: ToyModel, *, n_points: int = 2001) -> float:
     """max_x |p_a(x) - p_b(x)| on a uniform grid covering both densities."""
-    lo_a, hi_a = _support(a, 9.0)
-    lo_b, hi_b = _support(b, 9.0)
+    lo_a, hi_a = mass_interval(a, 9.0)
+    lo_b, hi_b = mass_interval(b, 9.0)
     x = np.linspace(min(lo_a.min(), lo_b.min()), max(hi_a.max(), hi_b.max()), n_points)
     return float(np.max(np.abs(a.pdf(x) - b.pdf(x))))
 
@@ -241,17 +241,19 @@ def injectivity(model: ToyModel, *, bulk: float | None = None) -> str:
     if model.is_batched:
         raise ValueError("Expected an unbatched ToyModel but got a batch")
     interval = None if bulk is None else _bulk_interval(model, bulk)
-    return _decoder_injectivity(model.alpha, model.beta, model.bias, interval)
+    return decoder_injectivity(model.alpha, model.beta, model.bias, interval)
 
 
-def _decoder_injectivity(
+def decoder_injectivity(
     alpha: np.ndarray,
     beta: np.ndarray,
     bias: np.ndarray,
     interval: tuple[float, float] | None = None,
 ) -> str:
     """``injectivity`` of f = sum_i alpha_i ReLU(beta_i z + pi_i), on R or on an interval."""
-    lower, upper, slope, intercept = (p[0] for p in _pieces(alpha[None], beta[None], bias[None]))
+    lower, upper, slope, intercept = (
+        p[0] for p in affine_pieces(alpha[None], beta[None], bias[None])
+    )
     if interval is not None:
         left, right = interval
         lower, upper = np.clip(lower, left, right), np.clip(upper, left, right)

@@ -17,12 +17,18 @@ from idvae._validation import (
     check_random_state,
 )
 from idvae.exact._equivalence import (
-    _decoder_function,
-    _decoder_injectivity,
+    decoder_function,
+    decoder_injectivity,
     equivalent,
     injectivity,
 )
-from idvae.exact._model import ToyModel, _check_x, _component_logpdf, _pieces, quadrature_nodes
+from idvae.exact._model import (
+    ToyModel,
+    affine_pieces,
+    check_points,
+    mixture_component_logpdf,
+    quadrature_nodes,
+)
 
 
 # ---------------------------------------------------------------------------------------
@@ -156,7 +162,7 @@ class Grid:
         if deduplicate:
             keep, seen = [], set()
             for i, p in enumerate(params):
-                const, slope, kinks = _decoder_function(p[:, 0], p[:, 1], p[:, 2], 1e-12)
+                const, slope, kinks = decoder_function(p[:, 0], p[:, 1], p[:, 2], 1e-12)
                 tag = (round(const, 9), round(slope, 9)) + tuple(
                     (round(k, 9), round(d, 9)) for k, d in kinks
                 )
@@ -166,7 +172,7 @@ class Grid:
             params = params[keep]
         if self.weakly_injective_only:
             f2 = [
-                _decoder_injectivity(p[:, 0], p[:, 1], p[:, 2]) != "not weakly injective"
+                decoder_injectivity(p[:, 0], p[:, 1], p[:, 2]) != "not weakly injective"
                 for p in params
             ]
             params = params[np.array(f2, dtype=bool)]
@@ -306,11 +312,11 @@ def _component_table(grid: Grid, deduplicate: bool, x: np.ndarray) -> tuple[np.n
     for start in range(0, n_dec, step):
         sl = slice(start, min(start + step, n_dec))
         n_c = sl.stop - sl.start
-        log_g = _component_logpdf(
+        log_g = mixture_component_logpdf(
             x,
             np.broadcast_to(key_means, (n_c, n_keys)),
             np.broadcast_to(key_stds, (n_c, n_keys)),
-            _pieces(alpha[sl], beta[sl], bias[sl]),
+            affine_pieces(alpha[sl], beta[sl], bias[sl]),
             np.full(n_c, grid.noise_std),
         )  # (n_c, K, Q)
         shift[sl] = log_g.max(axis=1)
@@ -322,7 +328,7 @@ _TABLE_CACHE: dict[tuple[Grid, bool, float], tuple[int, int, np.ndarray, np.ndar
 _TABLE_MAX_BYTES = 400 * 2**20
 
 
-def _lattice_table(
+def lattice_table(
     grid: Grid, deduplicate: bool, step: float, first: int, last: int
 ) -> tuple[np.ndarray, np.ndarray]:
     """``_component_table`` on the lattice nodes step * [first, last], cached per grid.
@@ -345,7 +351,7 @@ def _lattice_table(
     return g, shift
 
 
-def _evaluate_grid(
+def evaluate_grid(
     grid: Grid,
     g: np.ndarray,
     shift: np.ndarray,
@@ -463,7 +469,7 @@ class GridSearchResult:
         return float("nan"), None
 
 
-def _finish(
+def finish_search(
     top: _TopK, t: int, grid: Grid, dedup: bool, n_eval: int, seconds: float, obj: str, tol: float
 ) -> GridSearchResult:
     values, flat = top.values[t], top.index[t]
@@ -533,18 +539,18 @@ def grid_search(
         step = grid.noise_std / 2
         nodes, w = quadrature_nodes(true_model, step=step)
         first = round(nodes[0] / step)
-        g, shift = _lattice_table(grid, deduplicate, step, first, first + len(nodes) - 1)
+        g, shift = lattice_table(grid, deduplicate, step, first, first + len(nodes) - 1)
         weights = (w * true_model.pdf(nodes))[:, None]
     else:
         if x is None:
             raise ValueError("Expected data x for objective='sample' but got None")
-        nodes = _check_x(x)
+        nodes = check_points(x)
         if nodes.shape[0] == 0:
             raise ValueError("Expected at least 1 sample in x but got 0")
         g, shift = _component_table(grid, deduplicate, nodes)
         weights = np.full((nodes.shape[0], 1), 1.0 / nodes.shape[0])
     n_jobs = check_positive_int(n_jobs, "n_jobs")
-    top, n_eval = _evaluate_grid(
+    top, n_eval = evaluate_grid(
         grid,
         g,
         shift,
@@ -554,7 +560,9 @@ def grid_search(
         keep=keep,
         n_jobs=n_jobs,
     )
-    return _finish(top, 0, grid, deduplicate, n_eval, time.perf_counter() - start, objective, tol)
+    return finish_search(
+        top, 0, grid, deduplicate, n_eval, time.perf_counter() - start, objective, tol
+    )
 
 
 def quick_grid(n_components: int = 3) -> Grid:

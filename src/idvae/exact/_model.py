@@ -17,7 +17,7 @@ from idvae._validation import (
 )
 from idvae.mixture import LOG_2PI
 
-_LOG_FLOOR = -1e30  # stands in for log(0) so that 0 * log p stays 0 in quadrature sums
+LOG_FLOOR = -1e30  # stands in for log(0) so that 0 * log p stays 0 in quadrature sums
 
 
 # ---------------------------------------------------------------------------------------
@@ -29,7 +29,7 @@ def _log1mexp(d: np.ndarray) -> np.ndarray:
         return np.where(d > -math.log(2.0), np.log(-np.expm1(d)), np.log1p(-np.exp(d)))
 
 
-def _log_ndtr_diff(lo: np.ndarray, hi: np.ndarray) -> np.ndarray:
+def log_ndtr_diff(lo: np.ndarray, hi: np.ndarray) -> np.ndarray:
     """log(Phi(hi) - Phi(lo)) for lo <= hi; -inf where the interval is empty.
 
     The difference is taken in the tail where it does not cancel: when the interval's centre
@@ -45,7 +45,7 @@ def _log_ndtr_diff(lo: np.ndarray, hi: np.ndarray) -> np.ndarray:
     return np.where(hi > lo, out, -np.inf)
 
 
-def _pieces(
+def affine_pieces(
     alpha: np.ndarray, beta: np.ndarray, bias: np.ndarray
 ) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
     """The affine pieces of f(z) = sum_i alpha_i ReLU(beta_i z + pi_i).
@@ -79,7 +79,7 @@ def _pieces(
     return lower, upper, slope, intercept
 
 
-def _component_logpdf(
+def mixture_component_logpdf(
     x: np.ndarray,
     means: np.ndarray,
     stds: np.ndarray,
@@ -91,7 +91,7 @@ def _component_logpdf(
     Args:
         x: array of shape (N,) or (B, N).
         means, stds: arrays of shape (B, J).
-        pieces: the output of ``_pieces``, arrays of shape (B, P).
+        pieces: the output of ``affine_pieces``, arrays of shape (B, P).
         noise_std: array of shape (B,).
 
     Returns:
@@ -110,7 +110,7 @@ def _component_logpdf(
     with np.errstate(invalid="ignore"):
         lo = (lower - post_mean) / post_sd
         hi = (upper - post_mean) / post_sd
-    terms = log_normal + _log_ndtr_diff(lo, hi)  # (B, J, P, N)
+    terms = log_normal + log_ndtr_diff(lo, hi)  # (B, J, P, N)
     top = terms.max(axis=2)  # finite: the pieces cover the line
     return top + np.log(np.sum(np.exp(terms - top[:, :, None, :]), axis=2))
 
@@ -323,10 +323,10 @@ class ToyModel:
     # -- densities --------------------------------------------------------------------------
     def component_logpdf(self, x: Any) -> np.ndarray:
         """log p(x | U = j) in closed form; shape (J, n) or (B, J, n)."""
-        x = _check_x(x)
+        x = check_points(x)
         p = self._batch()
-        pieces = _pieces(p["alpha"], p["beta"], p["bias"])
-        out = _component_logpdf(x, p["means"], p["stds"], pieces, p["noise_std"])
+        pieces = affine_pieces(p["alpha"], p["beta"], p["bias"])
+        out = mixture_component_logpdf(x, p["means"], p["stds"], pieces, p["noise_std"])
         return out if self._batched else out[0]
 
     def logpdf(self, x: Any) -> np.ndarray:
@@ -373,7 +373,7 @@ class ToyModel:
         return GMM(self.weights[keep], self.means[keep, None], self.stds[keep, None] ** 2)
 
 
-def _check_x(x: Any) -> np.ndarray:
+def check_points(x: Any) -> np.ndarray:
     arr = np.asarray(x, dtype=np.float64) if not hasattr(x, "detach") else x
     if np.ndim(arr) == 2 and np.shape(arr)[1] == 1:
         arr = np.asarray(arr)[:, 0]
@@ -383,7 +383,7 @@ def _check_x(x: Any) -> np.ndarray:
 # ---------------------------------------------------------------------------------------
 # likelihoods
 # ---------------------------------------------------------------------------------------
-def _support(model: ToyModel, cutoff: float) -> tuple[np.ndarray, np.ndarray]:
+def mass_interval(model: ToyModel, cutoff: float) -> tuple[np.ndarray, np.ndarray]:
     """Per model, an interval of x holding all but ~exp(-cutoff^2/2) of the mass; (B,), (B,)."""
     p = model._batch()
     lo = np.full(p["weights"].shape[0], np.inf)
@@ -423,7 +423,7 @@ def quadrature_nodes(
         step = float(np.min(model.noise_std)) / 2.0
     if not step > 0:
         raise ValueError(f"Expected step > 0 but got {step}")
-    lo, hi = _support(model, cutoff)
+    lo, hi = mass_interval(model, cutoff)
     first, last = math.floor(lo.min() / step), math.ceil(hi.max() / step)
     if last - first > 5_000_000:
         raise ValueError(f"Expected at most 5e6 quadrature nodes but got {last - first}")
@@ -456,14 +456,14 @@ def population_nll(
         nodes = quadrature_nodes(true_model, step=step)
     x, w = nodes
     weight = w * true_model.pdf(x)
-    log_p = np.maximum(model.logpdf(x), _LOG_FLOOR)
+    log_p = np.maximum(model.logpdf(x), LOG_FLOOR)
     out = -(log_p @ weight)
     return out if model.is_batched else float(out)
 
 
 def sample_nll(model: ToyModel, x: Any) -> float | np.ndarray:
     """The sample negative log-likelihood -mean_i log p_theta(x_i); float or (B,)."""
-    x = _check_x(x)
+    x = check_points(x)
     if x.shape[0] == 0:
         raise ValueError("Expected at least 1 sample in x but got 0")
     out = -np.mean(model.logpdf(x), axis=-1)

@@ -19,21 +19,21 @@ from idvae._validation import (
     check_random_state,
 )
 from idvae.exact._equivalence import (
-    _max_log_density_gap,
-    _tie_total_variation,
     disagreement_mass,
     equivalent,
     injectivity,
+    max_log_density_gap,
+    tie_total_variation,
 )
 from idvae.exact._grid import (
     Grid,
     GridSearchResult,
-    _evaluate_grid,
-    _finish,
-    _lattice_table,
+    evaluate_grid,
+    finish_search,
+    lattice_table,
     paper_grid,
 )
-from idvae.exact._model import _LOG_FLOOR, ToyModel, population_nll, quadrature_nodes
+from idvae.exact._model import LOG_FLOOR, ToyModel, population_nll, quadrature_nodes
 
 # total variation below which two closed-form densities are equal to float64 rounding
 # (equivalent models measure <= 1e-16; distinct ones on the paper grid >= 1.5e-11)
@@ -160,9 +160,9 @@ def mle_study(
         step = g.noise_std / 2
         nodes, w = quadrature_nodes(batch, step=step)
         first = round(nodes[0] / step)
-        table, shift = _lattice_table(g, True, step, first, first + len(nodes) - 1)
+        table, shift = lattice_table(g, True, step, first, first + len(nodes) - 1)
         node_weights = (w[None, :] * batch.pdf(nodes)).T  # (Q, T)
-        top, n_eval = _evaluate_grid(
+        top, n_eval = evaluate_grid(
             g,
             table,
             shift,
@@ -173,9 +173,9 @@ def mle_study(
             n_jobs=n_jobs,
         )
         evaluated[str(j)] = n_eval
-        truth_nll = -(np.maximum(batch.logpdf(nodes), _LOG_FLOOR) * node_weights.T).sum(1)
+        truth_nll = -(np.maximum(batch.logpdf(nodes), LOG_FLOOR) * node_weights.T).sum(1)
         for t, i in enumerate(idx):
-            res = _finish(top, t, g, True, n_eval, 0.0, "population", tol)
+            res = finish_search(top, t, g, True, n_eval, 0.0, "population", tol)
             records[i] = _simulation_record(
                 i, truths[i], res, float(truth_nll[t]), equivalence_tol, tail_mass
             )
@@ -203,7 +203,7 @@ def _simulation_record(
         if not e
     ]
     worst = max((mass for _, mass in ties), default=0.0)
-    tvs = _tie_total_variation(truth, [m for m, _ in ties])
+    tvs = tie_total_variation(truth, [m for m, _ in ties])
     tie_tv = float(tvs.max(initial=0.0))
     # A tie is explained when its density differs from the truth's (total variation above
     # the float64 rounding floor of ~1e-16, or log densities differing far out): then
@@ -213,7 +213,7 @@ def _simulation_record(
     unexplained = [
         m
         for (m, mass), tv in zip(ties, tvs, strict=True)
-        if mass >= tail_mass and tv <= _TV_FLOOR and _max_log_density_gap(m, truth) <= 1e-9
+        if mass >= tail_mass and tv <= _TV_FLOOR and max_log_density_gap(m, truth) <= 1e-9
     ]
     # Definition 2.1 compares models of the same class: a tie whose decoder is not weakly
     # injective (F2) is outside the class the identifiability theorem speaks about.
@@ -324,7 +324,7 @@ def _summarise(
 # profiles (Fig. 1)
 # ---------------------------------------------------------------------------------------
 _PROFILE_NAMES = ("weights", "means", "alpha", "beta", "bias")
-# an NLL above this stands for +inf (the truth's density vanishes: log 0 is _LOG_FLOOR)
+# an NLL above this stands for +inf (the truth's density vanishes: log 0 is LOG_FLOOR)
 _NLL_CEILING = 1e20
 # profile values within this of the least NLL are tied with it
 _NLL_TIE = 1e-9

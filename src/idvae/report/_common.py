@@ -17,28 +17,39 @@ from matplotlib.figure import Figure as MplFigure
 
 from idvae._validation import check_positive_int
 
+__all__ = [
+    "DEFAULT_DPI",
+    "PNG_MAGIC",
+    "category_colors",
+    "check_dpi",
+    "check_labels_1d",
+    "grid_shape",
+    "new_figure",
+    "to_png",
+]
+
 PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
 DEFAULT_DPI = 100
 
 
-def _new_figure(width: float, height: float, dpi: int) -> MplFigure:
+def new_figure(width: float, height: float, dpi: int) -> MplFigure:
     fig = MplFigure(figsize=(width, height), dpi=dpi, layout="constrained")
     FigureCanvasAgg(fig)
     return fig
 
 
-def _to_png(fig: MplFigure, dpi: int) -> bytes:
+def to_png(fig: MplFigure, dpi: int) -> bytes:
     buffer = io.BytesIO()
     # No "Software" entry: the bytes depend only on the input (and the fonts).
     fig.savefig(buffer, format="png", dpi=dpi, metadata={"Software": None})
     return buffer.getvalue()
 
 
-def _check_dpi(dpi: object) -> int:
+def check_dpi(dpi: object) -> int:
     return check_positive_int(dpi, "dpi", minimum=10)
 
 
-def _check_labels_1d(labels: object, name: str, n_samples: int) -> np.ndarray:
+def check_labels_1d(labels: object, name: str, n_samples: int) -> np.ndarray:
     arr = np.asarray(labels)
     if arr.ndim != 1:
         raise ValueError(f"Expected {name} to be a 1-D array but got {arr.ndim}-D")
@@ -49,7 +60,7 @@ def _check_labels_1d(labels: object, name: str, n_samples: int) -> np.ndarray:
     return arr
 
 
-def _category_colors(n: int) -> list[tuple[float, float, float, float]]:
+def category_colors(n: int) -> list[tuple[float, float, float, float]]:
     """n distinguishable colours: tab10, tab20, then an evenly spaced hue circle."""
     if n <= 10:
         cmap = colormaps["tab10"]
@@ -61,7 +72,7 @@ def _category_colors(n: int) -> list[tuple[float, float, float, float]]:
     return [cmap(i / n) for i in range(n)]
 
 
-def _grid_shape(n_panels: int, n_cols: int | None, default_cols: int) -> tuple[int, int]:
+def grid_shape(n_panels: int, n_cols: int | None, default_cols: int) -> tuple[int, int]:
     if n_cols is None:
         n_cols = min(n_panels, default_cols)
     n_cols = check_positive_int(n_cols, "n_cols")

@@ -22,10 +22,10 @@ from idvae._validation import check_array, check_positive_int
 from idvae.report._common import (
     DEFAULT_DPI,
     PNG_MAGIC,
-    _category_colors,
-    _check_dpi,
-    _new_figure,
-    _to_png,
+    category_colors,
+    check_dpi,
+    new_figure,
+    to_png,
 )
 from idvae.report.images import image_grid_figure, interleave_images
 from idvae.report.latent import (
@@ -90,7 +90,7 @@ def heatmap_figure(
         The PNG as bytes.
     """
     values = check_array(matrix, "matrix", allow_nan=True)
-    dpi = _check_dpi(dpi)
+    dpi = check_dpi(dpi)
     precision = check_positive_int(precision, "precision", minimum=0)
     n_rows, n_cols = values.shape
     if labels is not None and n_rows != n_cols:
@@ -111,7 +111,7 @@ def heatmap_figure(
         hi = lo + 1.0
 
     cell = 0.55 if max(n_rows, n_cols) <= 12 else 0.35
-    fig = _new_figure(cell * n_cols + 2.2, cell * n_rows + 1.2, dpi)
+    fig = new_figure(cell * n_cols + 2.2, cell * n_rows + 1.2, dpi)
     ax = fig.add_subplot()
     color_map = colormaps[cmap].with_extremes(bad="#d0d0d0")
     image = ax.imshow(
@@ -141,7 +141,7 @@ def heatmap_figure(
             tick.set_rotation(45)
             tick.set_horizontalalignment("right")
     ax.set_title(title, fontsize=10)
-    return _to_png(fig, dpi)
+    return to_png(fig, dpi)
 
 
 # ---------------------------------------------------------------- training curves
@@ -188,7 +188,7 @@ def training_curves_figure(
         raise ValueError("Expected at least one key to plot but got none")
     if labels is not None and len(labels) != len(histories):
         raise ValueError(f"Expected {len(histories)} labels (one per run) but got {len(labels)}")
-    dpi = _check_dpi(dpi)
+    dpi = check_dpi(dpi)
     seen: set[str] = set()
     for i, history in enumerate(histories):
         if isinstance(history, Mapping) or not isinstance(history, Sequence):
@@ -208,8 +208,8 @@ def training_curves_figure(
             f"available: {sorted(seen)}"
         )
 
-    colors = _category_colors(len(histories))
-    fig = _new_figure(3.8 * len(keys), 3.0 + (0.3 if title else 0.0), dpi)
+    colors = category_colors(len(histories))
+    fig = new_figure(3.8 * len(keys), 3.0 + (0.3 if title else 0.0), dpi)
     axes = fig.subplots(1, len(keys), squeeze=False).ravel()
     for ax, key in zip(axes, keys, strict=True):
         for i, history in enumerate(histories):
@@ -232,7 +232,7 @@ def training_curves_figure(
         axes[0].legend(fontsize=7)
     if title:
         fig.suptitle(title, fontsize=10)
-    return _to_png(fig, dpi)
+    return to_png(fig, dpi)
 
 
 # ------------------------------------------------------------- metric comparison
@@ -269,7 +269,7 @@ def metric_comparison_figure(
             "Expected values to be a non-empty dict of group name -> values "
             f"but got {type(values).__name__}"
         )
-    dpi = _check_dpi(dpi)
+    dpi = check_dpi(dpi)
     groups = {
         str(k): check_array(v, f"values[{k!r}]", ndim=1, allow_nan=True) for k, v in values.items()
     }
@@ -277,7 +277,7 @@ def metric_comparison_figure(
     unknown = sorted(set(map(str, paper)) - set(groups))
     if unknown:
         raise ValueError(f"Expected paper's groups among {sorted(groups)} but got {unknown}")
-    fig = _new_figure(max(3.5, 1.1 * len(groups) + 1.5), 3.4, dpi)
+    fig = new_figure(max(3.5, 1.1 * len(groups) + 1.5), 3.4, dpi)
     ax = fig.add_subplot()
     ticks = []
     for x, (name, v) in enumerate(groups.items()):
@@ -326,4 +326,4 @@ def metric_comparison_figure(
     ax.tick_params(labelsize=7)
     ax.grid(axis="y", alpha=0.3)
     ax.legend(fontsize=7, loc="best")
-    return _to_png(fig, dpi)
+    return to_png(fig, dpi)

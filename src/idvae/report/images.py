@@ -9,7 +9,7 @@ import numpy as np
 from matplotlib import colormaps
 
 from idvae._validation import check_positive_int
-from idvae.report._common import DEFAULT_DPI, _check_dpi, _new_figure, _to_png
+from idvae.report._common import DEFAULT_DPI, check_dpi, new_figure, to_png
 
 __all__ = ["image_grid_figure", "interleave_images"]
 
@@ -117,7 +117,7 @@ def image_grid_figure(
     """
     arr = _as_images(images, image_shape)
     n_cols = check_positive_int(n_cols, "n_cols")
-    dpi = _check_dpi(dpi)
+    dpi = check_dpi(dpi)
     n = arr.shape[0]
     n_cols = min(n_cols, n)
     n_rows = math.ceil(n / n_cols)
@@ -151,7 +151,7 @@ def image_grid_figure(
     scale = 0.55 / max(h, w)  # inches per pixel: every image is 0.55 in across
     width = shape[1] * scale + (1.2 if row_labels is not None else 0.3)
     height = shape[0] * scale + (0.5 if title else 0.15) + (0.3 if col_labels else 0.0)
-    fig = _new_figure(max(width, 1.5), max(height, 1.0), dpi)
+    fig = new_figure(max(width, 1.5), max(height, 1.0), dpi)
     ax = fig.add_subplot()
     if arr.ndim == 4:
         ax.imshow(mosaic, interpolation="nearest")
@@ -173,4 +173,4 @@ def image_grid_figure(
         ax.tick_params(axis="x", length=0, labelsize=7)
     if title:
         ax.set_title(title, fontsize=10)
-    return _to_png(fig, dpi)
+    return to_png(fig, dpi)

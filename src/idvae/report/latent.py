@@ -13,12 +13,12 @@ from matplotlib.colors import to_rgba
 from idvae._validation import RandomState, check_array, check_positive_int, check_random_state
 from idvae.report._common import (
     DEFAULT_DPI,
-    _category_colors,
-    _check_dpi,
-    _check_labels_1d,
-    _grid_shape,
-    _new_figure,
-    _to_png,
+    category_colors,
+    check_dpi,
+    check_labels_1d,
+    grid_shape,
+    new_figure,
+    to_png,
 )
 
 __all__ = ["AffineAlignment", "align_affine", "fit_affine_alignment", "latent_grid_figure"]
@@ -192,7 +192,7 @@ def latent_grid_figure(
         The PNG as bytes.
     """
     zs, reasons = _as_latent_list(latents)
-    dpi = _check_dpi(dpi)
+    dpi = check_dpi(dpi)
     max_points = check_positive_int(max_points, "max_points")
     if align not in ("affine", "none"):
         raise ValueError(f"Expected align 'affine' or 'none' but got {align!r}")
@@ -227,18 +227,18 @@ def latent_grid_figure(
         if len(labels) != n_runs:
             raise ValueError(f"Expected {n_runs} label arrays (one per run) but got {len(labels)}")
         run_labels = [
-            None if lab is None or z is None else _check_labels_1d(lab, f"labels[{i}]", len(z))
+            None if lab is None or z is None else check_labels_1d(lab, f"labels[{i}]", len(z))
             for i, (lab, z) in enumerate(zip(labels, zs, strict=True))
         ]
     else:
         shared = np.asarray(labels)
         run_labels = [
-            None if z is None else _check_labels_1d(shared, "labels", z.shape[0]) for z in zs
+            None if z is None else check_labels_1d(shared, "labels", z.shape[0]) for z in zs
         ]
         if has_ref_panel:
-            ref_labels = _check_labels_1d(shared, "labels", ref.shape[0])
+            ref_labels = check_labels_1d(shared, "labels", ref.shape[0])
     if reference_labels is not None and has_ref_panel:
-        ref_labels = _check_labels_1d(reference_labels, "reference_labels", ref.shape[0])
+        ref_labels = check_labels_1d(reference_labels, "reference_labels", ref.shape[0])
 
     # Align on all points, then draw a subset.
     panels: list[tuple[np.ndarray | None, np.ndarray | None, str]] = []
@@ -269,7 +269,7 @@ def latent_grid_figure(
     # Colours: one per distinct label over every panel, so shared labels match.
     all_labels = [lab for _, lab, _ in panels if lab is not None]
     categories = np.unique(np.concatenate(all_labels)) if all_labels else np.array([])
-    colors = _category_colors(len(categories))
+    colors = category_colors(len(categories))
     color_array = np.array(colors) if len(categories) else np.zeros((0, 4))
 
     rng = check_random_state(random_state)
@@ -282,8 +282,8 @@ def latent_grid_figure(
             )
         return subsets[n]
 
-    n_rows, n_cols = _grid_shape(len(panels), n_cols, 6)
-    fig = _new_figure(2.6 * n_cols, 2.6 * n_rows + 0.5, dpi)
+    n_rows, n_cols = grid_shape(len(panels), n_cols, 6)
+    fig = new_figure(2.6 * n_cols, 2.6 * n_rows + 0.5, dpi)
     axes = fig.subplots(n_rows, n_cols, squeeze=False)
 
     shared_limits = None
@@ -355,4 +355,4 @@ def latent_grid_figure(
     if n_failed:
         what += f"; {n_failed} of {n_runs} runs failed or diverged"
     fig.suptitle(what if title is None else f"{title}\n{what}", fontsize=10)
-    return _to_png(fig, dpi)
+    return to_png(fig, dpi)

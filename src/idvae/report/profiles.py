@@ -17,7 +17,7 @@ from typing import Any
 import numpy as np
 
 from idvae._validation import check_array
-from idvae.report._common import DEFAULT_DPI, _check_dpi, _grid_shape, _new_figure, _to_png
+from idvae.report._common import DEFAULT_DPI, check_dpi, grid_shape, new_figure, to_png
 
 __all__ = ["Profile", "profile_figure", "profiles_figure"]
 
@@ -137,13 +137,13 @@ def profile_figure(
     Returns:
         The PNG as bytes.
     """
-    dpi = _check_dpi(dpi)
+    dpi = check_dpi(dpi)
     p = _check_profile(
         Profile(grid_values, nll_values, truth, minimiser, parameter_name, title), "profile"
     )
-    fig = _new_figure(4.2, 3.2, dpi)
+    fig = new_figure(4.2, 3.2, dpi)
     _draw_profile(fig.add_subplot(), p)
-    return _to_png(fig, dpi)
+    return to_png(fig, dpi)
 
 
 def profiles_figure(
@@ -170,10 +170,10 @@ def profiles_figure(
         )
     if len(profiles) == 0:
         raise ValueError("Expected at least one profile but got an empty list")
-    dpi = _check_dpi(dpi)
+    dpi = check_dpi(dpi)
     checked = [_check_profile(p, f"profiles[{i}]") for i, p in enumerate(profiles)]
-    n_rows, n_cols = _grid_shape(len(checked), n_cols, 3)
-    fig = _new_figure(4.0 * n_cols, 3.1 * n_rows + (0.3 if title else 0.0), dpi)
+    n_rows, n_cols = grid_shape(len(checked), n_cols, 3)
+    fig = new_figure(4.0 * n_cols, 3.1 * n_rows + (0.3 if title else 0.0), dpi)
     axes = fig.subplots(n_rows, n_cols, squeeze=False).ravel()
     for ax, p in zip(axes, checked, strict=False):
         _draw_profile(ax, p)
@@ -181,4 +181,4 @@ def profiles_figure(
         ax.set_axis_off()
     if title:
         fig.suptitle(title, fontsize=10)
-    return _to_png(fig, dpi)
+    return to_png(fig, dpi)
