@@ -210,6 +210,13 @@ def _collect(estimator: Any, context: RunContext, out: RunOutput) -> None:
         out.model_files = _saved_files(estimator)
 
 
+def _lost_run(run_id: int, seed: int, err: BaseException) -> RunOutput:
+    """The record of a run whose worker died before it could return its own record."""
+    return RunOutput(
+        run_id=run_id, seed=seed, status="failed", error=f"{type(err).__name__}: {err}"
+    )
+
+
 def _as_cluster_labels(predictions: np.ndarray) -> np.ndarray:
     """One int label per sample; facet states of shape (n, k) become joint indices."""
     predictions = predictions.astype(np.int64)
@@ -378,12 +385,7 @@ def _run_local(
                     try:
                         yield future.result()
                     except Exception as err:  # the worker process itself died
-                        yield RunOutput(
-                            run_id=run_id,
-                            seed=seed,
-                            status="failed",
-                            error=f"{type(err).__name__}: {err}",
-                        )
+                        yield _lost_run(run_id, seed, err)
         finally:
             for future in pending:
                 future.cancel()
@@ -459,12 +461,7 @@ def _run_ray(
                 try:
                     yield ray.get(ref)
                 except Exception as err:  # the task or its worker died
-                    yield RunOutput(
-                        run_id=run_id,
-                        seed=seed,
-                        status="failed",
-                        error=f"{type(err).__name__}: {err}",
-                    )
+                    yield _lost_run(run_id, seed, err)
     finally:
         for ref in pending:
             ray.cancel(ref, force=True)

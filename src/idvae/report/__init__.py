@@ -15,21 +15,8 @@ Example:
 """
 
 from idvae.metrics import METRIC_LABELS
-from idvae.report.figures import (
-    PNG_MAGIC,
-    AffineAlignment,
-    Profile,
-    align_affine,
-    fit_affine_alignment,
-    heatmap_figure,
-    image_grid_figure,
-    interleave_images,
-    latent_grid_figure,
-    metric_comparison_figure,
-    profile_figure,
-    profiles_figure,
-    training_curves_figure,
-)
+from idvae.report._common import PNG_MAGIC
+from idvae.report.figures import heatmap_figure, metric_comparison_figure, training_curves_figure
 from idvae.report.html import (
     Figure,
     Section,
@@ -40,6 +27,14 @@ from idvae.report.html import (
     write_html_report,
     write_png,
 )
+from idvae.report.images import image_grid_figure, interleave_images
+from idvae.report.latent import (
+    AffineAlignment,
+    align_affine,
+    fit_affine_alignment,
+    latent_grid_figure,
+)
+from idvae.report.profiles import Profile, profile_figure, profiles_figure
 from idvae.report.stability import stability_section
 
 __all__ = [

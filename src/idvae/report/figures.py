@@ -2,8 +2,8 @@
 
 Latent spaces (Figs. 2, 5-7) live in :mod:`idvae.report.latent`, NLL profiles (Fig. 1) in
 :mod:`idvae.report.profiles`, image grids (Figs. 8-9) in :mod:`idvae.report.images`; this
-module holds heatmaps of pairwise metrics, training curves and the ours-vs-paper comparison,
-and re-exports the others. Every function builds a ``matplotlib.figure.Figure`` directly
+module holds heatmaps of pairwise metrics, training curves and the ours-vs-paper comparison.
+Every function builds a ``matplotlib.figure.Figure`` directly
 (never pyplot), renders it with the Agg canvas and returns the PNG bytes; the same input
 gives the same bytes.
 """
@@ -21,36 +21,13 @@ from matplotlib import colormaps
 from idvae._validation import check_array, check_positive_int
 from idvae.report._common import (
     DEFAULT_DPI,
-    PNG_MAGIC,
     category_colors,
     check_dpi,
     new_figure,
     to_png,
 )
-from idvae.report.images import image_grid_figure, interleave_images
-from idvae.report.latent import (
-    AffineAlignment,
-    align_affine,
-    fit_affine_alignment,
-    latent_grid_figure,
-)
-from idvae.report.profiles import Profile, profile_figure, profiles_figure
 
-__all__ = [
-    "PNG_MAGIC",
-    "AffineAlignment",
-    "Profile",
-    "align_affine",
-    "fit_affine_alignment",
-    "heatmap_figure",
-    "image_grid_figure",
-    "interleave_images",
-    "latent_grid_figure",
-    "metric_comparison_figure",
-    "profile_figure",
-    "profiles_figure",
-    "training_curves_figure",
-]
+__all__ = ["heatmap_figure", "metric_comparison_figure", "training_curves_figure"]
 
 
 # -------------------------------------------------------------------------- heatmap

@@ -12,8 +12,9 @@ from typing import Any
 import numpy as np
 
 from idvae.metrics import METRIC_LABELS
-from idvae.report.figures import heatmap_figure, latent_grid_figure
+from idvae.report.figures import heatmap_figure
 from idvae.report.html import Figure, Section, Table
+from idvae.report.latent import latent_grid_figure
 
 __all__ = ["stability_section"]
 
