@@ -9,7 +9,11 @@ from __future__ import annotations
 import functools
 import importlib
 import sys
-from collections.abc import Callable
+import zipfile
+import zlib
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from pathlib import Path
 from typing import Any
 
 import typer
@@ -47,13 +51,34 @@ class UserError(Exception):
     """An error caused by the user's input; printed as one line, exit status 2."""
 
 
-USER_ERRORS = (ValueError, TypeError, OSError, UserError)
+# What reading a truncated or corrupted file raises besides ValueError/OSError.
+DAMAGED_FILE_ERRORS = (zipfile.BadZipFile, zlib.error, EOFError)
+USER_ERRORS = (ValueError, TypeError, OSError, UserError, *DAMAGED_FILE_ERRORS)
 
 
 def one_line(err: BaseException) -> str:
     """The first line of an error's message (its class name when empty)."""
     text = str(err).strip()
     return text.splitlines()[0] if text else type(err).__name__
+
+
+@contextmanager
+def reading(path: Path | str) -> Iterator[None]:
+    """Turn the errors of a damaged (truncated, corrupted) file into one naming the file."""
+    try:
+        yield
+    except DAMAGED_FILE_ERRORS as err:
+        raise ValueError(
+            f"Expected a readable file at {path} but it is damaged ({one_line(err)})"
+        ) from None
+
+
+def load_data(path: Path | str) -> Any:
+    """``idvae.datasets.load_array(path)``; a damaged file is a user error naming it."""
+    from idvae.datasets import load_array
+
+    with reading(path):
+        return load_array(path)
 
 
 def command(*args: Any, **kwargs: Any) -> Callable[[Callable[..., Any]], Callable[..., Any]]:

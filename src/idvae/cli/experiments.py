@@ -12,7 +12,7 @@ import numpy as np
 import typer
 from rich.console import Console
 
-from idvae.cli import command
+from idvae.cli import command, load_data, reading
 
 __all__ = ["demo", "reproduce", "stability"]
 
@@ -80,12 +80,10 @@ def _load_truth(path: Path | None) -> dict[str, Any]:
     """z, labels and the prior (``prior_weights``/``_means``/``_covariances``) of a .npz."""
     if path is None:
         return {}
-    from idvae.datasets import load_array
-
-    loaded = load_array(path)
+    loaded = load_data(path)
     truth: dict[str, Any] = {"z": loaded.z, "labels": loaded.labels}
     if path.suffix == ".npz":
-        with np.load(path, allow_pickle=False) as npz:
+        with reading(path), np.load(path, allow_pickle=False) as npz:
             if {"prior_weights", "prior_means", "prior_covariances"} <= set(npz.files):
                 from idvae import GMM
 
@@ -121,7 +119,6 @@ def stability(
     """Fit a model --runs times and measure how alike the latent spaces are (MCC, distAff)."""
     _set_threads(threads)
     from idvae._validation import write_text_atomic
-    from idvae.datasets import load_array
     from idvae.experiments import EstimatorSpec
     from idvae.experiments import stability as run_stability
     from idvae.experiments.reproduce import results_csv, stability_rows
@@ -129,7 +126,7 @@ def stability(
     from idvae.report.stability import stability_section
 
     _check_executor(executor, address)
-    loaded = load_array(data)
+    loaded = load_data(data)
     own = _load_truth(data) if data.suffix == ".npz" else {}
     given = _load_truth(truth) if truth is not None else {}
     z_true = given.get("z", own.get("z"))

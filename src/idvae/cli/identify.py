@@ -9,7 +9,7 @@ import numpy as np
 import typer
 
 from idvae._validation import atomic_write
-from idvae.cli import command
+from idvae.cli import command, load_data
 
 __all__ = ["identify"]
 
@@ -48,9 +48,7 @@ def identify(
         estimator = load(model_dir)
     x = None
     if data is not None:
-        from idvae.datasets import load_array
-
-        x = load_array(data).x
+        x = load_data(data).x
     report = identifiability_report(estimator, x, random_state=seed)
     if out is not None:
         if report.latents is None:

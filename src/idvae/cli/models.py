@@ -4,23 +4,23 @@ from __future__ import annotations
 
 import inspect
 import json
+import os
+import shutil
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 import typer
 
-from idvae._validation import atomic_write
-from idvae.cli import command
+from idvae._validation import atomic_directory, atomic_write
+from idvae.cli import command, load_data, reading
 
 __all__ = ["fit", "info", "sample", "transform"]
 
 
 def _load_x(path: Path) -> Any:
     """The data file as ``idvae.datasets.load_array`` reads it (x, optional z, u, labels)."""
-    from idvae.datasets import load_array
-
-    return load_array(path)
+    return load_data(path)
 
 
 def _int_list(text: str | None, option: str) -> tuple[int, ...] | None:
@@ -42,7 +42,11 @@ def _aux_array(aux: Path | None, data: Any, model: str) -> np.ndarray | None:
     """u for IVAE: from --aux, else the data file's ``u`` (or ``labels``)."""
     if aux is not None:
         loaded = _load_x(aux) if aux.suffix.lower() != ".npy" else None
-        u = np.load(aux, allow_pickle=False) if loaded is None else loaded.x
+        if loaded is None:
+            with reading(aux):
+                u = np.load(aux, allow_pickle=False)
+        else:
+            u = loaded.x
         return np.asarray(u)
     for key in ("u", "labels"):
         value = getattr(data, key, None)
@@ -59,6 +63,57 @@ def _save_npy(path: Path, array: np.ndarray) -> None:
         raise ValueError(f"Expected --out to end in .npy but got {str(path)!r}")
     with atomic_write(path, "wb") as fh:
         np.save(fh, array, allow_pickle=False)
+
+
+def _same_file(a: Path, b: Path) -> bool:
+    if a.resolve() == b.resolve():
+        return True
+    return a.exists() and b.exists() and os.path.samefile(a, b)  # hard links too
+
+
+def _check_distinct(out: Path, option: str, others: dict[str, Path | None]) -> None:
+    """Refuse an output path that is another file of the command (it would replace it)."""
+    for what, given in others.items():
+        if given is not None and _same_file(out, given):
+            raise ValueError(
+                f"Expected {option} to be another file than {what} but both are {given}; "
+                f"writing there would replace {what}"
+            )
+
+
+def _fit_and_save(estimator: Any, args: tuple[Any, ...], out: Path, resume: bool) -> None:
+    """Fit with checkpoints and save to ``out``; a failure leaves ``out`` as it was.
+
+    A new (or empty) ``out`` holds the checkpoint while training, so that a killed run can
+    be resumed; if the fit fails it is emptied again (and removed when this call made it).
+    A model already in ``out`` (``--overwrite``) is replaced only once the new one is
+    saved: training checkpoints go to a temporary directory beside it. ``--resume``
+    continues in ``out`` itself. Ctrl-C keeps the checkpoint of a new ``out`` for
+    ``--resume``.
+    """
+    if resume:
+        estimator.fit(*args, checkpoint_dir=out, resume=True)
+        estimator.save(out)
+        return
+    if out.is_dir() and any(out.iterdir()):  # --overwrite: the old model stays until the end
+        with atomic_directory(out) as tmp:
+            estimator.fit(*args, checkpoint_dir=tmp)
+            estimator.save(tmp)
+        return
+    made = not out.exists()
+    try:
+        estimator.fit(*args, checkpoint_dir=out)
+        estimator.save(out)
+    except Exception:
+        if made:
+            shutil.rmtree(out, ignore_errors=True)
+        elif out.is_dir():  # it was empty: whatever is in it now is this fit's
+            for entry in out.iterdir():
+                if entry.is_dir() and not entry.is_symlink():
+                    shutil.rmtree(entry, ignore_errors=True)
+                else:
+                    entry.unlink(missing_ok=True)
+        raise
 
 
 def _check_out_dir(out: Path, model: str, resume: bool, overwrite: bool) -> None:
@@ -140,8 +195,7 @@ def fit(
         args = (loaded.x, _aux_array(aux, loaded, model))
     elif aux is not None:
         raise ValueError(f"Expected no --aux for --model {model} but got {aux}")
-    estimator.fit(*args, checkpoint_dir=out, resume=resume)
-    estimator.save(out)
+    _fit_and_save(estimator, args, out, resume)
     last = estimator.history_[-1] if estimator.history_ else {}
     loss = f", final loss {last['loss']:.4g}" if "loss" in last else ""
     typer.echo(f"saved {type(estimator).__name__} to {out}{loss}")
@@ -157,6 +211,7 @@ def transform(
     """Write the posterior means E[z | x] of DATA under a saved model."""
     from idvae.models import aux_argument, load, model_name
 
+    _check_distinct(out, "--out", {"DATA": data, "--aux": aux})
     estimator = load(model_dir)
     loaded = _load_x(data)
     if aux_argument(estimator) is not None:
@@ -180,6 +235,8 @@ def sample(
 
     if n_samples < 1:
         raise ValueError(f"Expected -n >= 1 but got {n_samples}")
+    if latent_out is not None:
+        _check_distinct(latent_out, "--latent-out", {"--out": out})
     estimator = load(model_dir)
     x, z = estimator.sample(n_samples, random_state=seed, return_latent=True)
     _save_npy(out, x)

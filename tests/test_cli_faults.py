@@ -1,0 +1,147 @@
+"""Hostile input to the real ``idvae`` command (a subprocess): no data lost, one line, exit 2."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+import idvae
+
+IDVAE = str(Path(sys.executable).with_name("idvae"))
+OPTS = ["--latent-dim", "2", "--components", "3", "--epochs", "2", "--pretrain-epochs", "1",
+        "--batch-size", "32", "--device", "cpu", "--quiet"]  # fmt: skip
+
+
+def idvae_cmd(*args: str | Path, cwd: Path) -> subprocess.CompletedProcess:
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    return subprocess.run(
+        [IDVAE, *map(str, args)], capture_output=True, text=True, cwd=cwd, env=env, timeout=300
+    )
+
+
+def assert_one_line_error(proc: subprocess.CompletedProcess, *texts: str) -> None:
+    assert proc.returncode == 2, proc.stderr
+    lines = proc.stderr.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith("error: "), proc.stderr
+    for text in texts:
+        assert text in lines[0], lines[0]
+
+
+def snapshot(folder: Path) -> dict[str, bytes]:
+    return {str(p.relative_to(folder)): p.read_bytes() for p in folder.rglob("*") if p.is_file()}
+
+
+@pytest.fixture(scope="module")
+def work(tmp_path_factory) -> Path:
+    """data.npz (300 x 5, three clusters), one_row.npy, and a fitted model in model/."""
+    root = tmp_path_factory.mktemp("faults")
+    rng = np.random.default_rng(0)
+    labels = np.arange(300) % 3
+    x = rng.normal(scale=3.0, size=(3, 5))[labels] + rng.normal(size=(300, 5))
+    np.savez(root / "data.npz", x=x, labels=labels)
+    np.save(root / "one_row.npy", x[:1])
+    fitted = idvae_cmd("fit", "data.npz", "--out", "model", *OPTS, cwd=root)
+    assert fitted.returncode == 0, fitted.stderr
+    return root
+
+
+def test_failed_fit_overwrite_leaves_the_existing_model_intact(work, tmp_path):
+    model = tmp_path / "model"
+    model.mkdir()
+    for name, content in snapshot(work / "model").items():
+        (model / name).write_bytes(content)
+    before = snapshot(model)
+    assert "checkpoint.pt" in before
+    failed = idvae_cmd(
+        "fit", work / "one_row.npy", "--out", model, "--overwrite", *OPTS, "--components", "1",
+        cwd=tmp_path,
+    )  # fmt: skip
+    assert_one_line_error(failed, "1 sample")
+    assert snapshot(model) == before  # config, weights and checkpoint untouched
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["model"]  # no temporary left
+    # The original run can still be resumed from its own checkpoint.
+    resumed = idvae_cmd("fit", work / "data.npz", "--out", model, *OPTS, "--resume", cwd=tmp_path)
+    assert resumed.returncode == 0, resumed.stderr
+
+
+def test_successful_fit_overwrite_replaces_model_and_checkpoint(work, tmp_path):
+    model = tmp_path / "model"
+    model.mkdir()
+    for name, content in snapshot(work / "model").items():
+        (model / name).write_bytes(content)
+    done = idvae_cmd("fit", work / "data.npz", "--out", model, "--overwrite", *OPTS,
+                     "--seed", "7", cwd=tmp_path)  # fmt: skip
+    assert done.returncode == 0, done.stderr
+    assert idvae.load(model).random_state == 7
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["model"]
+    # the checkpoint is the new run's: resuming with the new settings is accepted
+    again = idvae_cmd("fit", work / "data.npz", "--out", model, *OPTS, "--seed", "7", "--resume",
+                      cwd=tmp_path)  # fmt: skip
+    assert again.returncode == 0, again.stderr
+
+
+@pytest.mark.parametrize("existing", [False, True], ids=["new", "empty"])
+def test_failed_fit_leaves_no_partial_output(work, tmp_path, existing):
+    out = tmp_path / "m"
+    if existing:
+        out.mkdir()
+    failed = idvae_cmd(
+        "fit", work / "one_row.npy", "--out", out, *OPTS, "--components", "1", cwd=tmp_path
+    )
+    assert_one_line_error(failed, "1 sample")
+    assert out.exists() is existing
+    if existing:
+        assert list(out.iterdir()) == []
+    assert [p.name for p in tmp_path.iterdir()] == (["m"] if existing else [])
+
+
+def test_transform_refuses_to_write_over_its_input(work, tmp_path):
+    data = tmp_path / "x.npy"
+    np.save(data, np.load(work / "data.npz")["x"])
+    before = data.read_bytes()
+    (tmp_path / "link.npy").symlink_to(data)
+    for out in ("x.npy", "./x.npy", "link.npy"):
+        refused = idvae_cmd("transform", work / "model", data, "--out", out, cwd=tmp_path)
+        assert_one_line_error(refused, "--out", "DATA")
+        assert data.read_bytes() == before
+
+
+def test_sample_refuses_the_same_file_for_samples_and_latents(work, tmp_path):
+    refused = idvae_cmd(
+        "sample", work / "model", "-n", "5", "--out", "s.npy", "--latent-out", "s.npy",
+        cwd=tmp_path,
+    )  # fmt: skip
+    assert_one_line_error(refused, "--latent-out", "--out")
+    assert list(tmp_path.iterdir()) == []
+
+
+def _damaged_copies(work: Path, folder: Path) -> list[Path]:
+    data = (work / "data.npz").read_bytes()
+    truncated = folder / "truncated.npz"
+    truncated.write_bytes(data[: len(data) // 2])
+    # One flipped byte inside the stored x.npy: the archive opens, the CRC check fails.
+    flipped = bytearray(data)
+    flipped[data.index(b"\x93NUMPY") + 200] ^= 0xFF
+    corrupted = folder / "corrupted.npz"
+    corrupted.write_bytes(bytes(flipped))
+    return [truncated, corrupted]
+
+
+@pytest.mark.parametrize("command", ["fit", "transform", "identify", "stability"])
+def test_damaged_npz_is_one_line_naming_the_file(work, tmp_path, command):
+    for bad in _damaged_copies(work, tmp_path):
+        args = {
+            "fit": ("fit", bad, "--out", "m", *OPTS),
+            "transform": ("transform", work / "model", bad, "--out", "z.npy"),
+            "identify": ("identify", work / "model", "--data", bad, "--out", "z.npy"),
+            "stability": ("stability", bad, "--runs", "1", "--out", "st"),
+        }[command]
+        proc = idvae_cmd(*args, cwd=tmp_path)
+        assert_one_line_error(proc, str(bad), "damaged")
+        assert "Traceback" not in proc.stderr
+        assert sorted(p.name for p in tmp_path.iterdir()) == ["corrupted.npz", "truncated.npz"]
