@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 import os
+import signal
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import numpy as np
@@ -145,3 +147,73 @@ def test_damaged_npz_is_one_line_naming_the_file(work, tmp_path, command):
         assert_one_line_error(proc, str(bad), "damaged")
         assert "Traceback" not in proc.stderr
         assert sorted(p.name for p in tmp_path.iterdir()) == ["corrupted.npz", "truncated.npz"]
+
+
+def test_diverging_training_is_one_line_and_leaves_nothing(work, tmp_path):
+    proc = idvae_cmd("fit", work / "data.npz", "--out", "m", *OPTS, "--lr", "1e30", cwd=tmp_path)
+    assert_one_line_error(proc, "non-finite", "smaller lr")
+    assert list(tmp_path.iterdir()) == []
+
+
+@pytest.mark.parametrize(
+    ("args", "texts"),
+    [
+        # 10^10 samples: a terabyte of arrays, more than any machine this runs on
+        (("simulate", "--n-samples", "10000000000", "--out", "s.npz"), ("fit in memory",)),
+        (("simulate", "--n-samples", "100", "--components", "1000000", "--out", "s.npz"),
+         ("at most --n-samples = 100", "1000000")),
+        (("sample", "{model}", "-n", "100000000000", "--out", "s.npy"), ("fit in memory",)),
+        (("mle", "--tol", "-1", "--out", "o"), ("--tol >= 0",)),
+    ],
+    ids=["simulate-huge", "simulate-components", "sample-huge", "mle-tol"],
+)  # fmt: skip
+def test_impossible_requests_are_refused_up_front(work, tmp_path, args, texts):
+    args = [str(work / "model") if a == "{model}" else a for a in args]
+    proc = idvae_cmd(*args, cwd=tmp_path)  # refused before any work: no hang
+    assert_one_line_error(proc, *texts)
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_sample_writes_nothing_when_latent_out_cannot_be_written(work, tmp_path):
+    (tmp_path / "afile").write_text("")
+    proc = idvae_cmd(
+        "sample", work / "model", "-n", "5", "--out", "s.npy", "--latent-out", "afile/z.npy",
+        cwd=tmp_path,
+    )  # fmt: skip
+    assert_one_line_error(proc, "--latent-out", "afile")
+    assert [p.name for p in tmp_path.iterdir()] == ["afile"]
+
+
+def test_stability_where_every_run_failed_exits_2(work, tmp_path):
+    np.save(tmp_path / "x2.npy", np.random.default_rng(0).normal(size=(60, 2)))
+    proc = idvae_cmd(
+        "stability", "x2.npy", "--runs", "2", "--latent-dim", "3", "--out", "st",
+        "--epochs", "1", "--pretrain-epochs", "1", cwd=tmp_path,
+    )  # fmt: skip
+    assert proc.returncode == 2, proc.stderr
+    last = proc.stderr.strip().splitlines()[-1]
+    assert last.startswith("error: ") and "all 2 failed" in last and "latent_dim" in last
+    assert (tmp_path / "st" / "stability.json").is_file()  # the record of what failed
+
+
+def test_ctrl_c_keeps_the_checkpoint_and_says_how_to_resume(work, tmp_path):
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    args = [IDVAE, "fit", str(work / "data.npz"), "--out", "m", *OPTS, "--epochs", "100000"]
+    child = subprocess.Popen(args, cwd=tmp_path, env=env, stderr=subprocess.PIPE, text=True)
+    try:
+        deadline = time.monotonic() + 120
+        while not (tmp_path / "m" / "checkpoint.pt").is_file() and time.monotonic() < deadline:
+            time.sleep(0.1)
+        child.send_signal(signal.SIGINT)
+        _, stderr = child.communicate(timeout=60)
+    finally:
+        if child.poll() is None:
+            child.kill()
+            child.wait()
+    assert child.returncode == 130, stderr
+    assert stderr.strip().splitlines() == [
+        "interrupted; the last finished epoch is saved in m: add --resume to continue"
+    ]
+    # The checkpoint is the interrupted run's: --resume reads it, and refuses other settings.
+    probe = idvae_cmd("fit", work / "data.npz", "--out", "m", *OPTS, "--resume", cwd=tmp_path)
+    assert probe.returncode == 2 and "epochs" in probe.stderr

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import functools
 import importlib
+import os
 import sys
 import zipfile
 import zlib
@@ -53,7 +54,29 @@ class UserError(Exception):
 
 # What reading a truncated or corrupted file raises besides ValueError/OSError.
 DAMAGED_FILE_ERRORS = (zipfile.BadZipFile, zlib.error, EOFError)
-USER_ERRORS = (ValueError, TypeError, OSError, UserError, *DAMAGED_FILE_ERRORS)
+USER_ERRORS = (ValueError, TypeError, OSError, UserError, MemoryError, *DAMAGED_FILE_ERRORS)
+
+
+def is_user_error(err: BaseException) -> bool:
+    """Whether ``err`` is the user's to fix: bad input, or training that diverged on it
+    (``idvae.training.TrainingError``, e.g. a learning rate far too large)."""
+    if isinstance(err, USER_ERRORS):
+        return True
+    training = sys.modules.get("idvae.training")  # loaded whenever it could have raised
+    return training is not None and isinstance(err, training.TrainingError)
+
+
+def check_memory(n_bytes: float, what: str) -> None:
+    """Refuse up front a request whose output arrays alone exceed this machine's memory."""
+    try:
+        total = os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES")
+    except (AttributeError, ValueError, OSError):  # not a POSIX system: no check
+        return
+    if n_bytes > total:
+        raise ValueError(
+            f"Expected {what} to fit in memory but its arrays alone take "
+            f"{n_bytes / 2**30:.1f} GiB and this machine has {total / 2**30:.1f} GiB"
+        )
 
 
 def one_line(err: BaseException) -> str:
@@ -93,7 +116,9 @@ def command(*args: Any, **kwargs: Any) -> Callable[[Callable[..., Any]], Callabl
         def wrapper(*a: Any, **kw: Any) -> Any:
             try:
                 return func(*a, **kw)
-            except USER_ERRORS as err:
+            except Exception as err:
+                if not is_user_error(err):
+                    raise
                 typer.echo(f"error: {one_line(err)}", err=True)
                 raise typer.Exit(2) from None
 
@@ -107,7 +132,9 @@ def main(argv: list[str] | None = None) -> None:
     """Entry point of the ``idvae`` console script."""
     try:
         app(args=argv, prog_name="idvae", standalone_mode=True)
-    except USER_ERRORS as err:
+    except Exception as err:
+        if not is_user_error(err):
+            raise
         typer.echo(f"error: {one_line(err)}", err=True)
         sys.exit(2)
 

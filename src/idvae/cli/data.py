@@ -2,13 +2,14 @@
 
 from __future__ import annotations
 
+import math
 from pathlib import Path
 
 import numpy as np
 import typer
 
 from idvae._validation import atomic_write
-from idvae.cli import command
+from idvae.cli import check_memory, command
 
 __all__ = ["dataset", "simulate"]
 
@@ -75,6 +76,15 @@ def simulate(
     facet_sizes = _int_list(facets, "--facets")
     if components is None and facet_sizes is None:
         components = 3
+    if n_samples < 1:
+        raise ValueError(f"Expected --n-samples >= 1 but got {n_samples}")
+    n_states = components if components is not None else math.prod(facet_sizes or (1,))
+    if n_states > n_samples:
+        raise ValueError(
+            f"Expected at most --n-samples = {n_samples} mixture components but got {n_states}"
+        )
+    # x, z, u and labels, float64: a lower bound of what the simulation holds at once
+    check_memory(8.0 * n_samples * (obs_dim + latent_dim + 2), f"--n-samples {n_samples}")
     sim = sample_model(
         n_samples,
         latent_dim=latent_dim,

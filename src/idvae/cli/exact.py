@@ -39,6 +39,10 @@ def mle(
         raise ValueError(f"Expected --simulations >= 1 but got {simulations}")
     if seed < 0:
         raise ValueError(f"Expected --seed >= 0 but got {seed}")
+    if not tol >= 0:  # also refuses NaN
+        raise ValueError(f"Expected --tol >= 0 but got {tol}")
+    if jobs < 1:
+        raise ValueError(f"Expected --jobs >= 1 but got {jobs}")
     if out.exists() and not out.is_dir():
         raise ValueError(f"Expected --out to be a directory but {out} is a file")
     study = exact.mle_study(

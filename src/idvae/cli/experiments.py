@@ -182,6 +182,11 @@ def stability(
     )
     write_html_report(out / "report.html", title=f"Stability: {data.name}", sections=[section])
     typer.echo(f"wrote {out / 'stability.json'}, results.csv, report.html and runs/")
+    if result.n_failed == result.n_runs:
+        first = next((r.error for r in result.runs if r.error), "no error recorded")
+        raise ValueError(
+            f"Expected at least one run to succeed but all {result.n_runs} failed (run 0: {first})"
+        )
 
 
 def _model_params(cls: type, latent_dim: int, components: int) -> dict[str, Any]:

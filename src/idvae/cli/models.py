@@ -6,14 +6,16 @@ import inspect
 import json
 import os
 import shutil
+from collections.abc import Iterator
+from contextlib import contextmanager, nullcontext
 from pathlib import Path
-from typing import Any
+from typing import IO, Any
 
 import numpy as np
 import typer
 
 from idvae._validation import atomic_directory, atomic_write
-from idvae.cli import command, load_data, reading
+from idvae.cli import check_memory, command, load_data, reading
 
 __all__ = ["fit", "info", "sample", "transform"]
 
@@ -58,10 +60,27 @@ def _aux_array(aux: Path | None, data: Any, model: str) -> np.ndarray | None:
     )
 
 
-def _save_npy(path: Path, array: np.ndarray) -> None:
+def _check_npy(path: Path, option: str) -> None:
     if path.suffix != ".npy":
-        raise ValueError(f"Expected --out to end in .npy but got {str(path)!r}")
-    with atomic_write(path, "wb") as fh:
+        raise ValueError(f"Expected {option} to end in .npy but got {str(path)!r}")
+
+
+@contextmanager
+def _writing(path: Path, option: str) -> Iterator[IO[bytes]]:
+    """``atomic_write(path)``; an OS error names the option and the path, not the temp file."""
+    _check_npy(path, option)
+    if path.parent.exists() and not path.parent.is_dir():
+        raise ValueError(f"Expected {option} {path} in a folder but {path.parent} is a file")
+    try:
+        with atomic_write(path, "wb") as fh:
+            yield fh
+    except OSError as err:
+        reason = err.strerror or str(err)
+        raise ValueError(f"Expected to write {option} {path} but: {reason}") from None
+
+
+def _save_npy(path: Path, array: np.ndarray, option: str = "--out") -> None:
+    with _writing(path, option) as fh:
         np.save(fh, array, allow_pickle=False)
 
 
@@ -195,7 +214,18 @@ def fit(
         args = (loaded.x, _aux_array(aux, loaded, model))
     elif aux is not None:
         raise ValueError(f"Expected no --aux for --model {model} but got {aux}")
-    _fit_and_save(estimator, args, out, resume)
+    replacing = not resume and out.is_dir() and any(out.iterdir())
+    try:
+        _fit_and_save(estimator, args, out, resume)
+    except KeyboardInterrupt:
+        if replacing:
+            where = f"the model in {out} is unchanged"
+        elif (out / "checkpoint.pt").is_file():
+            where = f"the last finished epoch is saved in {out}: add --resume to continue"
+        else:
+            where = "no epoch had finished, nothing was saved"
+        typer.echo(f"interrupted; {where}", err=True)
+        raise typer.Exit(130) from None
     last = estimator.history_[-1] if estimator.history_ else {}
     loss = f", final loss {last['loss']:.4g}" if "loss" in last else ""
     typer.echo(f"saved {type(estimator).__name__} to {out}{loss}")
@@ -235,13 +265,20 @@ def sample(
 
     if n_samples < 1:
         raise ValueError(f"Expected -n >= 1 but got {n_samples}")
+    _check_npy(out, "--out")
     if latent_out is not None:
+        _check_npy(latent_out, "--latent-out")
         _check_distinct(latent_out, "--latent-out", {"--out": out})
     estimator = load(model_dir)
+    width = int(estimator.n_features_in_) + int(estimator.module_.latent_dim)
+    check_memory(8.0 * n_samples * width, f"-n {n_samples}")
     x, z = estimator.sample(n_samples, random_state=seed, return_latent=True)
-    _save_npy(out, x)
-    if latent_out is not None:
-        _save_npy(latent_out, z)
+    # Both files are complete before either is renamed into place: all or nothing.
+    latents = _writing(latent_out, "--latent-out") if latent_out is not None else nullcontext()
+    with _writing(out, "--out") as fx, latents as fz:
+        np.save(fx, x, allow_pickle=False)
+        if fz is not None:
+            np.save(fz, z, allow_pickle=False)
     typer.echo(f"wrote {x.shape[0]} samples to {out}")
 
 
