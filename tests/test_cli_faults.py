@@ -217,3 +217,16 @@ def test_ctrl_c_keeps_the_checkpoint_and_says_how_to_resume(work, tmp_path):
     # The checkpoint is the interrupted run's: --resume reads it, and refuses other settings.
     probe = idvae_cmd("fit", work / "data.npz", "--out", "m", *OPTS, "--resume", cwd=tmp_path)
     assert probe.returncode == 2 and "epochs" in probe.stderr
+
+
+@pytest.mark.parametrize("command", ["stability", "demo"])
+def test_an_error_after_the_progress_display_started_is_still_one_line(work, tmp_path, command):
+    (tmp_path / "mine").mkdir()
+    (tmp_path / "mine" / "thesis.tex").write_text("keep me")
+    args = {
+        "stability": ("stability", work / "data.npz", "--runs", "1", "--out", "mine"),
+        "demo": ("demo", "--quick", "--out", "mine"),
+    }[command]
+    proc = idvae_cmd(*args, cwd=tmp_path)
+    assert_one_line_error(proc, "mine")
+    assert [p.name for p in (tmp_path / "mine").iterdir()] == ["thesis.tex"]
