@@ -121,12 +121,22 @@ def stability(
     seed: int = typer.Option(0, "--seed", help="Seed the run seeds derive from."),
     no_vectorize: bool = NO_VECTORIZE_OPTION,
     threads: int = THREADS_OPTION,
+    holdout: float = typer.Option(
+        0.2, "--holdout", help="Fraction of DATA kept out of every fit (held-out ELBO); 0: none."
+    ),
+    mode_threshold: float = typer.Option(
+        0.95, "--mode-threshold", help="Weak MCC (affine) at which two runs share a mode."
+    ),
 ) -> None:
-    """Fit a model --runs times and measure how alike the latent spaces are (MCC, distAff)."""
+    """Fit a model --runs times, measure how alike the latent spaces are (MCC, distAff) and
+    group the runs into modes with their held-out ELBO: agreement is not recovery."""
     _set_threads(threads)
+    import warnings
+
     from idvae._validation import write_text_atomic
     from idvae.experiments import EstimatorSpec
     from idvae.experiments import stability as run_stability
+    from idvae.experiments.modes import ModeWarning
     from idvae.experiments.reproduce import results_csv, stability_rows
     from idvae.report import write_html_report
     from idvae.report.stability import stability_section
@@ -160,7 +170,9 @@ def stability(
             )
         fit_kwargs[aux] = value
         transform_kwargs[aux] = value
-    with _progress(runs, f"{model} × {runs}") as advance:
+    # the modes' warnings are printed below with the modes, not as Python warnings
+    with _progress(runs, f"{model} × {runs}") as advance, warnings.catch_warnings():
+        warnings.simplefilter("ignore", ModeWarning)
         result = run_stability(
             spec,
             loaded.x,
@@ -178,10 +190,16 @@ def stability(
             transform_kwargs=transform_kwargs,
             vectorize=not no_vectorize,
             progress=advance,
+            holdout=holdout,
+            mode_threshold=mode_threshold,
         )
     console = Console()
     console.print(result.table(title=f"Stability of {model} over {runs} runs"))
     console.print(result.runs_table())
+    if result.modes is not None:
+        console.print(result.modes_table())
+        for line in result.modes.statements():
+            console.print(line, soft_wrap=True, markup=False)
     write_text_atomic(out / "results.csv", results_csv(stability_rows("stability", "data", result)))
     section = stability_section(
         result, heading=f"{model} on {data.name}", labels=labels, reference=z_true

@@ -1,26 +1,32 @@
 """Experiments: stability studies, executors (local pool, Ray) and the paper's reproductions.
 
-``idvae.stability`` is :func:`idvae.experiments.study.stability`; the configurations of
-App. J (Table 2, pinwheel, Table 3, the MLE study) and the demo live in
-:mod:`idvae.experiments.reproduce` and :mod:`idvae.experiments.demo`.
+``idvae.stability`` is :func:`idvae.experiments.study.stability`; the modes its runs fall
+into (and the warnings that agreement is not recovery) are :mod:`idvae.experiments.modes`;
+the configurations of App. J (Table 2, pinwheel, Table 3, the MLE study) and the demo live
+in :mod:`idvae.experiments.reproduce` and :mod:`idvae.experiments.demo`.
 """
 
 from __future__ import annotations
 
 from idvae.experiments.demo import run_demo
 from idvae.experiments.executors import EstimatorSpec, RunContext, RunOutput, execute_runs
+from idvae.experiments.modes import Mode, ModeReport, ModeWarning, find_modes
 from idvae.experiments.reproduce import EXPERIMENTS, experiment, reproduce
 from idvae.experiments.study import (
     RunRecord,
     StabilityResult,
     StudyStore,
     derive_seeds,
+    holdout_split,
     stability,
 )
 
 __all__ = [
     "EXPERIMENTS",
     "EstimatorSpec",
+    "Mode",
+    "ModeReport",
+    "ModeWarning",
     "RunContext",
     "RunOutput",
     "RunRecord",
@@ -29,6 +35,8 @@ __all__ = [
     "derive_seeds",
     "execute_runs",
     "experiment",
+    "find_modes",
+    "holdout_split",
     "reproduce",
     "run_demo",
     "stability",

@@ -111,10 +111,15 @@ class RunContext:
 
     Args:
         make_estimator: seed -> unfitted estimator.
-        x: array of shape (n_samples, n_features), the training data.
+        x: array of shape (n_samples, n_features), the study's data; every run transforms
+            all of it.
         fit_kwargs: extra keyword arguments of ``fit`` (e.g. ``u`` for iVAE).
         transform_kwargs: extra keyword arguments of ``transform``.
         save_models: whether to return the saved model's files.
+        holdout_rows: int array of the rows of ``x`` kept out of every fit, or None (fit on
+            all rows). The rows are scored with the fitted estimator's ``score`` (its
+            held-out ELBO). Fit keyword arguments with one row per sample (``u``) are split
+            with ``x``.
     """
 
     make_estimator: Callable[[int], Any]
@@ -122,6 +127,37 @@ class RunContext:
     fit_kwargs: Mapping[str, Any] = field(default_factory=dict)
     transform_kwargs: Mapping[str, Any] = field(default_factory=dict)
     save_models: bool = True
+    holdout_rows: np.ndarray | None = None
+
+    def fit_arguments(self) -> tuple[np.ndarray, dict[str, Any]]:
+        """``x`` and ``fit_kwargs`` without the held-out rows: what ``fit`` is given."""
+        if self.holdout_rows is None:
+            return self.x, dict(self.fit_kwargs)
+        keep = np.ones(self.x.shape[0], dtype=bool)
+        keep[self.holdout_rows] = False
+        return self._rows(keep)
+
+    def holdout_arguments(self) -> tuple[np.ndarray, dict[str, Any]] | None:
+        """The held-out rows of ``x`` and of the per-sample fit arguments, or None."""
+        if self.holdout_rows is None:
+            return None
+        return self._rows(np.asarray(self.holdout_rows))
+
+    def _rows(self, rows: np.ndarray) -> tuple[np.ndarray, dict[str, Any]]:
+        n = self.x.shape[0]
+        kwargs = {
+            key: np.asarray(value)[rows] if _per_sample(value, n) else value
+            for key, value in self.fit_kwargs.items()
+        }
+        return self.x[rows], kwargs
+
+
+def _per_sample(value: Any, n_samples: int) -> bool:
+    """Whether a fit argument is an array with one row per sample (split with X)."""
+    shape = getattr(value, "shape", None)
+    if shape is None and isinstance(value, list | tuple):
+        shape = np.shape(value)
+    return bool(shape) and shape[0] == n_samples
 
 
 @dataclass
@@ -142,6 +178,9 @@ class RunOutput:
         model_files: relative path -> bytes of ``estimator.save(dir)``.
         vectorized: whether the run was trained in a batched model with other seeds (its
             ``fit_seconds`` is then the batch's time divided by the number of seeds).
+        heldout_elbo: ``score`` of the held-out rows (mean ELBO per sample), when the
+            context has held-out rows and the estimator a ``score``.
+        heldout_error: why ``heldout_elbo`` is missing when ``score`` failed.
     """
 
     run_id: int
@@ -156,6 +195,8 @@ class RunOutput:
     history: Any = None
     model_files: dict[str, bytes] = field(default_factory=dict)
     vectorized: bool = False
+    heldout_elbo: float | None = None
+    heldout_error: str | None = None
 
 
 def fit_run(context: RunContext, run_id: int, seed: int) -> RunOutput:
@@ -164,7 +205,8 @@ def fit_run(context: RunContext, run_id: int, seed: int) -> RunOutput:
     start = time.perf_counter()
     try:
         estimator = context.make_estimator(int(seed))
-        estimator.fit(context.x, **dict(context.fit_kwargs))
+        x_fit, fit_kwargs = context.fit_arguments()
+        estimator.fit(x_fit, **fit_kwargs)
         _collect(estimator, context, out)
     except Exception as err:  # a failed run is a result, never a crash of the study
         _record_failure(out, err)
@@ -208,6 +250,24 @@ def _collect(estimator: Any, context: RunContext, out: RunOutput) -> None:
         out.history = None
     if context.save_models and hasattr(estimator, "save"):
         out.model_files = _saved_files(estimator)
+    _score_holdout(estimator, context, out)
+
+
+def _score_holdout(estimator: Any, context: RunContext, out: RunOutput) -> None:
+    """The held-out ELBO of a fitted estimator; a failing ``score`` does not fail the run."""
+    held_out = context.holdout_arguments()
+    if held_out is None or not hasattr(estimator, "score"):
+        return
+    x_holdout, kwargs = held_out
+    try:
+        value = float(estimator.score(x_holdout, **kwargs))
+    except Exception as err:  # the fit stands; only its held-out score is missing
+        out.heldout_error = f"{type(err).__name__}: {err}"
+        return
+    if np.isfinite(value):
+        out.heldout_elbo = value
+    else:
+        out.heldout_error = f"score returned {value}"
 
 
 def _lost_run(run_id: int, seed: int, err: BaseException) -> RunOutput:
@@ -252,15 +312,16 @@ def _vectorizable(context: RunContext, tasks: Sequence[tuple[int, int]]) -> tupl
         for p in list(inspect.signature(type(template).fit).parameters.values())[2:]
         if p.kind in (p.POSITIONAL_ONLY, p.POSITIONAL_OR_KEYWORD)
     ]
-    unknown = set(context.fit_kwargs) - set(names)
+    _, fit_kwargs = context.fit_arguments()
+    unknown = set(fit_kwargs) - set(names)
     if unknown:
         raise ValueError(f"fit keyword arguments {sorted(unknown)} cannot be passed positionally")
     aux: list[Any] = []
     for name in names:
-        if name not in context.fit_kwargs:
+        if name not in fit_kwargs:
             break
-        aux.append(context.fit_kwargs[name])
-    if len(aux) != len(context.fit_kwargs):
+        aux.append(fit_kwargs[name])
+    if len(aux) != len(fit_kwargs):
         raise ValueError("fit keyword arguments are not a prefix of fit's positional arguments")
     return template, tuple(aux)
 
@@ -288,7 +349,8 @@ def fit_runs_vectorized(
     try:
         with warnings.catch_warnings(record=True) as caught:
             warnings.simplefilter("always")
-            fitted, reports = fit_seeds(template, context.x, seeds, *aux, return_report=True)
+            x_fit, _ = context.fit_arguments()
+            fitted, reports = fit_seeds(template, x_fit, seeds, *aux, return_report=True)
     except Exception as err:  # fall back to separate runs, which record each failure
         notes.append(f"vectorised fit failed ({type(err).__name__}: {err}); fitting separately")
         return None

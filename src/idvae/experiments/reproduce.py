@@ -612,6 +612,7 @@ CSV_COLUMNS = (
     "experiment",
     "study",
     "scope",
+    "mode",
     "run_a",
     "run_b",
     "seed",
@@ -633,8 +634,9 @@ def stability_rows(
 ) -> list[dict[str, Any]]:
     """Long-format rows: every run (to truth, clustering), every pair, and the summaries.
 
-    ``scope`` is ``run``, ``pair``, ``summary`` (between runs), ``summary_truth`` or
-    ``summary_clustering``; failed runs appear with ``status`` and their error.
+    ``scope`` is ``run``, ``pair``, ``summary`` (between runs), ``summary_truth``,
+    ``summary_clustering``, ``mode`` (one row per mode and score, its runs in ``status``) or
+    ``mode_warning``; failed runs appear with ``status`` and their error.
     """
     paper = paper or {}
     rows: list[dict[str, Any]] = []
@@ -650,6 +652,11 @@ def stability_rows(
             {**base, "scope": "run", "run_a": run.run_id, "seed": run.seed,
              "metric": "fit_seconds", "value": run.fit_seconds, "status": "ok"}
         )  # fmt: skip
+        if run.heldout_elbo is not None:
+            rows.append(
+                {**base, "scope": "run", "run_a": run.run_id, "seed": run.seed,
+                 "metric": "heldout_elbo", "value": run.heldout_elbo, "status": "ok"}
+            )  # fmt: skip
         for name, value in {**run.truth, **run.clustering}.items():
             metric = f"{name}_to_truth" if name in run.truth else name
             rows.append(
@@ -683,6 +690,8 @@ def stability_rows(
         {**base, "scope": "summary", "metric": "n_failed", "value": summary["n_failed"],
          "n": summary["n_runs"]}
     )  # fmt: skip
+    if result.modes is not None:
+        rows.extend({**base, **row} for row in result.modes.rows())
     return rows
 
 

@@ -16,6 +16,14 @@ distAff to the true prior, clustering accuracy, NMI and ARI against ``labels``).
 Summaries are means and standard deviations over the unordered pairs i < j of successful
 runs (the paper's Table 2 reports the same mean over its 20 ordered pairs: the matrices are
 symmetric). Failed runs are kept with their error and counted, never dropped.
+
+Agreement is not recovery: runs that agree may share a wrong optimum. So, beyond the paper,
+a fraction of X (``holdout``, 0.2 by default; the same rows for every run, drawn from
+``random_state``) is kept out of every fit and scored with each run's ``score`` (its
+held-out ELBO), and the runs are grouped into *modes* of runs that match up to an affine
+map (:mod:`idvae.experiments.modes`). A :class:`~idvae.experiments.modes.ModeWarning` is
+issued when the runs agree but a run outside the largest mode reached a higher held-out
+ELBO, and when the modes disagree.
 """
 
 from __future__ import annotations
@@ -38,8 +46,8 @@ from idvae._validation import (
     check_array,
     check_positive_int,
     check_random_state,
+    jsonable,
 )
-from idvae._validation import jsonable as _jsonable
 from idvae.experiments.executors import (
     ExecutorName,
     RunContext,
@@ -47,37 +55,45 @@ from idvae.experiments.executors import (
     execute_runs,
     fit_runs_vectorized,
 )
+from idvae.experiments.modes import (
+    MODE_THRESHOLD,
+    ModeReport,
+    ModeWarning,
+    find_modes,
+    warn_modes,
+)
+from idvae.metrics import METRIC_LABELS
 from idvae.mixture import GMM
 
 __all__ = [
+    "HOLDOUT",
+    "MIN_HOLDOUT_SAMPLES",
     "PAIR_METRICS",
     "RunRecord",
     "StabilityResult",
     "StudyStore",
     "derive_seeds",
+    "holdout_split",
     "stability",
 ]
 
 FORMAT_VERSION = 1
 
-# name -> label (pairwise, between runs)
+# the default fraction of X kept out of every run's fit, and the fewest held-out rows
+# for which a held-out ELBO is computed
+HOLDOUT = 0.2
+MIN_HOLDOUT_SAMPLES = 10
+
+# name -> label: between runs, to the truth, of the clustering
 PAIR_METRICS: dict[str, str] = {
-    "strong_mcc": "strong MCC",
-    "weak_mcc": "weak MCC (CCA)",
-    "canonical_mcc": "canonical strong MCC (Thm E.1)",
-    "dist_aff": "distAff,L2",
+    k: METRIC_LABELS[k] for k in ("strong_mcc", "weak_mcc", "canonical_mcc", "dist_aff")
 }
-TRUTH_METRICS: dict[str, str] = {
-    "strong_mcc": "strong MCC",
-    "weak_mcc": "weak MCC (CCA)",
-    "canonical_mcc": "canonical strong MCC (Thm E.1)",
-    "dist_aff": "distAff,L2",
-}
-CLUSTER_METRICS: dict[str, str] = {
-    "accuracy": "cluster accuracy",
-    "nmi": "NMI",
-    "ari": "ARI",
-}
+TRUTH_METRICS: dict[str, str] = dict(PAIR_METRICS)
+CLUSTER_METRICS: dict[str, str] = {k: METRIC_LABELS[k] for k in ("accuracy", "nmi", "ari")}
+
+# stream indices of SeedSequence(random_state) beside the runs' 0, 1, ...
+_METRIC_STREAM = 2**31 - 1
+_HOLDOUT_STREAM = 2**31 - 2
 
 
 # --------------------------------------------------------------------------- seeds
@@ -105,6 +121,54 @@ def _child_seed(base: int, index: int) -> int:
     return int(ss.generate_state(1, dtype=np.uint32)[0] & 0x7FFFFFFF)
 
 
+def holdout_split(
+    n_samples: int, holdout: float = HOLDOUT, random_state: RandomState = 0
+) -> tuple[np.ndarray, np.ndarray]:
+    """The rows a study fits on and the rows it keeps out of every fit.
+
+    ``round(holdout * n_samples)`` rows drawn without replacement from a stream of
+    ``SeedSequence(random_state)`` of its own (the runs' seeds are not affected); the same
+    ``random_state`` gives the same split as ``stability(..., random_state=random_state)``.
+
+    Args:
+        n_samples: the rows of X.
+        holdout: the fraction kept out, in (0, 1).
+        random_state: int, Generator or None.
+
+    Returns:
+        ``(fit_rows, holdout_rows)``: sorted, disjoint int arrays covering ``range(n_samples)``.
+
+    Raises:
+        ValueError: when fewer than ``MIN_HOLDOUT_SAMPLES`` rows would be held out or fewer
+            than 2 left to fit on.
+    """
+    return _split(
+        check_positive_int(n_samples, "n_samples"),
+        _check_holdout(holdout),
+        _base_entropy(random_state),
+    )
+
+
+def _check_holdout(holdout: float) -> float:
+    if isinstance(holdout, bool) or not isinstance(holdout, int | float | np.floating):
+        raise TypeError(f"Expected holdout to be a number but got {type(holdout).__name__}")
+    if not 0.0 <= float(holdout) < 1.0:
+        raise ValueError(f"Expected holdout in [0, 1) but got {holdout}")
+    return float(holdout)
+
+
+def _split(n_samples: int, holdout: float, base: int) -> tuple[np.ndarray, np.ndarray]:
+    n_holdout = int(round(holdout * n_samples))
+    if n_holdout < MIN_HOLDOUT_SAMPLES or n_samples - n_holdout < 2:
+        raise ValueError(
+            f"Expected at least {MIN_HOLDOUT_SAMPLES} held-out rows and 2 rows to fit on but "
+            f"holdout={holdout:g} of {n_samples} rows keeps out {n_holdout}"
+        )
+    rng = np.random.default_rng(_child_seed(base, _HOLDOUT_STREAM))
+    order = rng.permutation(n_samples)
+    return np.sort(order[n_holdout:]), np.sort(order[:n_holdout])
+
+
 # --------------------------------------------------------------------------- records
 
 
@@ -122,6 +186,8 @@ class RunRecord:
         clustering: accuracy, NMI, ARI of ``predict(X)`` against ``labels``.
         resumed: whether the run was read back from an earlier, interrupted study.
         vectorized: whether it was trained in one batched model with other seeds.
+        heldout_elbo: the estimator's ``score`` (mean ELBO per sample) on the rows kept
+            out of every fit, or None (no split, no ``score``, or a failed run).
     """
 
     run_id: int
@@ -133,6 +199,7 @@ class RunRecord:
     clustering: dict[str, float] = field(default_factory=dict)
     resumed: bool = False
     vectorized: bool = False
+    heldout_elbo: float | None = None
 
     @property
     def ok(self) -> bool:
@@ -167,6 +234,10 @@ class StabilityResult:
         config: the study's description (estimator, data fingerprint, seeds, options).
         notes: warnings collected while computing metrics (a metric that failed on a pair).
         histories: per run, the estimator's ``history_`` (training curves) or None.
+        modes: the runs grouped into modes, with their held-out ELBO and warnings
+            (:class:`~idvae.experiments.modes.ModeReport`).
+        holdout_rows: int array of the rows of X kept out of every fit, or None (not part of
+            the JSON; ``holdout_split`` regenerates it).
     """
 
     runs: list[RunRecord]
@@ -177,6 +248,8 @@ class StabilityResult:
     config: dict[str, Any] = field(default_factory=dict)
     notes: list[str] = field(default_factory=list)
     histories: list[Any] = field(default_factory=list, repr=False)
+    modes: ModeReport | None = None
+    holdout_rows: np.ndarray | None = field(default=None, repr=False)
 
     @property
     def n_runs(self) -> int:
@@ -246,10 +319,11 @@ class StabilityResult:
         """Everything but the latents, as JSON-serialisable data."""
         return {
             "format_version": FORMAT_VERSION,
-            "config": _jsonable(self.config),
+            "config": jsonable(self.config),
             "summary": self.summary(),
             "runs": [asdict(r) for r in self.runs],
             "matrices": {k: _nan_to_none(v) for k, v in self.matrices.items()},
+            "modes": None if self.modes is None else self.modes.to_dict(),
             "priors": [None if p is None else p.to_dict() for p in self.priors],
             "notes": list(self.notes),
         }
@@ -271,6 +345,7 @@ class StabilityResult:
             for k, m in data["matrices"].items()
         }
         priors = [None if p is None else GMM.from_dict(p) for p in data.get("priors", [])]
+        modes = data.get("modes")
         return cls(
             runs=runs,
             matrices=matrices,
@@ -279,6 +354,7 @@ class StabilityResult:
             priors=priors,
             config=dict(data.get("config", {})),
             notes=list(data.get("notes", [])),
+            modes=None if modes is None else ModeReport.from_dict(modes),
         )
 
     def table(self, title: str | None = None) -> Any:
@@ -303,6 +379,12 @@ class StabilityResult:
             if name in summary["clustering"]:
                 table.add_row(label, "", _fmt(summary["clustering"][name]))
         return table
+
+    def modes_table(self, title: str | None = None) -> Any:
+        """A ``rich.table.Table`` of the modes (size, runs, held-out ELBO, MCC to truth)."""
+        if self.modes is None:
+            raise ValueError("Expected a result with modes but this one has none")
+        return self.modes.table(title)
 
     def runs_table(self, title: str | None = None) -> Any:
         """A ``rich.table.Table`` listing every run: seed, status, metrics to the truth.
@@ -389,7 +471,7 @@ def describe_estimator(make_estimator: Callable[[int], Any]) -> dict[str, Any]:
 
 def _jsonable_or_repr(value: Any) -> Any:
     try:
-        return _jsonable(value)
+        return jsonable(value)
     except TypeError:
         return repr(value)
 
@@ -408,10 +490,11 @@ class StudyStore:
     """The on-disk layout of a study: ``DIR/study.json`` and ``DIR/runs/<id>/``.
 
     Each finished run is one directory written atomically: ``result.json`` (seed, status,
-    error, time, prior), ``latents.npy``, ``predictions.npy`` and ``model/`` (the estimator's
-    ``save``). A study interrupted at any moment is continued with ``resume=True``: finished
-    runs are read back, failed and missing ones are run again. ``study.json`` holds the
-    study's fingerprint; resuming into a directory of another study is refused.
+    error, time, prior, held-out ELBO), ``latents.npy``, ``predictions.npy`` and ``model/``
+    (the estimator's ``save``). A study interrupted at any moment is continued with
+    ``resume=True``: finished runs are read back, failed and missing ones are run again.
+    ``study.json`` holds the study's fingerprint; resuming into a directory of another study
+    is refused.
     """
 
     def __init__(self, root: str | Path) -> None:
@@ -455,7 +538,7 @@ class StudyStore:
                 )
         self.root.mkdir(parents=True, exist_ok=True)
         with atomic_write(self.study_file, "w") as fh:
-            json.dump(_jsonable(dict(config)), fh, indent=2)
+            json.dump(jsonable(dict(config)), fh, indent=2)
             fh.write("\n")
 
     def finished(self, run_id: int, seed: int) -> RunOutput | None:
@@ -485,6 +568,8 @@ class StudyStore:
             prior=data.get("prior"),
             history=data.get("history"),
             vectorized=bool(data.get("vectorized", False)),
+            heldout_elbo=data.get("heldout_elbo"),
+            heldout_error=data.get("heldout_error"),
         )
 
     def write(self, output: RunOutput) -> None:
@@ -500,6 +585,8 @@ class StudyStore:
                 "prior": output.prior,
                 "history": output.history,
                 "vectorized": output.vectorized,
+                "heldout_elbo": output.heldout_elbo,
+                "heldout_error": output.heldout_error,
             }
             (tmp / "result.json").write_text(json.dumps(result, indent=2) + "\n")
             if output.latents is not None:
@@ -558,9 +645,6 @@ def canonical_map(prior: GMM, notes: list[str] | None = None) -> Callable[[np.nd
 
     Uses ``idvae.identify.canonicalize(prior, strict=False)``; its identifiability warnings
     (e.g. (P2) nearly failing on an estimated prior) are appended to ``notes``.
-
-    Raises:
-        ImportError: when ``idvae.identify`` has no ``canonicalize``.
     """
     from idvae.identify import canonicalize
 
@@ -593,8 +677,14 @@ def compute_result(
     metric_seed: int,
     config: dict[str, Any],
     resumed: set[int] = frozenset(),  # type: ignore[assignment]
+    mode_threshold: float = MODE_THRESHOLD,
+    heldout_note: str | None = None,
 ) -> StabilityResult:
-    """Compute every metric of a study from its runs' outputs (sorted by run id)."""
+    """Compute every metric of a study from its runs' outputs (sorted by run id).
+
+    The modes are computed here too, from the outputs' latents and held-out ELBOs, so a
+    resumed study regroups its stored runs with its new ones.
+    """
     notes: list[str] = []
     metrics = _Metrics(metric_seed, notes)
     n_runs = len(outputs)
@@ -629,8 +719,6 @@ def compute_result(
             continue
         try:
             transform = canonical_map(priors[i], notes)
-        except ImportError:
-            break
         except Exception as err:
             notes.append(f"canonicalize run {i}: {type(err).__name__}: {err}")
             continue
@@ -677,7 +765,10 @@ def compute_result(
             vectorized=o.vectorized,
         )
         i = o.run_id
+        if o.heldout_error is not None:
+            notes.append(f"run {i} held-out score: {o.heldout_error}")
         if i in ok:
+            record.heldout_elbo = o.heldout_elbo
             if z_true is not None:
                 record.truth["strong_mcc"] = metrics.mcc(
                     z_true, latents[i], "none", f"strong MCC truth-{i}"
@@ -697,6 +788,24 @@ def compute_result(
                 record.clustering = metrics.clustering(labels, o.predictions)
         records.append(record)
 
+    to_truth = None
+    if z_true is not None:  # weak MCC (affine) of each run to the truth, as the modes use it
+        to_truth = [
+            metrics.mcc(z_true, latents[i], "affine", f"weak MCC (affine) truth-{i}")
+            if i in ok
+            else None
+            for i in range(n_runs)
+        ]
+    modes = find_modes(
+        [latents[i] if i in ok else None for i in range(n_runs)],
+        [r.heldout_elbo for r in records],
+        weak_mcc_to_truth=to_truth,
+        threshold=mode_threshold,
+        random_state=metric_seed,
+        heldout_note=heldout_note,
+    )
+    notes.extend(modes.notes)
+
     return StabilityResult(
         runs=records,
         matrices=matrices,
@@ -706,6 +815,7 @@ def compute_result(
         config=config,
         notes=notes,
         histories=[o.history for o in outputs],
+        modes=modes,
     )
 
 
@@ -731,15 +841,24 @@ def stability(
     save_models: bool = True,
     vectorize: bool = True,
     progress: Callable[[RunRecord], None] | None = None,
+    holdout: float = HOLDOUT,
+    mode_threshold: float = MODE_THRESHOLD,
 ) -> StabilityResult:
     """Fit ``n_runs`` seeds of one model and measure how alike their latent spaces are.
+
+    Every run is fitted on the same rows of X; the rows kept out (``holdout``) give each
+    run's held-out ELBO, and the runs are grouped into modes of runs that match up to an
+    affine map (:func:`idvae.experiments.modes.find_modes`). Agreement between runs is not
+    recovery: a ``ModeWarning`` is issued when the runs agree but a run outside the largest
+    mode reached a higher held-out ELBO, and when the modes disagree.
 
     Args:
         make_estimator: seed -> an unfitted estimator with ``fit(X)``, ``transform(X)`` and
             optionally ``predict``, ``prior_`` (an ``idvae.GMM``) and ``save(dir)``. Must be
             picklable for ``jobs > 1`` or Ray: use :class:`~idvae.experiments.EstimatorSpec`
             or a module-level function.
-        X: array of shape (n_samples, n_features), the data every run is fitted on.
+        X: array of shape (n_samples, n_features), the data; every run is fitted on the
+            same rows of it (all but the held-out ones) and transforms all of it.
         n_runs: number of seeds.
         random_state: int (reproducible), Generator or None; run i gets seed
             ``derive_seeds(random_state, n_runs)[i]`` and the out-of-sample splits of the
@@ -763,6 +882,14 @@ def stability(
             batch finishes; a batch that fails falls back to separate runs.
         progress: called with each run's :class:`RunRecord` (status, seed, seconds) as soon as
             it finishes.
+        holdout: the fraction of X kept out of every run's fit, in [0, 1): the same rows for
+            every run (``holdout_split(len(X), holdout, random_state)``), scored with each
+            fitted estimator's ``score`` (mean ELBO per sample). Fit arguments with one row
+            per sample (``u``) are split with X. 0 fits every run on all of X; a split that
+            would keep out fewer than ``MIN_HOLDOUT_SAMPLES`` rows is not made (a
+            ``ModeWarning`` says so) and the modes carry no held-out ELBO.
+        mode_threshold: the weak MCC (affine alignment, both directions) at which two runs
+            are in one mode, in (0, 1].
 
     Returns:
         A :class:`StabilityResult`.
@@ -772,6 +899,7 @@ def stability(
         >>> spec = EstimatorSpec("vade", {"latent_dim": 2, "n_components": 3})
         >>> result = stability(spec, x, n_runs=5, z_true=z)  # doctest: +SKIP
         >>> result.summary()["between_runs"]["weak_mcc"]  # doctest: +SKIP
+        >>> [(m.size, m.heldout_elbo_max) for m in result.modes.modes]  # doctest: +SKIP
     """
     if not callable(make_estimator):
         raise TypeError(
@@ -803,6 +931,9 @@ def stability(
             raise ValueError(f"Expected labels of shape ({x.shape[0]},) but got shape {y.shape}")
     fit_kwargs = dict(fit_kwargs or {})
     transform_kwargs = dict(transform_kwargs or {})
+    holdout = _check_holdout(holdout)
+    if isinstance(mode_threshold, bool) or not 0.0 < float(mode_threshold) <= 1.0:
+        raise ValueError(f"Expected mode_threshold in (0, 1] but got {mode_threshold!r}")
 
     base = _base_entropy(random_state)
     seeds = [_child_seed(base, i) for i in range(n_runs)]
@@ -813,7 +944,8 @@ def stability(
             f"Expected make_estimator(seed) to build an estimator but it raised "
             f"{type(err).__name__}: {err}"
         ) from None
-    metric_seed = _child_seed(base, 2**31 - 1)
+    metric_seed = _child_seed(base, _METRIC_STREAM)
+    holdout_rows, heldout_note = _holdout_rows(x.shape[0], holdout, base)
     fingerprint = {
         "estimator": describe_estimator(make_estimator),
         "data": _array_digest(x),
@@ -821,6 +953,8 @@ def stability(
         "fit_kwargs": _kwargs_digest(fit_kwargs),
         "transform_kwargs": _kwargs_digest(transform_kwargs),
     }
+    if holdout_rows is not None:  # absent when every run fits all of X, as before splits
+        fingerprint["holdout"] = {"fraction": holdout, "n_holdout": int(holdout_rows.size)}
     config: dict[str, Any] = {
         "format_version": FORMAT_VERSION,
         "fingerprint": fingerprint,
@@ -833,6 +967,13 @@ def stability(
         "has_truth": z is not None,
         "has_prior_truth": prior_true is not None,
         "has_labels": y is not None,
+        "holdout": {
+            "fraction": holdout,
+            "n_holdout": 0 if holdout_rows is None else int(holdout_rows.size),
+            "n_fit": int(x.shape[0] - (0 if holdout_rows is None else holdout_rows.size)),
+            "note": heldout_note,
+        },
+        "mode_threshold": float(mode_threshold),
     }
 
     store = StudyStore(out) if out is not None else None
@@ -853,6 +994,7 @@ def stability(
         fit_kwargs=fit_kwargs,
         transform_kwargs=transform_kwargs,
         save_models=save_models and store is not None,
+        holdout_rows=holdout_rows,
     )
     tasks = [(i, s) for i, s in enumerate(seeds) if i not in outputs]
     notes: list[str] = []
@@ -894,11 +1036,31 @@ def stability(
         metric_seed=metric_seed,
         config=config,
         resumed=resumed,
+        mode_threshold=float(mode_threshold),
+        heldout_note=heldout_note,
     )
     result.notes[:0] = notes
+    result.holdout_rows = holdout_rows
     if store is not None:
         result.to_json(store.root / "stability.json")
+    if result.modes is not None:
+        warn_modes(result.modes, stacklevel=2)
     return result
+
+
+def _holdout_rows(
+    n_samples: int, holdout: float, base: int
+) -> tuple[np.ndarray | None, str | None]:
+    """The held-out rows, or None and why there are none (a warning when the data are tiny)."""
+    if holdout == 0.0:
+        return None, "holdout=0: every run was fitted on all of X"
+    try:
+        _, rows = _split(n_samples, holdout, base)
+    except ValueError as err:
+        note = f"no held-out split ({err}); every run was fitted on all of X"
+        warnings.warn(note, ModeWarning, stacklevel=3)
+        return None, note
+    return rows, None
 
 
 def _is_float32(x: Any) -> bool:
