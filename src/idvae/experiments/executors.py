@@ -43,6 +43,7 @@ __all__ = [
     "RunOutput",
     "execute_runs",
     "fit_run",
+    "map_tasks",
 ]
 
 ExecutorName = Literal["local", "ray"]
@@ -559,6 +560,142 @@ def execute_runs(
         yield from _run_ray(context, tasks, address)
     else:
         raise ValueError(f"Expected executor 'local' or 'ray' but got {executor!r}")
+
+
+# --------------------------------------------------------------------------- any tasks
+
+
+def map_tasks(
+    func: Callable[[Any, Any], Any],
+    items: Sequence[Any],
+    *,
+    shared: Any = None,
+    executor: ExecutorName = "local",
+    jobs: int = 1,
+    address: str | None = None,
+    on_lost: Callable[[Any, BaseException], Any] | None = None,
+) -> Iterator[tuple[int, Any]]:
+    """Call ``func(shared, item)`` for every item; yield ``(index, result)`` as each finishes.
+
+    The same executors as :func:`execute_runs` for work that is not "one estimator, many
+    seeds on one dataset" (e.g. the recovery benchmark: many instances, many methods).
+    ``func`` must be a module-level function, and ``shared``, the items and the results
+    picklable, for the process pool and Ray; ``shared`` is shipped once per worker.
+
+    Args:
+        func: ``(shared, item) -> result``; it should record its own failures in the
+            result rather than raise (an exception propagates and stops the iteration).
+        items: the work, in order.
+        shared: what every call shares (data, settings).
+        executor, jobs, address: as in :func:`execute_runs`; ``"local"`` with ``jobs=1``
+            runs in this process, one item after the other.
+        on_lost: ``(item, error) -> result`` for an item whose worker died; None: raise.
+    """
+    items = list(items)
+    if executor not in ("local", "ray"):
+        raise ValueError(f"Expected executor 'local' or 'ray' but got {executor!r}")
+    if executor == "local" and address is not None:
+        raise ValueError(f"Expected no address with executor='local' but got {address!r}")
+    if executor == "local" and (jobs == 1 or len(items) <= 1):
+        for index, item in enumerate(items):
+            yield index, func(shared, item)
+        return
+    lost = on_lost or _raise_lost
+    if executor == "local":
+        yield from _map_pool(func, items, shared, jobs, lost)
+    else:
+        yield from _map_ray(func, items, shared, address, lost)
+
+
+def _raise_lost(item: Any, err: BaseException) -> Any:
+    raise err
+
+
+_WORKER_SHARED: Any = None
+
+
+def _init_task_worker(payload: bytes) -> None:
+    """Process-pool initializer of ``map_tasks``: one torch thread, ``shared`` unpickled once."""
+    import pickle
+
+    import torch
+
+    torch.set_num_threads(1)
+    global _WORKER_SHARED
+    _WORKER_SHARED = pickle.loads(payload)
+
+
+def _worker_call(func: Callable[[Any, Any], Any], item: Any) -> Any:
+    return func(_WORKER_SHARED, item)
+
+
+def _map_pool(
+    func: Callable[[Any, Any], Any],
+    items: list[Any],
+    shared: Any,
+    jobs: int,
+    on_lost: Callable[[Any, BaseException], Any],
+) -> Iterator[tuple[int, Any]]:
+    import pickle
+
+    try:
+        payload = pickle.dumps(shared, protocol=pickle.HIGHEST_PROTOCOL)
+    except (pickle.PicklingError, AttributeError, TypeError) as err:
+        raise TypeError(f"Expected a picklable shared object for jobs > 1 but: {err}") from None
+    with ProcessPoolExecutor(
+        max_workers=min(jobs, len(items)),
+        mp_context=_pool_context(),
+        initializer=_init_task_worker,
+        initargs=(payload,),
+    ) as pool:
+        pending = {pool.submit(_worker_call, func, item): i for i, item in enumerate(items)}
+        try:
+            while pending:
+                done, _ = wait(pending, return_when=FIRST_COMPLETED)
+                for future in done:
+                    index = pending.pop(future)
+                    try:
+                        result = future.result()
+                    except Exception as err:  # the worker process itself died
+                        result = on_lost(items[index], err)
+                    yield index, result
+        finally:
+            for future in pending:
+                future.cancel()
+
+
+def _ray_call(func: Callable[[Any, Any], Any], shared: Any, item: Any) -> Any:
+    import torch
+
+    torch.set_num_threads(1)
+    return func(shared, item)
+
+
+def _map_ray(
+    func: Callable[[Any, Any], Any],
+    items: list[Any],
+    shared: Any,
+    address: str | None,
+    on_lost: Callable[[Any, BaseException], Any],
+) -> Iterator[tuple[int, Any]]:
+    ray = _ray_init(address)
+    gpus = float(ray.cluster_resources().get("GPU", 0.0))
+    remote = ray.remote(_ray_call).options(num_cpus=1, num_gpus=1 if gpus >= 1 else 0)
+    shared_ref = ray.put(shared)
+    pending = {remote.remote(func, shared_ref, item): i for i, item in enumerate(items)}
+    try:
+        while pending:
+            done, _ = ray.wait(list(pending), num_returns=1)
+            for ref in done:
+                index = pending.pop(ref)
+                try:
+                    result = ray.get(ref)
+                except Exception as err:  # the task or its worker died
+                    result = on_lost(items[index], err)
+                yield index, result
+    finally:
+        for ref in pending:
+            ray.cancel(ref, force=True)
 
 
 def default_jobs() -> int:
