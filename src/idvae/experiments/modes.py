@@ -51,6 +51,7 @@ __all__ = [
     "ModeReport",
     "ModeWarning",
     "agreement_matrix",
+    "check_threshold",
     "find_modes",
     "group_runs",
     "mode_warnings",
@@ -130,7 +131,7 @@ def group_runs(agreement: Any, threshold: float = MODE_THRESHOLD) -> list[list[i
     matrix = np.asarray(agreement, dtype=np.float64)
     if matrix.ndim != 2 or matrix.shape[0] != matrix.shape[1]:
         raise ValueError(f"Expected a square agreement matrix but got shape {matrix.shape}")
-    threshold = _check_threshold(threshold)
+    threshold = check_threshold(threshold)
     present = [i for i in range(matrix.shape[0]) if np.isfinite(matrix[i, i])]
     parent = {i: i for i in present}
 
@@ -150,7 +151,8 @@ def group_runs(agreement: Any, threshold: float = MODE_THRESHOLD) -> list[list[i
     return sorted(groups.values(), key=lambda g: g[0])
 
 
-def _check_threshold(threshold: float) -> float:
+def check_threshold(threshold: float) -> float:
+    """``threshold`` as a float in (0, 1], or a TypeError / ValueError saying what it got."""
     if isinstance(threshold, bool) or not isinstance(threshold, int | float | np.floating):
         raise TypeError(f"Expected threshold to be a number but got {type(threshold).__name__}")
     if not 0.0 < float(threshold) <= 1.0:
@@ -412,7 +414,7 @@ def find_modes(
         [(0, 1), (2,)]
     """
     n_runs = len(latents)
-    threshold = _check_threshold(threshold)
+    threshold = check_threshold(threshold)
     elbo = _finite(heldout_elbo, n_runs, "heldout_elbo")
     truth = (
         None

@@ -59,6 +59,7 @@ from idvae.experiments.modes import (
     MODE_THRESHOLD,
     ModeReport,
     ModeWarning,
+    check_threshold,
     find_modes,
     warn_modes,
 )
@@ -932,8 +933,10 @@ def stability(
     fit_kwargs = dict(fit_kwargs or {})
     transform_kwargs = dict(transform_kwargs or {})
     holdout = _check_holdout(holdout)
-    if isinstance(mode_threshold, bool) or not 0.0 < float(mode_threshold) <= 1.0:
-        raise ValueError(f"Expected mode_threshold in (0, 1] but got {mode_threshold!r}")
+    try:
+        mode_threshold = check_threshold(mode_threshold)
+    except (TypeError, ValueError) as err:
+        raise type(err)(str(err).replace("threshold", "mode_threshold", 1)) from None
 
     base = _base_entropy(random_state)
     seeds = [_child_seed(base, i) for i in range(n_runs)]
