@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 
 import numpy as np
 import pytest
@@ -180,6 +181,17 @@ def test_map_tasks_pool_matches_in_process():
     assert serial == pooled == {0: 10, 1: 40, 2: 90}
     with pytest.raises(ValueError, match="executor"):
         list(map_tasks(_square, [1], executor="threads"))
+
+
+def _die_on_one(shared, item):
+    if item == 1:
+        os._exit(1)  # the worker process dies without returning
+    return item
+
+
+def test_map_tasks_reports_an_item_whose_worker_died():
+    lost = dict(map_tasks(_die_on_one, [0, 1], jobs=2, on_lost=lambda item, err: "lost"))
+    assert set(lost) == {0, 1} and lost[1] == "lost"
 
 
 # --------------------------------------------------------------------------- the command

@@ -382,23 +382,22 @@ def _saved_files(estimator: Any) -> dict[str, bytes]:
 # --------------------------------------------------------------------------- local
 
 
-_WORKER_CONTEXT: RunContext | None = None
+_WORKER_SHARED: Any = None
 
 
-def _init_worker(context_bytes: bytes) -> None:
-    """Process-pool initializer: one torch thread, and the shared context unpickled once."""
+def _init_worker(payload: bytes) -> None:
+    """Process-pool initializer: one torch thread, and the shared object unpickled once."""
     import pickle
 
     import torch
 
     torch.set_num_threads(1)
-    global _WORKER_CONTEXT
-    _WORKER_CONTEXT = pickle.loads(context_bytes)
+    global _WORKER_SHARED
+    _WORKER_SHARED = pickle.loads(payload)
 
 
-def _worker_fit(run_id: int, seed: int) -> RunOutput:
-    assert _WORKER_CONTEXT is not None, "worker initializer did not run"
-    return fit_run(_WORKER_CONTEXT, run_id, seed)
+def _worker_call(func: Callable[[Any, Any], Any], item: Any) -> Any:
+    return func(_WORKER_SHARED, item)
 
 
 def _pickled_context(context: RunContext) -> bytes:
@@ -424,6 +423,36 @@ def _pool_context() -> multiprocessing.context.BaseContext:
     return multiprocessing.get_context("spawn")
 
 
+def _map_pool(
+    func: Callable[[Any, Any], Any],
+    items: list[Any],
+    payload: bytes,
+    jobs: int,
+    on_lost: Callable[[Any, BaseException], Any],
+) -> Iterator[tuple[int, Any]]:
+    """``func(shared, item)`` in a process pool; ``payload`` is ``shared`` pickled."""
+    with ProcessPoolExecutor(
+        max_workers=min(jobs, len(items)),
+        mp_context=_pool_context(),
+        initializer=_init_worker,
+        initargs=(payload,),
+    ) as pool:
+        pending = {pool.submit(_worker_call, func, item): i for i, item in enumerate(items)}
+        try:
+            while pending:
+                done, _ = wait(pending, return_when=FIRST_COMPLETED)
+                for future in done:
+                    index = pending.pop(future)
+                    try:
+                        result = future.result()
+                    except Exception as err:  # the worker process itself died
+                        result = on_lost(items[index], err)
+                    yield index, result
+        finally:
+            for future in pending:
+                future.cancel()
+
+
 def _run_local(
     context: RunContext, tasks: Sequence[tuple[int, int]], jobs: int
 ) -> Iterator[RunOutput]:
@@ -432,26 +461,8 @@ def _run_local(
             yield fit_run(context, run_id, seed)
         return
     payload = _pickled_context(context)
-    ctx = _pool_context()
-    with ProcessPoolExecutor(
-        max_workers=min(jobs, len(tasks)),
-        mp_context=ctx,
-        initializer=_init_worker,
-        initargs=(payload,),
-    ) as pool:
-        pending = {pool.submit(_worker_fit, run_id, seed): (run_id, seed) for run_id, seed in tasks}
-        try:
-            while pending:
-                done, _ = wait(pending, return_when=FIRST_COMPLETED)
-                for future in done:
-                    run_id, seed = pending.pop(future)
-                    try:
-                        yield future.result()
-                    except Exception as err:  # the worker process itself died
-                        yield _lost_run(run_id, seed, err)
-        finally:
-            for future in pending:
-                future.cancel()
+    for _, output in _map_pool(_fit_task, list(tasks), payload, jobs, _lost_task):
+        yield output
 
 
 # --------------------------------------------------------------------------- ray
@@ -500,34 +511,56 @@ def _ray_init(address: str | None) -> Any:
     return ray
 
 
-def _ray_fit(context: RunContext, run_id: int, seed: int) -> RunOutput:
+def _ray_call(func: Callable[[Any, Any], Any], shared: Any, item: Any) -> Any:
     import torch
 
     torch.set_num_threads(1)
-    return fit_run(context, run_id, seed)
+    return func(shared, item)
+
+
+def _map_ray(
+    func: Callable[[Any, Any], Any],
+    items: list[Any],
+    shared: Any,
+    address: str | None,
+    on_lost: Callable[[Any, BaseException], Any],
+) -> Iterator[tuple[int, Any]]:
+    """``func(shared, item)`` as one Ray task per item (``num_gpus=1`` on a GPU cluster)."""
+    ray = _ray_init(address)
+    gpus = float(ray.cluster_resources().get("GPU", 0.0))
+    remote = ray.remote(_ray_call).options(num_cpus=1, num_gpus=1 if gpus >= 1 else 0)
+    shared_ref = ray.put(shared)
+    pending = {remote.remote(func, shared_ref, item): i for i, item in enumerate(items)}
+    try:
+        while pending:
+            done, _ = ray.wait(list(pending), num_returns=1)
+            for ref in done:
+                index = pending.pop(ref)
+                try:
+                    result = ray.get(ref)
+                except Exception as err:  # the task or its worker died
+                    result = on_lost(items[index], err)
+                yield index, result
+    finally:
+        for ref in pending:
+            ray.cancel(ref, force=True)
 
 
 def _run_ray(
     context: RunContext, tasks: Sequence[tuple[int, int]], address: str | None
 ) -> Iterator[RunOutput]:
-    ray = _ray_init(address)
+    _ray_init(address)
     _pickled_context(context)  # a clear error before Ray's own
-    gpus = float(ray.cluster_resources().get("GPU", 0.0))
-    remote = ray.remote(_ray_fit).options(num_cpus=1, num_gpus=1 if gpus >= 1 else 0)
-    context_ref = ray.put(context)
-    pending = {remote.remote(context_ref, run_id, seed): (run_id, seed) for run_id, seed in tasks}
-    try:
-        while pending:
-            done, _ = ray.wait(list(pending), num_returns=1)
-            for ref in done:
-                run_id, seed = pending.pop(ref)
-                try:
-                    yield ray.get(ref)
-                except Exception as err:  # the task or its worker died
-                    yield _lost_run(run_id, seed, err)
-    finally:
-        for ref in pending:
-            ray.cancel(ref, force=True)
+    for _, output in _map_ray(_fit_task, list(tasks), context, address, _lost_task):
+        yield output
+
+
+def _fit_task(context: RunContext, task: tuple[int, int]) -> RunOutput:
+    return fit_run(context, *task)
+
+
+def _lost_task(task: tuple[int, int], err: BaseException) -> RunOutput:
+    return _lost_run(task[0], task[1], err)
 
 
 # --------------------------------------------------------------------------- dispatch
@@ -602,7 +635,7 @@ def map_tasks(
         return
     lost = on_lost or _raise_lost
     if executor == "local":
-        yield from _map_pool(func, items, shared, jobs, lost)
+        yield from _map_pool(func, items, _pickled_shared(shared), jobs, lost)
     else:
         yield from _map_ray(func, items, shared, address, lost)
 
@@ -611,91 +644,13 @@ def _raise_lost(item: Any, err: BaseException) -> Any:
     raise err
 
 
-_WORKER_SHARED: Any = None
-
-
-def _init_task_worker(payload: bytes) -> None:
-    """Process-pool initializer of ``map_tasks``: one torch thread, ``shared`` unpickled once."""
-    import pickle
-
-    import torch
-
-    torch.set_num_threads(1)
-    global _WORKER_SHARED
-    _WORKER_SHARED = pickle.loads(payload)
-
-
-def _worker_call(func: Callable[[Any, Any], Any], item: Any) -> Any:
-    return func(_WORKER_SHARED, item)
-
-
-def _map_pool(
-    func: Callable[[Any, Any], Any],
-    items: list[Any],
-    shared: Any,
-    jobs: int,
-    on_lost: Callable[[Any, BaseException], Any],
-) -> Iterator[tuple[int, Any]]:
+def _pickled_shared(shared: Any) -> bytes:
     import pickle
 
     try:
-        payload = pickle.dumps(shared, protocol=pickle.HIGHEST_PROTOCOL)
+        return pickle.dumps(shared, protocol=pickle.HIGHEST_PROTOCOL)
     except (pickle.PicklingError, AttributeError, TypeError) as err:
         raise TypeError(f"Expected a picklable shared object for jobs > 1 but: {err}") from None
-    with ProcessPoolExecutor(
-        max_workers=min(jobs, len(items)),
-        mp_context=_pool_context(),
-        initializer=_init_task_worker,
-        initargs=(payload,),
-    ) as pool:
-        pending = {pool.submit(_worker_call, func, item): i for i, item in enumerate(items)}
-        try:
-            while pending:
-                done, _ = wait(pending, return_when=FIRST_COMPLETED)
-                for future in done:
-                    index = pending.pop(future)
-                    try:
-                        result = future.result()
-                    except Exception as err:  # the worker process itself died
-                        result = on_lost(items[index], err)
-                    yield index, result
-        finally:
-            for future in pending:
-                future.cancel()
-
-
-def _ray_call(func: Callable[[Any, Any], Any], shared: Any, item: Any) -> Any:
-    import torch
-
-    torch.set_num_threads(1)
-    return func(shared, item)
-
-
-def _map_ray(
-    func: Callable[[Any, Any], Any],
-    items: list[Any],
-    shared: Any,
-    address: str | None,
-    on_lost: Callable[[Any, BaseException], Any],
-) -> Iterator[tuple[int, Any]]:
-    ray = _ray_init(address)
-    gpus = float(ray.cluster_resources().get("GPU", 0.0))
-    remote = ray.remote(_ray_call).options(num_cpus=1, num_gpus=1 if gpus >= 1 else 0)
-    shared_ref = ray.put(shared)
-    pending = {remote.remote(func, shared_ref, item): i for i, item in enumerate(items)}
-    try:
-        while pending:
-            done, _ = ray.wait(list(pending), num_returns=1)
-            for ref in done:
-                index = pending.pop(ref)
-                try:
-                    result = ray.get(ref)
-                except Exception as err:  # the task or its worker died
-                    result = on_lost(items[index], err)
-                yield index, result
-    finally:
-        for ref in pending:
-            ray.cancel(ref, force=True)
 
 
 def default_jobs() -> int:
