@@ -264,6 +264,9 @@ def demo(
     console.print(result.table(title="Identifiability of the learned latent space"))
     for line in outcome.verdict.lines:
         console.print(line, soft_wrap=True)
+    if result.modes is not None:
+        for line in result.modes.statements():
+            console.print(line, soft_wrap=True)
     console.print(
         f"wrote {out / 'results.json'} and {out / 'latents.png'} in {outcome.wall_seconds:.0f} s"
     )

@@ -13,6 +13,7 @@ from __future__ import annotations
 import json
 import os
 import time
+import warnings
 from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass
 from pathlib import Path
@@ -20,6 +21,7 @@ from typing import Any
 
 from idvae._validation import atomic_directory, check_positive_int, jsonable
 from idvae.experiments.executors import EstimatorSpec, ExecutorName
+from idvae.experiments.modes import ModeWarning
 from idvae.experiments.study import RunRecord, StabilityResult, stability
 
 __all__ = [
@@ -246,21 +248,24 @@ def run_demo(
     with atomic_directory(out) as tmp:
         os.chmod(tmp, 0o755)  # mkdtemp makes it private; the demo's output is not
         (tmp / MARKER).write_text("written by `idvae demo`; replaced by the next demo\n")
-        result = stability(
-            spec,
-            sim.x,
-            n_runs=n_runs,
-            random_state=random_state,
-            z_true=sim.z,
-            prior_true=sim.prior,
-            labels=sim.labels,
-            executor=executor,
-            jobs=jobs,
-            address=address,
-            out=tmp / "study",
-            vectorize=vectorize,
-            progress=progress,
-        )
+        with warnings.catch_warnings():
+            # the demo prints the modes and their warnings itself (DemoResult.result.modes)
+            warnings.simplefilter("ignore", ModeWarning)
+            result = stability(
+                spec,
+                sim.x,
+                n_runs=n_runs,
+                random_state=random_state,
+                z_true=sim.z,
+                prior_true=sim.prior,
+                labels=sim.labels,
+                executor=executor,
+                jobs=jobs,
+                address=address,
+                out=tmp / "study",
+                vectorize=vectorize,
+                progress=progress,
+            )
         wall = time.perf_counter() - start
         settings = {
             "model": model,
