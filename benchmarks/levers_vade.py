@@ -33,6 +33,15 @@ ROOT = Path(__file__).resolve().parent.parent / "results" / "levers"
 SEEDS = range(10)
 PCA = "pca+gmm"
 
+# the best combination without oracle information, and the oracle starts
+_IW_REFIT_FULL = {
+    "importance_samples": 10,
+    "prior_refit_every": 20,
+    "covariance_type": "full",
+    "epochs": 100,
+}
+_TRUTH = {"pretrain_epochs": 20, "epochs": 100}
+
 CONFIGS: dict[str, dict] = {
     PCA: {},
     "default": {},
@@ -41,36 +50,16 @@ CONFIGS: dict[str, dict] = {
     "isomap": {"pretrain": "isomap", "pretrain_epochs": 20, "epochs": 100},
     "iw10": {"importance_samples": 10, "epochs": 100},
     "iw10-refit": {"importance_samples": 10, "prior_refit_every": 20, "epochs": 100},
-    "iw10-refit-full": {
-        "importance_samples": 10,
-        "prior_refit_every": 20,
-        "covariance_type": "full",
-        "epochs": 100,
-    },
-    "isomap-iw10-refit-full": {
-        "pretrain": "isomap",
-        "pretrain_epochs": 20,
-        "importance_samples": 10,
-        "prior_refit_every": 20,
-        "covariance_type": "full",
-        "epochs": 100,
-    },
+    "iw10-refit-full": _IW_REFIT_FULL,
+    "isomap-iw10-refit-full": {**_IW_REFIT_FULL, "pretrain": "isomap", "pretrain_epochs": 20},
     "starts-vae+isomap-iw10-refit-full": {
+        **_IW_REFIT_FULL,
         "pretrain": ("vae", "isomap"),
         "pretrain_epochs": 20,
-        "importance_samples": 10,
-        "prior_refit_every": 20,
-        "covariance_type": "full",
-        "epochs": 100,
     },
-    "truth-elbo": {"pretrain_epochs": 20, "epochs": 100},
-    "truth-iw10": {"pretrain_epochs": 20, "importance_samples": 10, "epochs": 100},
-    "truth-iw10-full": {
-        "pretrain_epochs": 20,
-        "importance_samples": 10,
-        "covariance_type": "full",
-        "epochs": 100,
-    },
+    "truth-elbo": _TRUTH,
+    "truth-iw10": {**_TRUTH, "importance_samples": 10},
+    "truth-iw10-full": {**_TRUTH, "importance_samples": 10, "covariance_type": "full"},
 }
 
 

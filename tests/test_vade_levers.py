@@ -12,14 +12,6 @@ from idvae.metrics import cluster_accuracy, mcc
 from idvae.models.vade import VaDE, VaDEModule, isomap_embedding
 
 
-@pytest.fixture(autouse=True)
-def _one_torch_thread():
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
-
-
 def _linear_module(importance_samples: int) -> VaDEModule:
     """A VaDE module with a linear decoder, so that p(x) is a Gaussian mixture in x."""
     torch.manual_seed(0)
