@@ -70,5 +70,8 @@ def browser() -> str:
 def mnist() -> Path:
     """The folder holding the four MNIST IDX files."""
     root = mnist_root()
+    if not root.is_dir() and os.environ.get("IDVAE_CI_WITHOUT_MNIST") == "1":
+        # .ci/run found no data folder next to the checkout and said so in its log
+        pytest.skip(f"MNIST at {root} is missing (no data folder next to this checkout)")
     require(root.is_dir(), f"MNIST at {root}", "set IDVAE_MNIST_ROOT")
     return root
