@@ -23,6 +23,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import platform
 import time
 from concurrent.futures import ProcessPoolExecutor
 from pathlib import Path
@@ -41,6 +42,9 @@ _IW_REFIT_FULL = {
     "epochs": 100,
 }
 _TRUTH = {"pretrain_epochs": 20, "epochs": 100}
+# twice the epochs and a learning rate that decays to 1 % of its start: the decoder then fits
+# to the noise level (learned noise variance within 10 % of the truth)
+_LONG = {**_IW_REFIT_FULL, "epochs": 200, "lr_decay": 0.8, "pretrain_epochs": 20}
 
 CONFIGS: dict[str, dict] = {
     PCA: {},
@@ -56,6 +60,35 @@ CONFIGS: dict[str, dict] = {
         **_IW_REFIT_FULL,
         "pretrain": ("vae", "isomap"),
         "pretrain_epochs": 20,
+    },
+    "long-iw10-refit-full": _LONG,
+    "long-isomap-iw10-refit-full": {**_LONG, "pretrain": "isomap"},
+    "long-starts-vae+isomap-iw10-refit-full": {**_LONG, "pretrain": ("vae", "isomap")},
+    "truth-long-iw10-full": {**_LONG, "prior_refit_every": None},
+    # initial geometries (docs/recovery_levers.md: training keeps the geometry it starts from)
+    "spectral-iw10-refit-full": {**_IW_REFIT_FULL, "pretrain": "spectral", "pretrain_epochs": 20},
+    "ae-iw10-refit-full": {**_IW_REFIT_FULL, "pretrain": "ae", "pretrain_epochs": 20},
+    "nopretrain-iw10-refit-full": {**_IW_REFIT_FULL, "pretrain_epochs": 0, "epochs": 200},
+    "vae50-iw10-refit-full": {**_IW_REFIT_FULL, "pretrain_epochs": 50},
+    "n_init5-iw10-refit-full": {**_IW_REFIT_FULL, "n_init": 5},
+    "starts4-iw10-refit-full": {
+        **_IW_REFIT_FULL,
+        "pretrain": ("vae", "ae", "spectral", "isomap"),
+        "pretrain_epochs": 20,
+    },
+    # decoders nearer the truth's size (2-3-6-10): less room to absorb a warped latent
+    "dec8-iw10-refit-full": {**_IW_REFIT_FULL, "decoder_sizes": (8, 8)},
+    "dec8-isomap-iw10-refit-full": {
+        **_IW_REFIT_FULL,
+        "decoder_sizes": (8, 8),
+        "pretrain": "isomap",
+        "pretrain_epochs": 20,
+    },
+    "truth-dec16-iw10-full": {
+        **_TRUTH,
+        "importance_samples": 10,
+        "covariance_type": "full",
+        "decoder_sizes": (16, 16),
     },
     "truth-elbo": _TRUTH,
     "truth-iw10": {**_TRUTH, "importance_samples": 10},
@@ -98,6 +131,7 @@ def fit_one(config: str, seed: int) -> dict:
         model.fit(sim.x)
         z, labels, score = model.transform(sim.x), model.labels_, float(model.score(sim.x))
     seconds = time.perf_counter() - start
+    host = f"{platform.node()} ({os.cpu_count()} cpus, torch {torch.__version__})"
     weak = float(mcc(sim.z, z, alignment="affine", random_state=0))
     accuracy = float(cluster_accuracy(sim.u, labels))
     return {
@@ -108,6 +142,7 @@ def fit_one(config: str, seed: int) -> dict:
         "recovered": bool(weak >= 0.95 and accuracy >= 0.95),
         "score": score,
         "seconds": seconds,
+        "host": host,
     }
 
 
