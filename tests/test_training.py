@@ -18,12 +18,16 @@ from torch import nn
 
 from idvae.training import (
     CHECKPOINT_FORMAT_VERSION,
+    Phase,
+    PhaseResult,
     TrainConfig,
     TrainingError,
     load_checkpoint,
     resolve_device,
+    run_phase,
     save_checkpoint,
     train,
+    train_stacked,
 )
 
 
@@ -337,3 +341,58 @@ def test_sigkill_mid_run_then_resume_gives_bitwise_the_uninterrupted_result(
     expected = uninterrupted.module_.state_dict()
     assert final["module"].keys() == expected.keys()
     assert all(torch.equal(final["module"][k], expected[k]) for k in expected)
+
+
+# -- one loop for a stack of modules: the same policy as a single fit ---------------------------
+class Spiky(Regression):
+    """Regression whose loss is NaN whenever a rare noise draw comes up (a transient fault)."""
+
+    def loss(self, x: torch.Tensor, *, generator: torch.Generator) -> dict[str, torch.Tensor]:
+        target = x.sum(dim=1, keepdim=True)
+        noise = torch.randn(target.shape, generator=generator)
+        mse = ((self.net(x) + 0.01 * noise - target) ** 2).mean()
+        spike = torch.where(noise.abs().max() > 3.2, float("nan"), 0.0)
+        return {"loss": mse + spike, "mse": mse}
+
+
+def _phase(seed: int, module: nn.Module, config: TrainConfig) -> Phase:
+    return Phase(
+        "train",
+        config,
+        module,
+        _data(),
+        torch.Generator().manual_seed(100 + seed),
+        torch.Generator().manual_seed(200 + seed),
+    )
+
+
+def test_a_stack_follows_the_non_finite_policy_of_a_single_fit() -> None:
+    config = TrainConfig(epochs=5, batch_size=32, lr=1e-2, lr_decay=0.5, lr_decay_every=2)
+    seeds = range(5)
+    stacked = train_stacked([_phase(s, Spiky(seed=s), config) for s in seeds])
+    modules = [Spiky(seed=s) for s in seeds]
+    for seed, module, outcome in zip(seeds, modules, stacked, strict=True):
+        ref = run_phase(_phase(seed, module, config))
+        assert isinstance(outcome, PhaseResult)
+        # the same retries at the same epochs, so the same learning rates
+        assert (outcome.retries, outcome.lr_scale) == (ref.retries, ref.lr_scale)
+        assert [r["lr"] for r in outcome.history] == [r["lr"] for r in ref.history]
+        for a, b in zip(outcome.history, ref.history, strict=True):
+            assert a["loss"] == pytest.approx(b["loss"], rel=1e-4)
+    retries = [o.retries for o in stacked]
+    assert min(retries) == 0 and max(retries) >= 1  # the case is neither trivial nor all-failing
+
+
+def test_a_stacked_member_that_stays_non_finite_fails_alone() -> None:
+    config = TrainConfig(epochs=2, batch_size=32, max_retries=1)
+    modules = [Regression(seed=s) for s in range(3)]
+    with torch.no_grad():
+        modules[1].net[0].weight.fill_(float("nan"))
+    outcomes = train_stacked([_phase(s, m, config) for s, m in enumerate(modules)])
+    assert isinstance(outcomes[1], TrainingError)
+    assert "non-finite in epoch 1 after 1 retries" in str(outcomes[1])
+    for s in (0, 2):
+        ref = run_phase(_phase(s, Regression(seed=s), config))
+        assert [r["loss"] for r in outcomes[s].history] == pytest.approx(
+            [r["loss"] for r in ref.history], rel=1e-4
+        )

@@ -37,8 +37,12 @@ Contract of the estimator (subclass ``LatentEstimator``)
 - ``_check_data(n_samples, n_features)``: raise ``ValueError`` for impossible data
   (latent_dim > n_features, Remark 3.3; n_samples < n_components).
 - ``_fit_phases(ctx)``: run the training phases through ``ctx.run_phase`` (checkpointed,
-  resumable) and deterministic steps through ``ctx.run_step`` (re-run on resume only when
-  the checkpoint precedes them). The default runs one phase ``"train"`` of ``epochs``.
+  resumable; a phase trained on other tensors than ``ctx.data``, e.g. with targets, passes
+  them as ``data``) and deterministic steps through ``ctx.run_step`` (re-run on resume
+  only when the checkpoint precedes them). The default runs one phase ``"train"`` of
+  ``epochs``. ``ctx.run_phase`` hands each phase to the fit's phase runner (by default
+  ``idvae.training.run_phase``; ``idvae.vectorize.fit_seeds`` passes its own), so a model
+  never trains a module itself.
 - optional ``_check_aux(aux, n_samples, fitting)`` (IVAE), ``_after_fit(X, aux)``,
   ``_fitted_state() / _set_fitted_state(d)`` (extra JSON-able fitted attributes to save),
   ``_test_config()`` (a small fast configuration for the contract tests) and
@@ -91,14 +95,16 @@ from idvae.training import (
     CHECKPOINT_FORMAT_VERSION,
     CHECKPOINT_NAME,
     ComponentCollapseWarning,
+    Phase,
+    PhaseRunner,
     TrainConfig,
     TrainingError,
     load_checkpoint,
     numpy_rng_state,
     resolve_device,
+    run_phase,
     save_checkpoint,
     set_numpy_rng_state,
-    train,
 )
 
 __all__ = [
@@ -156,7 +162,9 @@ class FitContext:
 
     Phases are numbered in the order they are called; the checkpoint records the number of
     the phase it belongs to, so on resume earlier phases and steps are skipped (their
-    result is in the restored module) and the checkpointed phase continues.
+    result is in the restored module) and the checkpointed phase continues. Each phase is
+    trained by ``phase_runner`` (``idvae.training.run_phase`` unless the fit is given
+    another, as ``idvae.vectorize.fit_seeds`` does).
 
     Attributes:
         module: the torch module being trained.
@@ -179,6 +187,7 @@ class FitContext:
         checkpoint_path: Path | None,
         fingerprint: str,
         resume_state: dict[str, Any] | None,
+        phase_runner: PhaseRunner = run_phase,
     ) -> None:
         self.estimator = estimator
         self.module = module
@@ -190,6 +199,7 @@ class FitContext:
         self.checkpoint_path = checkpoint_path
         self.fingerprint = fingerprint
         self.resume_state = resume_state
+        self.phase_runner = phase_runner
         self.history: list[dict[str, Any]] = []
         self.last_result = None
         self._counter = 0
@@ -222,8 +232,18 @@ class FitContext:
         *,
         loss_fn: Callable[..., dict[str, torch.Tensor]] | None = None,
         parameters: Sequence[nn.Parameter] | None = None,
+        data: tuple[torch.Tensor, ...] | None = None,
     ) -> None:
-        """Train for one phase (checkpointed after each epoch when a directory is given)."""
+        """Train for one phase (checkpointed after each epoch when a directory is given).
+
+        Args:
+            name: the phase's name (in the history and the checkpoint).
+            config: its settings.
+            loss_fn: a method of ``self.module`` to minimise (default ``module.loss``).
+            parameters: the parameters trained (default all).
+            data: the tensors the phase trains on (default ``self.data``), e.g. x paired
+                with pretraining targets, so that batches index them together.
+        """
         index = self._counter
         self._counter += 1
         if self._skip(index, name):
@@ -244,19 +264,20 @@ class FitContext:
             )
             save_checkpoint(self.checkpoint_path, state)
 
-        result = train(
-            self.module,
-            self.data,
+        phase = Phase(
+            name,
             config,
-            generator=self.generator,
-            noise_generator=self.noise_generator,
+            self.module,
+            self.data if data is None else data,
+            self.generator,
+            self.noise_generator,
             loss_fn=loss_fn,
             parameters=parameters,
-            phase=name,
-            resume_state=resume,
             on_epoch_end=self.estimator._on_epoch_end(self.module),
+            resume_state=resume,
             checkpoint=write if self.checkpoint_path is not None else None,
         )
+        result = self.phase_runner(phase)
         self.history.extend(result.history)
         self.last_result = result
 
@@ -457,6 +478,7 @@ class LatentEstimator(TransformerMixin, BaseEstimator):
         *,
         checkpoint_dir: str | Path | None = None,
         resume: bool = False,
+        phase_runner: PhaseRunner = run_phase,
     ) -> LatentEstimator:
         self._validate_params()
         X = self._validate_X(X, reset=True)
@@ -505,6 +527,7 @@ class LatentEstimator(TransformerMixin, BaseEstimator):
             checkpoint_path=checkpoint_path,
             fingerprint=fingerprint,
             resume_state=resume_state,
+            phase_runner=phase_runner,
         )
         self._fit_phases(ctx)
 

@@ -57,7 +57,7 @@ from idvae.models._base import (
     register,
     reparameterize,
 )
-from idvae.training import PhaseResult
+from idvae.training import PhaseResult, step_lr
 
 __all__ = ["GaussianMixturePrior", "VaDE", "VaDEModule", "spectral_embedding"]
 
@@ -591,8 +591,8 @@ class VaDE(ClusterMixin, LatentEstimator):
         )
         rest = self.epochs - init_epochs
         if rest > 0 and not best["stopped_early"]:
-            # continue the step schedule of the trial's learning rate (eq. of _lr_at)
-            lr = float(self.lr) * float(self.lr_decay) ** (init_epochs // self.lr_decay_every)
+            # continue the step schedule of the trial's learning rate
+            lr = step_lr(float(self.lr), float(self.lr_decay), self.lr_decay_every, init_epochs)
             ctx.run_phase("train", self._train_config(rest, lr=lr))
 
     def _geometries(self) -> list[Any]:
@@ -635,23 +635,21 @@ class VaDE(ClusterMixin, LatentEstimator):
                     target = self._given_embedding(geometry, data[0])
                 else:
                     target = _EMBEDDINGS[pretrain](data[0], self.latent_dim)
-                ctx.data = (data[0], target)
-            try:
-                ctx.run_phase(
-                    "pretrain",
-                    self._train_config(self.pretrain_epochs, lr_decay=1.0, early_stopping=False),
-                    loss_fn=loss_fn,
-                    parameters=parameters,
-                )
-            finally:
-                ctx.data = data
+                data = (data[0], target)
+            ctx.run_phase(
+                "pretrain",
+                self._train_config(self.pretrain_epochs, lr_decay=1.0, early_stopping=False),
+                loss_fn=loss_fn,
+                parameters=parameters,
+                data=data,
+            )
         ctx.run_step("init", lambda: self._initialize_prior(ctx))
         every = epochs if self.prior_refit_every is None else int(self.prior_refit_every)
         done = 0
         while done < epochs or epochs == 0:
             chunk = min(every, epochs - done)
             # the step schedule of the learning rate runs on across the chunks
-            lr = float(self.lr) * float(self.lr_decay) ** (done // self.lr_decay_every)
+            lr = step_lr(float(self.lr), float(self.lr_decay), self.lr_decay_every, done)
             ctx.run_phase("train", self._train_config(chunk, lr=lr))
             done += chunk
             last = ctx.last_result

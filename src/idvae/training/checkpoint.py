@@ -1,0 +1,69 @@
+"""Checkpoint files: one atomically written torch state dict, read with ``weights_only``."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+
+from idvae._validation import atomic_write
+
+__all__ = [
+    "CHECKPOINT_FORMAT_VERSION",
+    "CHECKPOINT_NAME",
+    "load_checkpoint",
+    "numpy_rng_state",
+    "save_checkpoint",
+    "set_numpy_rng_state",
+]
+
+CHECKPOINT_NAME = "checkpoint.pt"
+CHECKPOINT_FORMAT_VERSION = 1
+
+
+def save_checkpoint(path: str | Path, state: dict[str, Any]) -> None:
+    """Write ``state`` (tensors, numbers, strings, lists, dicts) atomically with torch.save."""
+    with atomic_write(path, "wb") as fh:
+        torch.save(state, fh)
+
+
+def load_checkpoint(path: str | Path) -> dict[str, Any]:
+    """Read a checkpoint written by ``save_checkpoint``; refuse damaged or newer files.
+
+    Raises:
+        OSError: the file is missing or unreadable.
+        ValueError: the file is truncated, corrupted, not a checkpoint, or from a newer
+            format version.
+    """
+    path = Path(path)
+    if not path.is_file():
+        raise OSError(f"Expected a checkpoint file at {path} but none exists")
+    try:
+        state = torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as err:  # torch raises many kinds for damaged files
+        raise ValueError(
+            f"Expected a readable idvae checkpoint in {path} but it is damaged or truncated "
+            f"({type(err).__name__})"
+        ) from None
+    if not isinstance(state, dict) or "format_version" not in state:
+        raise ValueError(f"Expected an idvae checkpoint in {path} but got another kind of file")
+    version = state["format_version"]
+    if not isinstance(version, int) or version > CHECKPOINT_FORMAT_VERSION:
+        raise ValueError(
+            f"Expected checkpoint format version <= {CHECKPOINT_FORMAT_VERSION} in {path} but "
+            f"got {version}; it was written by a newer idvae"
+        )
+    return state
+
+
+def numpy_rng_state(rng: np.random.Generator) -> str:
+    """The state of a numpy Generator as a JSON string (for checkpoints)."""
+    return json.dumps(rng.bit_generator.state)
+
+
+def set_numpy_rng_state(rng: np.random.Generator, state: str) -> None:
+    """Restore a state produced by ``numpy_rng_state``."""
+    rng.bit_generator.state = json.loads(state)
