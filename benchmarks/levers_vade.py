@@ -84,6 +84,52 @@ CONFIGS: dict[str, dict] = {
         "pretrain": "isomap",
         "pretrain_epochs": 20,
     },
+    "dec16-vae50-iw10-refit-full": {
+        **_IW_REFIT_FULL,
+        "pretrain_epochs": 50,
+        "decoder_sizes": (16, 16),
+    },
+    "dec32-vae50-iw10-refit-full": {
+        **_IW_REFIT_FULL,
+        "pretrain_epochs": 50,
+        "decoder_sizes": (32, 32),
+    },
+    "vae100-iw10-refit-full": {**_IW_REFIT_FULL, "pretrain_epochs": 100},
+    "dec16-vae100-iw10-refit-full": {
+        **_IW_REFIT_FULL,
+        "pretrain_epochs": 100,
+        "decoder_sizes": (16, 16),
+    },
+    "dec16-isomap-iw10-refit-full": {
+        **_IW_REFIT_FULL,
+        "pretrain": "isomap",
+        "pretrain_epochs": 20,
+        "decoder_sizes": (16, 16),
+    },
+    "dec16-ae50-iw10-refit-full": {
+        **_IW_REFIT_FULL,
+        "pretrain": "ae",
+        "pretrain_epochs": 50,
+        "decoder_sizes": (16, 16),
+    },
+    "dec16-starts-vae+isomap-iw10-refit-full": {
+        **_IW_REFIT_FULL,
+        "pretrain": ("vae", "isomap"),
+        "pretrain_epochs": 50,
+        "decoder_sizes": (16, 16),
+    },
+    "dec16-vae50-n_init3-iw10-refit-full": {
+        **_IW_REFIT_FULL,
+        "pretrain_epochs": 50,
+        "decoder_sizes": (16, 16),
+        "n_init": 3,
+    },
+    "truth-dec8-iw10-full": {
+        **_TRUTH,
+        "importance_samples": 10,
+        "covariance_type": "full",
+        "decoder_sizes": (8, 8),
+    },
     "truth-dec16-iw10-full": {
         **_TRUTH,
         "importance_samples": 10,
