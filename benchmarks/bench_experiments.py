@@ -78,11 +78,11 @@ def bench_jobs() -> dict:
 def bench_vectorized() -> dict:
     import idvae
     from idvae.datasets import parallelograms
-    from idvae.experiments.reproduce import _vade_params
+    from idvae.experiments.configs import vade_params
     from idvae.vectorize import fit_seeds
 
     data = parallelograms(1000 if QUICK else 5000, 3, random_state=1)
-    params = _vade_params(QUICK, 2)
+    params = vade_params(QUICK, 2)
     template = idvae.VaDE(**params, device="cpu")
     one, _ = _timed(lambda: fit_seeds(template, data.x, [0]))
     ten, models = _timed(lambda: fit_seeds(template, data.x, list(range(10))))

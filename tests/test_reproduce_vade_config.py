@@ -5,7 +5,8 @@ from __future__ import annotations
 import inspect
 
 import idvae
-from idvae.experiments.reproduce import _vade_params, experiment
+from idvae.experiments.configs import vade_params
+from idvae.experiments.reproduce import experiment
 
 PAPER_NET = {
     "latent_dim": 2,
@@ -19,8 +20,8 @@ PAPER_NET = {
 
 
 def test_tuned_config_keeps_paper_net_and_epochs_and_differs_in_two_documented_settings():
-    tuned = _vade_params(False, 2)
-    faithful = _vade_params(False, 2, paper_faithful=True)
+    tuned = vade_params(False, 2)
+    faithful = vade_params(False, 2, paper_faithful=True)
     assert faithful == PAPER_NET  # everything else is VaDE's defaults
     assert {k: tuned[k] for k in PAPER_NET} == PAPER_NET
     assert set(tuned) - set(PAPER_NET) == {"noise_variance", "covariance_type"}
@@ -35,7 +36,7 @@ def test_tuned_config_keeps_paper_net_and_epochs_and_differs_in_two_documented_s
 
 def test_quick_tuned_config_fits_full_covariance_prior_with_fixed_noise():
     data = idvae.datasets.parallelograms(600, 3, random_state=1)
-    params = _vade_params(True, 2) | {"random_state": 0, "device": "cpu"}
+    params = vade_params(True, 2) | {"random_state": 0, "device": "cpu"}
     model = idvae.VaDE(**params).fit(data.x)
     assert model.prior_.n_components == 3
     assert not model.prior_.is_diagonal()  # full covariances are learned

@@ -137,7 +137,7 @@ def stability(
     from idvae.experiments import EstimatorSpec
     from idvae.experiments import stability as run_stability
     from idvae.experiments.modes import ModeWarning
-    from idvae.experiments.reproduce import results_csv, stability_rows
+    from idvae.experiments.tables import results_csv, stability_rows
     from idvae.report import write_html_report
     from idvae.report.stability import stability_section
 

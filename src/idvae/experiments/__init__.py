@@ -2,8 +2,9 @@
 
 ``idvae.stability`` is :func:`idvae.experiments.study.stability`; the modes its runs fall
 into (and the warnings that agreement is not recovery) are :mod:`idvae.experiments.modes`;
-the configurations of App. J (Table 2, pinwheel, Table 3, the MLE study) and the demo live
-in :mod:`idvae.experiments.reproduce` and :mod:`idvae.experiments.demo`.
+the experiments of App. J (Table 2, pinwheel, Table 3, the MLE study) run through
+:mod:`idvae.experiments.reproduce`, their configurations are :mod:`idvae.experiments.configs`,
+and the demo is :mod:`idvae.experiments.demo`.
 """
 
 from __future__ import annotations

@@ -20,6 +20,7 @@ from pathlib import Path
 from typing import Any
 
 from idvae._validation import atomic_directory, check_positive_int, jsonable
+from idvae.experiments.configs import paper_vade_net
 from idvae.experiments.executors import EstimatorSpec, ExecutorName
 from idvae.experiments.modes import ModeWarning
 from idvae.experiments.study import RunRecord, StabilityResult, stability
@@ -63,17 +64,7 @@ def demo_estimator(*, quick: bool = False) -> EstimatorSpec:
     floating-point rounding. The quick version (1,000 samples, networks 64-128-64, 10 + 20
     epochs) takes seconds per run.
     """
-    params: dict[str, Any] = {
-        "latent_dim": 2,
-        "n_components": 3,
-        "encoder_sizes": [64, 512, 64],
-        "decoder_sizes": [64, 512, 512],
-        "activation": "leaky_relu",
-        "pretrain_epochs": 20,
-        "epochs": 60,
-        "batch_size": 256,
-        "lr": 1e-3,
-    }
+    params = paper_vade_net() | {"pretrain_epochs": 20, "epochs": 60, "batch_size": 256, "lr": 1e-3}
     if quick:
         params.update(
             encoder_sizes=[64, 128, 64],
