@@ -10,7 +10,6 @@ maps).
 
 from __future__ import annotations
 
-import json
 import os
 import time
 import warnings
@@ -19,7 +18,7 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
-from idvae._validation import atomic_directory, check_positive_int, jsonable
+from idvae._validation import atomic_directory, check_positive_int, write_json_atomic
 from idvae.experiments.configs import paper_vade_net
 from idvae.experiments.executors import EstimatorSpec, ExecutorName
 from idvae.experiments.modes import ModeWarning
@@ -216,23 +215,13 @@ def run_demo(
         random_state: seed of the runs (the simulation is always ``random_state=0``).
         progress: called with each run's record as it finishes.
     """
-    from idvae.report import latent_grid_figure, write_png
-    from idvae.simulate import sample_model
-
     start = time.perf_counter()
     out = Path(out)
     _check_out(out)
     model = dict(QUICK_MODEL if quick else DEMO_MODEL)
     n_runs = check_positive_int(n_runs, "runs") if n_runs is not None else None
     n_runs = n_runs or (QUICK_RUNS if quick else DEMO_RUNS)
-    sim = sample_model(
-        model["n_samples"],
-        latent_dim=model["latent_dim"],
-        obs_dim=model["obs_dim"],
-        n_components=model["n_components"],
-        decoder=model["decoder"],
-        random_state=model["random_state"],
-    )
+    sim = _simulate(model)
     spec = demo_estimator(quick=quick)
     if jobs is None:
         jobs = 1 if (quick or vectorize) else max(1, min(n_runs, os.cpu_count() or 1))
@@ -268,21 +257,47 @@ def run_demo(
             "vectorize": vectorize,
         }
         verdict = study_verdict(result)
-        payload = {
-            "demo": settings,
-            "wall_seconds": round(wall, 2),
-            "verdict": {**asdict(verdict), "threshold": AGREEMENT_THRESHOLD},
-            "summary": result.summary(),
-            "stability": result.to_dict(),
-        }
-        (tmp / "results.json").write_text(
-            json.dumps(jsonable(payload), indent=2, allow_nan=False) + "\n"
-        )
-        png = latent_grid_figure(
-            result.latents,
-            labels=sim.labels,
-            reference=sim.z,
-            title=f"{n_runs} VaDE runs on model (3) (m = 2, n = 10, J = 3)",
-        )
-        write_png(tmp / "latents.png", png)
+        _write_files(tmp, result, sim, settings, verdict, wall)
     return DemoResult(result=result, settings=settings, out=out, wall_seconds=wall, verdict=verdict)
+
+
+def _simulate(model: dict[str, Any]) -> Any:
+    """The demo's instance of model (3) (``DEMO_MODEL`` or ``QUICK_MODEL``)."""
+    from idvae.simulate import sample_model
+
+    return sample_model(
+        model["n_samples"],
+        latent_dim=model["latent_dim"],
+        obs_dim=model["obs_dim"],
+        n_components=model["n_components"],
+        decoder=model["decoder"],
+        random_state=model["random_state"],
+    )
+
+
+def _write_files(
+    tmp: Path,
+    result: StabilityResult,
+    sim: Any,
+    settings: dict[str, Any],
+    verdict: Verdict,
+    wall: float,
+) -> None:
+    """``results.json`` and ``latents.png`` of the demo, into its directory being written."""
+    from idvae.report import latent_grid_figure, write_png
+
+    payload = {
+        "demo": settings,
+        "wall_seconds": round(wall, 2),
+        "verdict": {**asdict(verdict), "threshold": AGREEMENT_THRESHOLD},
+        "summary": result.summary(),
+        "stability": result.to_dict(),
+    }
+    write_json_atomic(tmp / "results.json", payload)
+    png = latent_grid_figure(
+        result.latents,
+        labels=sim.labels,
+        reference=sim.z,
+        title=f"{settings['n_runs']} VaDE runs on model (3) (m = 2, n = 10, J = 3)",
+    )
+    write_png(tmp / "latents.png", png)

@@ -20,7 +20,7 @@ import numpy as np
 from idvae._validation import jsonable
 from idvae.experiments.configs import Experiment, StudyConfig, StudyData
 from idvae.experiments.paper import PAPER_MLE
-from idvae.experiments.study import StabilityResult
+from idvae.experiments.results import StabilityResult
 from idvae.experiments.tables import (
     StudyResults,
     paper_cell,

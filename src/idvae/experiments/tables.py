@@ -1,6 +1,6 @@
 """The numbers of a reproduction as rows: ``results.csv`` and the tables of ``report.html``.
 
-``stability_rows`` flattens a study's :class:`~idvae.experiments.study.StabilityResult` into
+``stability_rows`` flattens a study's :class:`~idvae.experiments.results.StabilityResult` into
 long-format rows (one per run and metric, per pair, per summary, per mode) written as CSV by
 the one CSV writer, :func:`idvae._validation.csv_text`; ``summary_table_rows`` and
 ``truth_table_rows`` are the ours-vs-paper tables of the report, labelled with
@@ -16,7 +16,7 @@ import numpy as np
 
 from idvae._validation import csv_text
 from idvae.experiments.configs import StudyConfig, StudyData
-from idvae.experiments.study import CLUSTER_METRICS, TRUTH_METRICS, StabilityResult
+from idvae.experiments.results import CLUSTER_METRICS, TRUTH_METRICS, StabilityResult, format_stat
 from idvae.metrics import METRIC_LABELS
 
 __all__ = [
@@ -27,7 +27,6 @@ __all__ = [
     "results_csv",
     "stability_csv",
     "stability_rows",
-    "stat_cell",
     "summary_table_rows",
     "truth_table_rows",
 ]
@@ -149,13 +148,6 @@ def mle_csv(data: Mapping[str, Any]) -> str:
 # --------------------------------------------------------------------------- reports
 
 
-def stat_cell(stat: Mapping[str, Any] | None) -> str:
-    """A ``{mean, std}`` summary as ``"mean (std)"`` with 3 decimals, or "—" when empty."""
-    if not stat or stat.get("mean") is None:
-        return "—"
-    return f"{stat['mean']:.3f} ({stat['std']:.3f})"
-
-
 def paper_cell(value: tuple[float, float | None] | None) -> str:
     """The paper's (mean, std) as printed there, or "—" when it gives none."""
     if value is None:
@@ -182,8 +174,8 @@ def summary_table_rows(
         summary = result.summary()
         row = [study.title, f"{summary['n_runs']} ({summary['n_failed']})"]
         for m in metrics:
-            row += [stat_cell(summary["between_runs"].get(m)), paper_cell(study.paper.get(m))]
-        row.append(stat_cell(summary["between_runs"].get("canonical_mcc")))
+            row += [format_stat(summary["between_runs"].get(m)), paper_cell(study.paper.get(m))]
+        row.append(format_stat(summary["between_runs"].get("canonical_mcc")))
         rows.append(row)
     return columns, rows, groups
 
@@ -203,7 +195,7 @@ def truth_table_rows(
         s = result.summary()
         rows.append(
             [study.title]
-            + [stat_cell(s["to_truth"].get(n)) for n in names]
-            + [stat_cell(s["clustering"].get(n)) for n in clusters]
+            + [format_stat(s["to_truth"].get(n)) for n in names]
+            + [format_stat(s["clustering"].get(n)) for n in clusters]
         )
     return columns, rows
