@@ -277,7 +277,7 @@ def _study_config(
         "fit_kwargs": kwargs_digest(fit_kwargs),
         "transform_kwargs": kwargs_digest(transform_kwargs),
     }
-    if holdout_rows is not None:  # absent when every run fits all of X, as before splits
+    if holdout_rows is not None:  # no key without a split: one fingerprint across versions
         fingerprint["holdout"] = {"fraction": holdout, "n_holdout": int(holdout_rows.size)}
     n_holdout = 0 if holdout_rows is None else int(holdout_rows.size)
     config: dict[str, Any] = {
