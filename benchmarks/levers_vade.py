@@ -136,17 +136,37 @@ CONFIGS: dict[str, dict] = {
         "covariance_type": "full",
         "decoder_sizes": (16, 16),
     },
+    # the same instances with 20,000 points (the epochs scaled so the optimiser takes about
+    # as many steps): does recovery follow the sample size?
+    "n20000-dec16-vae-iw10-refit-full": {
+        **_IW_REFIT_FULL,
+        "n_samples": 20_000,
+        "decoder_sizes": (16, 16),
+        "pretrain_epochs": 8,
+        "epochs": 16,
+        "prior_refit_every": 4,
+    },
+    "n20000-truth-dec16-iw10-full": {
+        **_TRUTH,
+        "n_samples": 20_000,
+        "importance_samples": 10,
+        "covariance_type": "full",
+        "decoder_sizes": (16, 16),
+        "pretrain_epochs": 4,
+        "epochs": 16,
+    },
     "truth-elbo": _TRUTH,
     "truth-iw10": {**_TRUTH, "importance_samples": 10},
     "truth-iw10-full": {**_TRUTH, "importance_samples": 10, "covariance_type": "full"},
 }
 
 
-def _instance(seed: int):  # noqa: ANN202
+def _instance(seed: int, n_samples: int = 3000):  # noqa: ANN202
     import idvae
 
+    # the same seed draws the same prior and decoder for any n_samples
     return idvae.simulate.sample_model(
-        3000, latent_dim=2, obs_dim=10, n_components=3, random_state=seed
+        n_samples, latent_dim=2, obs_dim=10, n_components=3, random_state=seed
     )
 
 
@@ -159,7 +179,8 @@ def fit_one(config: str, seed: int) -> dict:
     import idvae
     from idvae.metrics import cluster_accuracy, mcc
 
-    sim = _instance(seed)
+    params = dict(CONFIGS[config])
+    sim = _instance(seed, params.pop("n_samples", 3000))
     start = time.perf_counter()
     if config == PCA:
         from sklearn.decomposition import PCA as _PCA
@@ -170,7 +191,6 @@ def fit_one(config: str, seed: int) -> dict:
         labels = GaussianMixture(3, n_init=5, random_state=0).fit_predict(z)
         score = None
     else:
-        params = dict(CONFIGS[config])
         if config.startswith("truth-"):
             params["pretrain"] = sim.z
         model = idvae.VaDE(latent_dim=2, n_components=3, random_state=0, device="cpu", **params)
