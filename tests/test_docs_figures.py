@@ -1,0 +1,217 @@
+"""Published figures are regenerable and agree with the results files they come from.
+
+Two rules of DESIGN.md ("Claims are regenerable"), checked on README.md, RESULTS.md and
+docs/*.md:
+
+* every section with a table of measured numbers names the command that produces them (a
+  ``python benchmarks/...``, ``idvae ...``, ``bash benchmarks/...`` or ``make bench`` line),
+  or says plainly that its figures are historical and not regenerable;
+* key figures, quoted in the docs, equal the values of the results files their commands
+  write (``benchmarks/results.json``, ``results/models/``, ``results/levers/``).
+"""
+
+from __future__ import annotations
+
+import json
+import re
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parent.parent
+DOCS = sorted([ROOT / "README.md", ROOT / "RESULTS.md", *(ROOT / "docs").glob("*.md")])
+BENCH = ROOT / "benchmarks" / "results.json"
+MODELS = ROOT / "results" / "models"
+
+COMMAND = re.compile(
+    r"(python benchmarks/\w+\.py|(?:^|[\s`(])idvae (?:reproduce|demo|mle|stability|fit)\b"
+    r"|bash benchmarks/|make bench|python -m pytest|pytest )",
+    re.MULTILINE,
+)
+HISTORICAL = re.compile(r"historical, not regenerable", re.IGNORECASE)
+# a table cell that is a measured figure: numbers with units, spreads and ratios only
+# ("0.923", "5 / 6", "0.880 (0.091)", "16.6 s / 10.9 s", "**0.995**"), with a decimal or a "/"
+FIGURE = re.compile(r"[\d.,\s/()×%–~≈*+\-s]*\d[\d.,\s/()×%–~≈*+\-s]*")
+
+
+def _heading_lines(lines: list[str]) -> list[tuple[int, int, str]]:
+    """(line index, level, title) of every Markdown heading outside fenced code."""
+    heads, fenced = [], False
+    for i, line in enumerate(lines):
+        if line.startswith("```"):
+            fenced = not fenced
+        elif not fenced and (m := re.match(r"^(#{1,4}) (.*)", line)):
+            heads.append((i, len(m.group(1)), m.group(2)))
+    return heads
+
+
+def _sections(text: str) -> list[tuple[str, str]]:
+    """(heading, body) of each section; a body includes its sub-sections' text."""
+    lines = text.splitlines()
+    heads = _heading_lines(lines)
+    out = []
+    for k, (i, level, title) in enumerate(heads):
+        end = next((j for j, lv, _ in heads[k + 1 :] if lv <= level), len(lines))
+        out.append((title, "\n".join(lines[i:end])))
+    return out
+
+
+def _own_text(body: str) -> str:
+    """The text of a section before its first sub-section."""
+    lines = body.splitlines()
+    heads = _heading_lines(lines)
+    return "\n".join(lines[: heads[1][0]]) if len(heads) > 1 else body
+
+
+def _measured_rows(text: str) -> list[str]:
+    """Table rows (not header or rule) with a cell, after the first, that is a figure."""
+    rows = []
+    for line in (raw.strip() for raw in text.splitlines()):
+        if not line.startswith("|") or set(line) <= set("|-: "):
+            continue
+        cells = [c.strip() for c in line.strip().strip("|").split("|")][1:]
+        if any(FIGURE.fullmatch(c) and ("." in c or "/" in c) for c in cells):
+            rows.append(line)
+    return rows
+
+
+def _enclosing(sections: list[tuple[str, str]], index: int) -> list[str]:
+    """The bodies of section ``index`` and of every section that contains it, the document's
+    title section (``# ...``) excepted: a command elsewhere in the page does not count."""
+    body = sections[index][1]
+    return [b for _, b in sections if body in b and not re.match(r"# ", b) or b == body]
+
+
+@pytest.mark.parametrize("path", DOCS, ids=lambda p: p.name)
+def test_every_results_table_names_its_command_or_is_marked_historical(path: Path) -> None:
+    sections = _sections(path.read_text())
+    missing = []
+    for index, (title, body) in enumerate(sections):
+        if not _measured_rows(_own_text(body)):
+            continue
+        context = _enclosing(sections, index)
+        if not any(COMMAND.search(b) or HISTORICAL.search(b) for b in context):
+            missing.append(title)
+    assert not missing, f"{path.name}: sections with results tables and no command: {missing}"
+
+
+def test_the_section_check_can_fail() -> None:
+    doc = "# A\n\n## Measured\n\n| seed | 0 |\n|---|---|\n| acc | 0.93 |\n"
+    sections = _sections(doc)
+    measured = [t for t, b in sections if _measured_rows(_own_text(b))]
+    assert measured == ["Measured"]
+    assert not any(COMMAND.search(b) for _, b in sections)
+    assert COMMAND.search(doc + "\n```bash\npython benchmarks/x.py\n```\n")
+
+
+# --------------------------------------------------------------- figures vs results files
+
+
+def _bench(path: str) -> float:
+    value = json.loads(BENCH.read_text())
+    for key in path.split("/"):
+        value = value[key]
+    return value
+
+
+def _table_row(doc: str, first_cell: str) -> list[float]:
+    """The numeric cells of the table row whose first cell is ``first_cell``."""
+    for line in doc.splitlines():
+        cells = [c.strip() for c in line.strip().strip("|").split("|")]
+        if cells and cells[0] == first_cell:
+            return [float(c) for c in cells[1:] if re.fullmatch(r"-?\d+\.\d+", c)]
+    raise AssertionError(f"no table row starting with {first_cell!r}")
+
+
+def test_mfcvae_and_ivae_per_seed_tables_equal_results_models_summary() -> None:
+    doc = (ROOT / "docs" / "models_mfcvae_ivae.md").read_text()
+    summary = json.loads((MODELS / "summary.json").read_text())
+    assert "python benchmarks/models_recovery.py" in doc
+    rows = {
+        '`facet_init="joint"`': summary["mfcvae-joint"]["min_facet_accuracy"],
+        '`facet_init="blocks"`': summary["mfcvae-blocks"]["min_facet_accuracy"],
+        "30 epochs (`ivae-30`)": summary["ivae-30"]["weak_mcc"],
+        "80 epochs (`ivae-80`)": summary["ivae-80"]["weak_mcc"],
+    }
+    for first_cell, values in rows.items():
+        assert _table_row(doc, first_cell) == pytest.approx(values, abs=5e-4), first_cell
+
+
+def test_metrics_speed_table_equals_benchmarks_results_json() -> None:
+    doc = (ROOT / "docs" / "metrics.md").read_text()
+    speed = doc[doc.index("## Speed") :]
+    for case, prefix in (("dist_aff_l2_J3_m2", "J = 3, m = 2"), ("dist_aff_l2_J25_m10", "J = 25")):
+        figures = _bench(f"metrics/figures/{case}")
+        for kind, label in (
+            ("affine_image", "(permuted)"),
+            ("perturbed_1pct", "perturbed by 1 %"),
+            ("independent", "independent"),
+        ):
+            row = next(r for r in speed.splitlines() if prefix in r and label in r)
+            seconds, value = (c.strip() for c in row.strip("|").split("|")[1:3])
+            assert float(seconds) == figures[f"{kind}_seconds"], row
+            assert float(value) == figures[f"{kind}_distance"], row
+    mcc = _bench("metrics/figures/mcc_out_of_sample_n100000_m10")
+    for key in ("cca_pearson", "affine_pearson", "none_pearson", "cca_spearman"):
+        assert f"{mcc[key + '_seconds']}" in speed, key
+
+
+@pytest.mark.parametrize(
+    ("doc", "figure", "fmt"),
+    [
+        # README: vectorised seeds vs separate fits (issue 10: "equal up to float rounding")
+        ("README.md", "vectorize/figures/table2_n10/max_abs_dz_vs_separate", "{}"),
+        ("README.md", "vectorize/figures/table2_n10/latent_scale", "{}"),
+        ("README.md", "vectorize/figures/table2_n2/max_abs_dz_vs_separate", "{}"),
+        ("README.md", "vectorize/figures/table2_n2/ratio_vectorized_to_one", "{}"),
+        ("README.md", "vectorize/figures/table2_n10/ratio_vectorized_to_one", "{}"),
+        ("README.md", "exact/figures/n_unique", "{}/50"),
+        ("README.md", "exact/figures/n_unique_f2", "{}/50"),
+        # RESULTS.md benchmarks table
+        ("RESULTS.md", "models/figures/vade_784-500-500-2000-10_batch100_s_per_epoch", "{:.1f} s"),
+        ("RESULTS.md", "models/figures/mfcvae_arch1_J25_batch100_s_per_epoch", "MFCVAE {:.1f}"),
+        ("RESULTS.md", "models/figures/ivae_arch1_batch512_s_per_epoch", "/ {:.1f} s"),
+        ("RESULTS.md", "exact/figures/mle_study_50_s", "{} s"),
+        ("RESULTS.md", "experiments/figures/vectorized_10_over_1", "{}×"),
+        ("RESULTS.md", "experiments/figures/demo_weak_mcc_between", "{:.3f}"),
+        # docs/identify.md: Thm E.1 error vs n
+        (
+            "docs/identify.md",
+            "identify/figures/disentangle_error_vs_n/1000/em_pair_median",
+            "{:.3f}",
+        ),
+        (
+            "docs/identify.md",
+            "identify/figures/disentangle_error_vs_n/100000/moments_joint_median",
+            "{}",
+        ),
+    ],
+)
+def test_quoted_benchmark_figures_equal_results_json(doc: str, figure: str, fmt: str) -> None:
+    text = (ROOT / doc).read_text()
+    expected = fmt.format(_bench(figure))
+    assert expected in text, f"{doc} does not quote {figure} = {expected!r}"
+
+
+@pytest.mark.parametrize(
+    ("doc", "results", "keys"),
+    [
+        ("docs/models.md", "results/levers/default/seed1.json", ("weak_mcc", "accuracy")),
+        ("docs/models.md", "results/levers/default/seed5.json", ("weak_mcc", "accuracy")),
+        ("docs/models.md", "results/levers/default/seed0.json", ("weak_mcc", "accuracy")),
+        ("docs/models.md", "results/models/vade-m5/seed0.json", ("weak_mcc", "accuracy")),
+        ("docs/vade_restarts.md", "results/levers/default/seed0.json", ("weak_mcc", "accuracy")),
+        (
+            "docs/identify.md",
+            "results/models/vade-canonical/seed1.json",
+            ("weak_mcc", "strong_mcc_raw", "strong_mcc_canonical"),
+        ),
+    ],
+)
+def test_per_fit_figures_equal_their_result_files(doc: str, results: str, keys: tuple) -> None:
+    text = (ROOT / doc).read_text()
+    row = json.loads((ROOT / results).read_text())
+    folder = str(Path(results).parent)
+    assert folder in text, f"{doc} does not name {folder}"
+    for key in keys:
+        assert f"{row[key]:.3f}" in text, f"{doc}: {key} of {results} is {row[key]:.3f}"
