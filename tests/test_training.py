@@ -396,3 +396,35 @@ def test_a_stacked_member_that_stays_non_finite_fails_alone() -> None:
         assert [r["loss"] for r in outcomes[s].history] == pytest.approx(
             [r["loss"] for r in ref.history], rel=1e-4
         )
+
+
+def test_fit_preloads_the_optimizers_import_in_the_background_once() -> None:
+    """Importing idvae imports no torch._dynamo; fit starts it at once, off the first epoch."""
+    script = textwrap.dedent(
+        """
+        import sys, threading
+        import numpy as np
+        import idvae
+        from idvae.training import preload_optimizer, schedule
+
+        assert "torch._dynamo" not in sys.modules  # no side effect on import
+        model = idvae.VAE(**idvae.VAE._test_config())
+        try:
+            model.fit(np.full((5, 3), np.nan))  # fails at validation, after the preload starts
+        except ValueError:
+            pass
+        assert schedule._preload_started
+        for thread in threading.enumerate():
+            if thread.name == "idvae-preload":
+                assert thread.daemon  # never holds up the exit of a failed command
+                thread.join()
+        assert "torch._dynamo" in sys.modules
+        preload_optimizer()  # already done: no second thread
+        assert not [t for t in threading.enumerate() if t.name == "idvae-preload"]
+        print("ok")
+        """
+    )
+    out = subprocess.run(
+        [sys.executable, "-c", script], capture_output=True, text=True, timeout=300
+    )
+    assert out.returncode == 0 and out.stdout.strip() == "ok", out.stderr

@@ -373,3 +373,27 @@ def test_spectral_pretraining_puts_the_encoder_on_the_embedding() -> None:
     (vec,) = fit_seeds(VaDE(**(params | {"pretrain_epochs": 3})), X, [0])
     ref = VaDE(**(params | {"pretrain_epochs": 3})).fit(X)
     np.testing.assert_allclose(vec.transform(X), ref.transform(X), atol=1e-4)
+
+
+def test_the_mixture_initialisation_subsamples_large_data_only(monkeypatch) -> None:
+    import idvae.models.vade as vade_module
+
+    sizes: list[int] = []
+    mixture_on = VaDE._mixture_on
+
+    def spy(self, z: np.ndarray, seed: int):
+        sizes.append(len(z))
+        return mixture_on(self, z, seed)
+
+    monkeypatch.setattr(VaDE, "_mixture_on", spy)
+    monkeypatch.setattr(vade_module, "GMM_INIT_SAMPLES", 200)
+    X, _ = _blobs(n=300)
+    params = CONFIG | {"epochs": 0}  # prior_ is then the initialisation itself
+    first, second = VaDE(**params).fit(X), VaDE(**params).fit(X)
+    assert sizes == [200, 200]
+    # the subset is drawn from the fit's seed: the same seed, the same prior
+    np.testing.assert_array_equal(first.prior_.means, second.prior_.means)
+    np.testing.assert_array_equal(first.prior_.covariances, second.prior_.covariances)
+    VaDE(**params).fit(X[:200])
+    VaDE(**params).fit(X[:150])
+    assert sizes[2:] == [200, 150]  # at or below the threshold every point is used

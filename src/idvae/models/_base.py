@@ -43,7 +43,8 @@ Contract of the estimator (subclass ``LatentEstimator``)
   ``epochs``. ``ctx.run_phase`` hands each phase to the fit's phase runner (by default
   ``idvae.training.run_phase``; ``idvae.vectorize.fit_seeds`` passes its own), so a model
   never trains a module itself.
-- optional ``_check_aux(aux, n_samples, fitting)`` (IVAE), ``_after_fit(X, aux)``,
+- optional ``_check_aux(aux, n_samples, fitting)`` (IVAE), ``_after_fit(data)`` (the
+  scaled training tensors on the device, e.g. to set ``labels_`` without scaling X again),
   ``_fitted_state() / _set_fitted_state(d)`` (extra JSON-able fitted attributes to save),
   ``_test_config()`` (a small fast configuration for the contract tests) and
   ``_expected_failed_checks()`` (scikit-learn checks that cannot apply, with reasons).
@@ -101,6 +102,7 @@ from idvae.training import (
     TrainingError,
     load_checkpoint,
     numpy_rng_state,
+    preload_optimizer,
     resolve_device,
     run_phase,
     save_checkpoint,
@@ -131,6 +133,25 @@ __all__ = [
 COLLAPSE_FACTOR = 1e-3
 _MIN_SCALE = 1e-8
 _EVAL_BATCH = 4096
+# rows per block when scaling or hashing X: float64 temporaries of ~2 MB, never a copy of X
+_BLOCK_ELEMENTS = 2**18
+
+
+def _row_blocks(X: np.ndarray) -> list[slice]:
+    """Consecutive blocks of rows of X, each holding about ``_BLOCK_ELEMENTS`` numbers."""
+    rows = max(1, _BLOCK_ELEMENTS // max(1, X.shape[1]))
+    return [slice(start, start + rows) for start in range(0, X.shape[0], rows)]
+
+
+def _column_moments(X: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Mean and (biased) variance of each column of X, float64, without a float64 copy of X."""
+    if X.dtype == np.float64:
+        return X.mean(axis=0), X.var(axis=0)
+    mean = X.mean(axis=0, dtype=np.float64)
+    sq = np.zeros(X.shape[1])
+    for rows in _row_blocks(X):
+        sq += ((X[rows] - mean) ** 2).sum(axis=0)
+    return mean, sq / X.shape[0]
 
 
 class LatentModule(nn.Module):
@@ -329,8 +350,13 @@ class LatentEstimator(TransformerMixin, BaseEstimator):
     def _fit_phases(self, ctx: FitContext) -> None:
         ctx.run_phase("train", self._train_config(self.epochs))
 
-    def _after_fit(self, X: np.ndarray, aux: tuple[np.ndarray, ...]) -> None:
-        """Set extra fitted attributes (X and aux are the validated, unscaled inputs)."""
+    def _after_fit(self, data: tuple[torch.Tensor, ...]) -> None:
+        """Set extra fitted attributes from the scaled training tensors ``(x, *aux)``.
+
+        They are the tensors the module was trained on (float32, on the training device),
+        so answers computed from them equal those of ``predict(X)`` without validating
+        and scaling X again.
+        """
 
     def _fitted_state(self) -> dict[str, Any]:
         """Extra JSON-able fitted attributes to save (beyond the base's)."""
@@ -393,21 +419,39 @@ class LatentEstimator(TransformerMixin, BaseEstimator):
             # centre each feature but divide all by ONE scale (the root mean variance): the
             # isotropic noise of model (3) stays isotropic, and features that are mostly
             # noise are not blown up to unit variance
-            self.scaler_mean_ = X.mean(axis=0)
-            scale = float(np.sqrt(np.mean(X.var(axis=0))))
-            if not scale > _MIN_SCALE * (1.0 + float(np.abs(X).max())):
+            self.scaler_mean_, variance = _column_moments(X)
+            scale = float(np.sqrt(np.mean(variance)))
+            largest = max(abs(float(X.min())), abs(float(X.max())))
+            if not scale > _MIN_SCALE * (1.0 + largest):
                 scale = 1.0  # constant data: nothing to standardise
             self.scaler_scale_ = np.full(X.shape[1], scale)
 
     def _scale(self, X: np.ndarray) -> np.ndarray:
-        return ((X - self.scaler_mean_) / self.scaler_scale_).astype(np.float32)
+        """(X - mean) / scale as a new float32 array (computed in float64, block by block).
+
+        Equal bit for bit to ``((X.astype(float64) - mean) / scale).astype(float32)``, but
+        the float64 temporaries hold a block of rows, never all of X.
+        """
+        mean, scale = self.scaler_mean_, self.scaler_scale_
+        if not np.any(mean) and np.all(scale == 1.0):  # the identity (Bernoulli likelihood)
+            return np.array(X, dtype=np.float32)
+        out = np.empty(X.shape, dtype=np.float32)
+        for rows in _row_blocks(X):
+            out[rows] = (X[rows] - mean) / scale
+        return out
 
     def _unscale(self, X: np.ndarray) -> np.ndarray:
         return X.astype(np.float64) * self.scaler_scale_ + self.scaler_mean_
 
     def _fingerprint(self, X: np.ndarray, aux: tuple[np.ndarray, ...]) -> str:
-        """What a checkpoint must match to be resumed: class, parameters and data."""
-        digest = hashlib.sha1(np.ascontiguousarray(X).view(np.uint8))
+        """What a checkpoint must match to be resumed: class, parameters and data.
+
+        The data are hashed as float64, block by block, so the same numbers give the same
+        fingerprint whether X came as float32 or float64.
+        """
+        digest = hashlib.sha1()
+        for rows in _row_blocks(X):
+            digest.update(np.ascontiguousarray(X[rows], dtype=np.float64).view(np.uint8))
         for a in aux:
             digest.update(np.ascontiguousarray(a).view(np.uint8))
         # how training is displayed or where it runs does not change what is trained
@@ -433,18 +477,23 @@ class LatentEstimator(TransformerMixin, BaseEstimator):
         return module.float()
 
     def _validate_X(self, X: Any, *, reset: bool) -> np.ndarray:
-        """X as a finite float64 array of shape (n_samples, n_features).
+        """X as a finite float64 or float32 array of shape (n_samples, n_features).
 
-        scikit-learn's ``validate_data`` gives the messages its estimator checks expect
-        (sparse, complex, empty, wrong number of features) and records ``n_features_in_``
-        when ``reset``.
+        float32 and float64 input is kept as it is (not copied); anything else becomes
+        float64. The networks compute in float32, and ``_scale`` converts block by block,
+        so a float32 X (e.g. MNIST) is never copied to float64. scikit-learn's
+        ``validate_data`` gives the messages its estimator checks expect (sparse, complex,
+        empty, wrong number of features, NaN/inf) and records ``n_features_in_`` when
+        ``reset``.
         """
         if sp.issparse(X):
             raise TypeError(
                 f"Expected a dense array X but got a sparse {type(X).__name__}; sparse input "
                 "is not supported, convert it with X.toarray()"
             )
-        return validate_data(self, X, reset=reset, dtype=np.float64, ensure_min_samples=1)
+        return validate_data(
+            self, X, reset=reset, dtype=(np.float64, np.float32), ensure_min_samples=1
+        )
 
     # -- fit ----------------------------------------------------------------------------------
     def fit(
@@ -481,6 +530,9 @@ class LatentEstimator(TransformerMixin, BaseEstimator):
         phase_runner: PhaseRunner = run_phase,
     ) -> LatentEstimator:
         self._validate_params()
+        # the first optimiser of a process imports torch._dynamo (1-3 s): start that now, in
+        # the background, while X is validated and scaled and the prior initialised
+        preload_optimizer()
         X = self._validate_X(X, reset=True)
         n_samples, n_features = X.shape
         aux_arrays = self._check_aux(aux, n_samples, True)
@@ -500,9 +552,9 @@ class LatentEstimator(TransformerMixin, BaseEstimator):
             torch.as_tensor(a, dtype=torch.float32, device=device) for a in aux_arrays
         )
 
-        checkpoint_path, resume_state = None, None
-        fingerprint = self._fingerprint(X, aux_arrays)
+        checkpoint_path, resume_state, fingerprint = None, None, ""
         if checkpoint_dir is not None:
+            fingerprint = self._fingerprint(X, aux_arrays)
             checkpoint_path = Path(checkpoint_dir) / CHECKPOINT_NAME
             if resume and checkpoint_path.exists():
                 resume_state = load_checkpoint(checkpoint_path)
@@ -541,7 +593,7 @@ class LatentEstimator(TransformerMixin, BaseEstimator):
         self.n_iter_ = last.epochs_run if last is not None else self.epochs
         self.stopped_early_ = bool(last.stopped_early) if last is not None else False
         self._finish_fit()
-        self._after_fit(X, aux_arrays)
+        self._after_fit(data)
         return self
 
     def _finish_fit(self) -> None:

@@ -43,7 +43,7 @@ from idvae.training.config import (
     resolve_device,
 )
 from idvae.training.loop import fit_loop, run_phase, train
-from idvae.training.schedule import lr_at, step_lr
+from idvae.training.schedule import lr_at, preload_optimizer, step_lr
 from idvae.training.stack import StackStepper, VectorizationError, train_stacked
 from idvae.training.stepper import ModuleStepper, Stepper
 
@@ -64,6 +64,7 @@ __all__ = [
     "load_checkpoint",
     "lr_at",
     "numpy_rng_state",
+    "preload_optimizer",
     "resolve_device",
     "run_phase",
     "save_checkpoint",

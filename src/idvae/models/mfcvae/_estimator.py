@@ -361,8 +361,9 @@ class MFCVAE(LatentEstimator):
         self.grid_residual_ = float(residual)
         self._start_fade(module)
 
-    def _after_fit(self, X: np.ndarray, aux: tuple[np.ndarray, ...]) -> None:
-        self.labels_ = self.predict(X)
+    def _after_fit(self, data: tuple[torch.Tensor, ...]) -> None:
+        # the training tensors as already scaled: equal to predict(X), without redoing X
+        self.labels_ = self._states(self._log_responsibilities_of(data))
         if not hasattr(self, "grid_residual_"):
             self.grid_residual_ = None
 
@@ -375,7 +376,10 @@ class MFCVAE(LatentEstimator):
 
     # -- answers ------------------------------------------------------------------------------
     def _log_responsibilities(self, X: Any) -> list[np.ndarray]:
-        tensors = self._check_input(X, ())
+        return self._log_responsibilities_of(self._check_input(X, ()))
+
+    def _log_responsibilities_of(self, tensors: tuple[torch.Tensor, ...]) -> list[np.ndarray]:
+        """Per-facet log p(c_i | z_i = E[z_i | x]) of scaled tensors, one (n, K_i) each."""
         log_p = self._map_batches(self.module_.log_responsibilities, tensors)
         bounds = np.cumsum((0, *self.module_.prior.facet_components))
         return [log_p[:, a:b] for a, b in zip(bounds[:-1], bounds[1:], strict=True)]
@@ -404,7 +408,11 @@ class MFCVAE(LatentEstimator):
         Returns:
             Int array of shape (n_samples, k); column i is facet i's state in [0, K_i).
         """
-        return np.stack([lp.argmax(axis=1) for lp in self._log_responsibilities(X)], axis=1)
+        return self._states(self._log_responsibilities(X))
+
+    @staticmethod
+    def _states(log_p: list[np.ndarray]) -> np.ndarray:
+        return np.stack([lp.argmax(axis=1) for lp in log_p], axis=1)
 
     def predict_joint(self, X: Any) -> np.ndarray:
         """The joint state as one index in [0, J) (row-major, as ``prior_``), shape (n,)."""
