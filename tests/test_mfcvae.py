@@ -462,31 +462,3 @@ def test_predict_checks_its_input(small_model):
     model, x = small_model
     with pytest.raises(ValueError, match="3 features"):
         model.predict(x[:, :3])
-
-
-def test_mfcvae_recovers_a_simulated_two_facet_model():
-    """Per-facet cluster accuracy >= 0.9 on a small model (3) with U = (U_1, U_2) independent.
-
-    Two facets with 3 states each, 2 latent coordinates per facet (ne(U_i) = block i, as
-    MFCVAE assumes), a one-hidden-layer LeakyReLU decoder to 12 dimensions. Facets are
-    identifiable only up to their order, so they are matched to the truth first. (Over
-    seeds 0-5 of this set-up 5 of 6 fits pass; see docs/models_mfcvae_ivae.md.)
-    """
-    from idvae.metrics import cluster_accuracy
-    from idvae.simulate import sample_model
-
-    joint = np.outer([0.3, 0.3, 0.4], [0.25, 0.35, 0.4])
-    sim = sample_model(
-        3000, latent_dim=4, obs_dim=12, facets=(3, 3), joint=joint, hidden=(12,), random_state=3
-    )
-    model = MFCVAE(
-        (2, 2), (3, 3), encoder_sizes=(64, 64), decoder_sizes=(64, 64), pretrain_epochs=10,
-        joint_epochs=40, epochs=20, batch_size=128, random_state=3, device="cpu",
-    ).fit(sim.x)  # fmt: skip
-    labels = model.predict(sim.x)
-    accuracy = max(
-        [cluster_accuracy(sim.u[:, i], labels[:, order[i]]) for i in range(2)]
-        for order in ((0, 1), (1, 0))
-    )
-    assert min(accuracy) >= 0.9, accuracy
-    assert model.grid_residual_ < 0.2

@@ -1,0 +1,142 @@
+"""Recovery of a known truth as rates over consecutive seeds, never one chosen seed (issue 8).
+
+Each estimator is fitted to the simulator's instances with seeds 0-7; a test asserts how many
+of the eight recover the truth. Where the rate the project aims for (7 of 8) is not reached
+yet, that assertion is a strict expected failure whose reason gives the measured rate: it
+fails loudly the day it starts to pass. Beside it, an assertion that holds today and can
+fail: VaDE must beat PCA on the same eight instances.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+from sklearn.decomposition import PCA
+from sklearn.mixture import GaussianMixture
+
+from idvae.metrics import cluster_accuracy, mcc
+from idvae.models import IVAE, MFCVAE, VaDE
+from idvae.simulate import sample_model
+
+pytestmark = pytest.mark.slow
+
+SEEDS = range(8)
+TARGET = 7  # of 8
+
+
+def _weak(z_true: np.ndarray, z: np.ndarray) -> float:
+    return float(mcc(z_true, z, alignment="affine", random_state=0))
+
+
+@pytest.fixture(scope="module")
+def vade_and_pca() -> dict[str, list[tuple[float, float]]]:
+    """(weak MCC, accuracy) per seed: VaDE with its defaults, and PCA + GaussianMixture."""
+    rows: dict[str, list[tuple[float, float]]] = {"vade": [], "pca": []}
+    for seed in SEEDS:
+        sim = sample_model(3000, latent_dim=2, obs_dim=10, n_components=3, random_state=seed)
+        model = VaDE(2, 3, random_state=seed, device="cpu").fit(sim.x)
+        rows["vade"].append(
+            (_weak(sim.z, model.transform(sim.x)), cluster_accuracy(sim.u, model.labels_))
+        )
+        z = PCA(2).fit_transform((sim.x - sim.x.mean(0)) / sim.x.std())
+        labels = GaussianMixture(3, n_init=3, random_state=seed).fit_predict(z)
+        rows["pca"].append((_weak(sim.z, z), cluster_accuracy(sim.u, labels)))
+    return rows
+
+
+def _recovered(rows: list[tuple[float, float]]) -> int:
+    return sum(weak >= 0.95 and accuracy >= 0.95 for weak, accuracy in rows)
+
+
+@pytest.mark.xfail(
+    strict=True,
+    reason="issue 8: VaDE's defaults recover 1 of seeds 0-7 (measured 2026-11-30; 1 of 0-9 "
+    "in docs/recovery_levers.md); the target is 7 of 8",
+)
+def test_vade_recovers_seven_of_eight_instances(vade_and_pca):
+    assert _recovered(vade_and_pca["vade"]) >= TARGET, vade_and_pca["vade"]
+
+
+def test_vade_beats_pca_on_the_same_instances(vade_and_pca):
+    """Median weak MCC and median cluster accuracy above PCA + GaussianMixture's."""
+    vade, pca = np.array(vade_and_pca["vade"]), np.array(vade_and_pca["pca"])
+    assert np.median(vade[:, 0]) > np.median(pca[:, 0]), (vade, pca)
+    assert np.median(vade[:, 1]) > np.median(pca[:, 1]), (vade, pca)
+
+
+def ivae_scores() -> list[float]:
+    """Weak MCC to the true z per seed, u = the true component labels (m = 2, n = 10, J = 5)."""
+    scores = []
+    for seed in SEEDS:
+        sim = sample_model(2000, latent_dim=2, obs_dim=10, n_components=5, random_state=seed)
+        model = IVAE(
+            2, encoder_sizes=(64, 64), decoder_sizes=(64, 64), epochs=30, batch_size=128,
+            random_state=seed, device="cpu",
+        ).fit(sim.x, sim.u)  # fmt: skip
+        assert model.prior_.n_components == 5
+        scores.append(_weak(sim.z, model.transform(sim.x, sim.u)))
+    return scores
+
+
+def mfcvae_scores() -> list[float]:
+    """The lower of the two per-facet cluster accuracies per seed, facets matched first.
+
+    Two independent facets of 3 states, 2 latent coordinates per facet (ne(U_i) = block i,
+    as MFCVAE assumes), one hidden LeakyReLU layer to 12 dimensions. Facets are identifiable
+    up to their order, so they are matched to the truth first.
+    """
+    joint = np.outer([0.3, 0.3, 0.4], [0.25, 0.35, 0.4])
+    scores = []
+    for seed in SEEDS:
+        sim = sample_model(
+            3000, latent_dim=4, obs_dim=12, facets=(3, 3), joint=joint, hidden=(12,),
+            random_state=seed,
+        )  # fmt: skip
+        labels = MFCVAE(
+            (2, 2), (3, 3), encoder_sizes=(64, 64), decoder_sizes=(64, 64), pretrain_epochs=10,
+            joint_epochs=40, epochs=20, batch_size=128, random_state=seed, device="cpu",
+        ).fit(sim.x).predict(sim.x)  # fmt: skip
+        accuracy = max(
+            [cluster_accuracy(sim.u[:, i], labels[:, order[i]]) for i in range(2)]
+            for order in ((0, 1), (1, 0))
+        )
+        scores.append(min(accuracy))
+    return scores
+
+
+@pytest.fixture(scope="module")
+def ivae() -> list[float]:
+    return ivae_scores()
+
+
+@pytest.fixture(scope="module")
+def mfcvae() -> list[float]:
+    return mfcvae_scores()
+
+
+@pytest.mark.xfail(
+    strict=True,
+    reason="iVAE given the true u reaches weak MCC >= 0.9 on 5 of seeds 0-7 (measured "
+    "2026-11-30); the target is 7 of 8",
+)
+def test_ivae_given_the_true_components_recovers_seven_of_eight(ivae):
+    assert sum(s >= 0.9 for s in ivae) >= TARGET, ivae
+
+
+def test_ivae_given_the_true_components_median(ivae):
+    """The upper reference of the benchmark: median weak MCC >= 0.9 over the eight seeds."""
+    assert np.median(ivae) >= 0.9, ivae
+
+
+@pytest.mark.xfail(
+    strict=True,
+    reason="MFCVAE reaches per-facet accuracy >= 0.9 on 5 of seeds 0-7 (measured "
+    "2026-11-30); the target is 7 of 8",
+)
+def test_mfcvae_recovers_each_facet_on_seven_of_eight(mfcvae):
+    assert sum(a >= 0.9 for a in mfcvae) >= TARGET, mfcvae
+
+
+def test_mfcvae_median_facet_accuracy(mfcvae):
+    """Median over the eight seeds of the worse facet's accuracy >= 0.9."""
+    assert np.median(mfcvae) >= 0.9, mfcvae
