@@ -29,9 +29,9 @@ def random_prior(seed=0, dims=(2, 1, 3), comps=(3, 2, 4)):
     prior = FacetedMixturePrior(dims, comps).double()
     with torch.no_grad():
         for i in range(prior.n_facets):
-            prior.logits[i].normal_()
-            prior.means[i].normal_().mul_(2.0)
-            prior.raw_variances[i].normal_().mul_(0.5)
+            prior.facets[i].logits.normal_()
+            prior.facets[i].means.normal_().mul_(2.0)
+            prior.facets[i].raw_scale.normal_().mul_(0.5)
     return prior
 
 
@@ -110,8 +110,8 @@ def test_kl_terms_agree_with_monte_carlo():
     z = mean + var.sqrt() * eps  # (n_mc, n, m)
     log_q = -0.5 * (eps**2 + torch.log(var) + np.log(2 * np.pi))
     for i, s in enumerate(prior.slices):
-        comp = prior.facet_component_log_prob(z[:, :, s].reshape(-1, s.stop - s.start), i)
-        log_p_given_c = (comp - prior.log_weights(i)).reshape(n_mc, n, -1)  # log N(z_i; c)
+        comp = prior.facets[i].log_joint(z[:, :, s].reshape(-1, s.stop - s.start))
+        log_p_given_c = (comp - prior.facets[i].log_weights()).reshape(n_mc, n, -1)  # log N(z_i; c)
         samples = log_q[:, :, s].sum(-1)[..., None] - log_p_given_c  # (n_mc, n, K)
         mc = samples.mean(0)
         se = samples.std(0) / np.sqrt(n_mc)
@@ -119,7 +119,7 @@ def test_kl_terms_agree_with_monte_carlo():
         mc_kl = (resp * mc).sum(1)
         mc_se = torch.sqrt(((resp * se) ** 2).sum(1))
         assert torch.all((kl_z[:, i] - mc_kl).abs() < 4 * mc_se + 1e-9)
-        direct = (resp * (log_resp[i] - prior.log_weights(i))).sum(1)
+        direct = (resp * (log_resp[i] - prior.facets[i].log_weights())).sum(1)
         np.testing.assert_allclose(kl_c[:, i].numpy(), direct.numpy(), rtol=1e-12)
     assert torch.all(kl_c >= -1e-12) and torch.all(kl_z >= 0)
 
@@ -127,9 +127,9 @@ def test_kl_terms_agree_with_monte_carlo():
 def test_kl_is_zero_when_posterior_equals_prior():
     prior = random_prior(4, dims=(2,), comps=(3,))
     k = 1
-    mean = prior.means[0][k : k + 1].detach()
-    var = prior.variances(0)[k : k + 1].detach()
-    log_resp = [prior.log_weights(0)[None].detach()]
+    mean = prior.facets[0].means[k : k + 1].detach()
+    var = prior.facets[0].variances()[k : k + 1].detach()
+    log_resp = [prior.facets[0].log_weights()[None].detach()]
     kl_z, kl_c = prior.kl_terms(mean, var, log_resp)
     assert kl_c.abs().max() < 1e-12
     onehot = torch.full((1, 3), -1e30, dtype=torch.float64)
@@ -387,9 +387,9 @@ def test_a_faded_out_facet_neither_reaches_the_decoder_nor_pays_kl(rng):
     module.facet_weights.copy_(torch.tensor([1.0, 0.0]))
     x = torch.as_tensor(rng.normal(size=(32, 6)), dtype=torch.float32)
     module.loss(x, generator=torch.Generator().manual_seed(0))["loss"].backward()
-    for name in ("logits", "means", "raw_variances"):
-        assert torch.any(getattr(module.prior, name)[0].grad != 0)
-        grad = getattr(module.prior, name)[1].grad
+    for name in ("logits", "means", "raw_scale"):
+        assert torch.any(getattr(module.prior.facets[0], name).grad != 0)
+        grad = getattr(module.prior.facets[1], name).grad
         assert grad is None or torch.all(grad == 0)
     # the decoder does not see the second block
     assert torch.all(module.decoder.net[0].weight.grad[:, 1] == 0)
@@ -462,3 +462,17 @@ def test_predict_checks_its_input(small_model):
     model, x = small_model
     with pytest.raises(ValueError, match="3 features"):
         model.predict(x[:, :3])
+
+
+def test_state_dicts_with_the_flat_facet_keys_still_load(rng):
+    """Models saved with keys ``logits.<i>``, ``means.<i>``, ``raw_variances.<i>`` load."""
+    a = random_prior(9)
+    flat = {}
+    for i, facet in enumerate(a.facets):
+        flat[f"logits.{i}"] = facet.logits.detach().clone()
+        flat[f"means.{i}"] = facet.means.detach().clone()
+        flat[f"raw_variances.{i}"] = facet.raw_scale.detach().clone()
+    b = FacetedMixturePrior(a.facet_dims, a.facet_components).double()
+    b.load_state_dict(flat, strict=True)
+    z = torch.as_tensor(rng.normal(size=(10, 6)))
+    np.testing.assert_array_equal(b.log_prob(z).detach().numpy(), a.log_prob(z).detach().numpy())

@@ -10,7 +10,7 @@ from torch.distributions import MultivariateNormal, kl_divergence
 import idvae
 from idvae.models import ComponentCollapseWarning, VaDE
 from idvae.models._base import gaussian_entropy
-from idvae.models.vade import GaussianMixturePrior
+from idvae.models._prior import GaussianMixturePrior
 
 
 @pytest.fixture(autouse=True)
@@ -74,7 +74,7 @@ def test_a_full_prior_with_diagonal_factors_equals_the_diagonal_prior() -> None:
     diag = _prior("diag", seed=3)
     full = GaussianMixturePrior(3, 2, "full").double()
     gmm = diag.to_gmm()
-    full.set_from(gmm.weights, gmm.means, gmm.covariances)
+    full.load_gmm(gmm)
     z = torch.randn(20, 2, dtype=torch.float64)
     assert torch.allclose(
         full.expected_log_density(z, 0.0), diag.expected_log_density(z, 0.0), atol=1e-10
@@ -90,7 +90,7 @@ def test_set_from_and_to_gmm_round_trip(covariance_type: str) -> None:
         covs = covs * np.eye(2)
     target = idvae.GMM([0.2, 0.3, 0.5], rng.normal(size=(3, 2)), covs)
     prior = GaussianMixturePrior(3, 2, covariance_type).double()
-    prior.set_from(target.weights, target.means, target.covariances)
+    prior.load_gmm(target)
     back = prior.to_gmm()
     assert np.allclose(back.weights, target.weights)
     assert np.allclose(back.means, target.means)

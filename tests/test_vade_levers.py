@@ -118,7 +118,8 @@ def test_refit_replaces_a_merged_prior_and_never_lowers_the_fit() -> None:
     est._encoder_means = lambda _ctx: z  # the latents the refit sees
     # two components on one cluster, one component over the other two
     merged = [np.array([0.5, 0.25, 0.25]), np.array([[2.0, 2.0], [-4.0, 0.3], [-4.0, -0.3]])]
-    module.prior.set_from(*merged, np.stack([np.diag([9.0, 9.0]), np.eye(2), np.eye(2)]))
+    covs = np.stack([np.diag([9.0, 9.0]), np.eye(2), np.eye(2)])
+    module.prior.load_gmm(idvae.GMM(*merged, covs))
     before = module.prior.to_gmm().logpdf(z).mean()
     est._refit_prior(ctx)
     after = module.prior.to_gmm()

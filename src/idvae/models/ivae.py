@@ -26,7 +26,7 @@ from sklearn.utils._param_validation import StrOptions
 from torch import nn
 from torch.nn import functional as F
 
-from idvae.mixture import GMM, LOG_2PI
+from idvae.mixture import GMM
 from idvae.models._base import (
     MIN_PRIOR_VARIANCE,
     Decoder,
@@ -38,28 +38,10 @@ from idvae.models._base import (
     register,
     reparameterize,
 )
+from idvae.models._prior import diagonal_gaussian_kl, diagonal_log_density, sample_mixture
 from idvae.nets import Activation, mlp
 
-__all__ = ["IVAE", "ConditionalGaussianPrior", "IVAEModule", "diagonal_gaussian_kl"]
-
-
-def diagonal_gaussian_kl(
-    mean_q: torch.Tensor, var_q: torch.Tensor, mean_p: torch.Tensor, var_p: torch.Tensor
-) -> torch.Tensor:
-    """KL(N(mean_q, diag var_q) || N(mean_p, diag var_p)), summed over the last axis.
-
-    0.5 sum_d [log var_p - log var_q + (var_q + (mean_q - mean_p)^2) / var_p - 1].
-
-    Args:
-        mean_q, var_q, mean_p, var_p: tensors of shape (n, m) (broadcastable), variances > 0.
-
-    Returns:
-        Tensor of shape (n,).
-    """
-    return 0.5 * torch.sum(
-        torch.log(var_p) - torch.log(var_q) + (var_q + (mean_q - mean_p) ** 2) / var_p - 1.0,
-        dim=-1,
-    )
+__all__ = ["IVAE", "ConditionalGaussianPrior", "IVAEModule"]
 
 
 class ConditionalGaussianPrior(nn.Module):
@@ -107,7 +89,7 @@ class ConditionalGaussianPrior(nn.Module):
     def log_prob(self, z: torch.Tensor, u: torch.Tensor) -> torch.Tensor:
         """log p(z | u), tensor of shape (n,); z has shape (n, m), u (n, p)."""
         mean, var = self(u)
-        return -0.5 * torch.sum((z - mean) ** 2 / var + torch.log(var) + LOG_2PI, dim=1)
+        return diagonal_log_density(z, mean, var)
 
     def kl(self, mean_q: torch.Tensor, var_q: torch.Tensor, u: torch.Tensor) -> torch.Tensor:
         """KL(q(z | x, u) || p(z | u)) in closed form, tensor of shape (n,)."""
@@ -188,13 +170,8 @@ class IVAEModule(LatentModule):
                 "Expected an IVAE fitted with discrete u to sample from its marginal prior but "
                 "u was continuous; decode draws of p(z | u) for chosen u instead"
             )
-        weights = self.class_log_weights.exp()
-        c = torch.multinomial(weights, n, replacement=True, generator=generator)
         means, var = self.class_laws()
-        eps = torch.randn(
-            (n, self.latent_dim), generator=generator, device=means.device, dtype=means.dtype
-        )
-        z = means[c] + var[c].sqrt() * eps
+        z, _ = sample_mixture(self.class_log_weights.exp(), means, var.sqrt(), n, generator)
         return self.decoder.mean(z), z
 
 

@@ -38,14 +38,11 @@ from typing import Any, ClassVar
 import numpy as np
 import torch
 from sklearn.base import ClusterMixin
-from sklearn.mixture import GaussianMixture
 from sklearn.utils._param_validation import Interval, StrOptions
-from torch import nn
 from torch.nn import functional as F
 
 from idvae.mixture import GMM, LOG_2PI
 from idvae.models._base import (
-    MIN_PRIOR_VARIANCE,
     Decoder,
     FitContext,
     GaussianEncoder,
@@ -53,138 +50,22 @@ from idvae.models._base import (
     LatentModule,
     check_sizes,
     gaussian_entropy,
-    inverse_softplus,
     register,
     reparameterize,
 )
+from idvae.models._prior import (
+    GMM_INIT_SAMPLES,
+    GaussianMixturePrior,
+    fit_mixture,
+    subsample_rows,
+)
 from idvae.training import PhaseResult, step_lr
 
-__all__ = ["GaussianMixturePrior", "VaDE", "VaDEModule", "spectral_embedding"]
+__all__ = ["VaDE", "VaDEModule", "spectral_embedding"]
 
 # Monte Carlo draws of the ELBO that compares the trials of n_init (measured on 3,000 points
 # of model (3): one draw of the mean ELBO varies by ~0.02-0.05 nats per sample)
 SELECT_DRAWS = 4
-# the GaussianMixture that initialises the prior is fitted to the encoder means of at most
-# this many training points (a seeded random subset of larger data): on 70,000 MNIST images
-# the full set cost ~5 s of encoding and EM before the first epoch, and tens of thousands
-# of points pin down 10-50 components as well
-GMM_INIT_SAMPLES = 20_000
-
-
-class GaussianMixturePrior(nn.Module):
-    """p(z) = sum_c pi_c N(z; mu_c, Sigma_c) with trainable logits, means and covariances.
-
-    Variances pass through softplus with a floor; a full covariance is L L' with L lower
-    triangular whose diagonal passes through softplus with a floor.
-
-    Args:
-        n_components: J.
-        latent_dim: m.
-        covariance_type: ``"diag"`` or ``"full"``.
-    """
-
-    def __init__(self, n_components: int, latent_dim: int, covariance_type: str) -> None:
-        super().__init__()
-        self.n_components, self.latent_dim = n_components, latent_dim
-        self.covariance_type = covariance_type
-        self.logits = nn.Parameter(torch.zeros(n_components))
-        self.means = nn.Parameter(torch.randn(n_components, latent_dim))
-        if covariance_type == "diag":
-            self.raw_scale = nn.Parameter(inverse_softplus(torch.ones(n_components, latent_dim)))
-        else:
-            raw = torch.zeros(n_components, latent_dim, latent_dim)
-            raw.diagonal(dim1=-2, dim2=-1).copy_(inverse_softplus(torch.ones(latent_dim)))
-            self.raw_scale = nn.Parameter(raw)
-
-    def log_weights(self) -> torch.Tensor:
-        """log pi, shape (J,)."""
-        return F.log_softmax(self.logits, dim=0)
-
-    def variances(self) -> torch.Tensor:
-        """Diagonal variances, shape (J, m) (``"diag"`` only)."""
-        return F.softplus(self.raw_scale) + MIN_PRIOR_VARIANCE
-
-    def cholesky(self) -> torch.Tensor:
-        """Lower Cholesky factors L_c of Sigma_c, shape (J, m, m)."""
-        if self.covariance_type == "diag":
-            return torch.diag_embed(torch.sqrt(self.variances()))
-        diag = F.softplus(self.raw_scale.diagonal(dim1=-2, dim2=-1)) + MIN_PRIOR_VARIANCE**0.5
-        return torch.tril(self.raw_scale, diagonal=-1) + torch.diag_embed(diag)
-
-    def covariances(self) -> torch.Tensor:
-        """Sigma_c, shape (J, m, m)."""
-        chol = self.cholesky()
-        return chol @ chol.transpose(-1, -2)
-
-    def expected_log_density(self, mean: torch.Tensor, var: torch.Tensor) -> torch.Tensor:
-        """E_{z ~ N(mean, diag var)} log N(z; mu_c, Sigma_c), shape (n, J).
-
-        With var = 0 it is log N(mean; mu_c, Sigma_c).
-
-        Args:
-            mean: array of shape (n, m).
-            var: array of shape (n, m), or a scalar 0.
-        """
-        diff = mean[:, None, :] - self.means[None, :, :]  # (n, J, m)
-        m = self.latent_dim
-        if self.covariance_type == "diag":
-            s2 = self.variances()  # (J, m)
-            quad = (diff**2 / s2).sum(-1)
-            log_det = torch.log(s2).sum(-1)
-            trace = var @ (1.0 / s2).T if torch.is_tensor(var) else 0.0
-        else:
-            chol = self.cholesky()
-            eye = torch.eye(m, device=chol.device, dtype=chol.dtype).expand_as(chol)
-            chol_inv = torch.linalg.solve_triangular(chol, eye, upper=False)  # (J, m, m)
-            y = torch.einsum("jid,njd->nji", chol_inv, diff)
-            quad = (y**2).sum(-1)
-            log_det = 2.0 * torch.log(chol.diagonal(dim1=-2, dim2=-1)).sum(-1)
-            # tr(Sigma^-1 diag var) = sum_d var_d sum_i (L^-1)_{id}^2
-            trace = var @ (chol_inv**2).sum(1).T if torch.is_tensor(var) else 0.0
-        return -0.5 * (m * LOG_2PI + log_det[None, :] + trace + quad)
-
-    def log_responsibilities(self, z: torch.Tensor) -> torch.Tensor:
-        """log p(c | z) = log_softmax_c(log pi_c + log N(z; mu_c, Sigma_c)), shape (n, J)."""
-        return F.log_softmax(self.log_weights()[None, :] + self.expected_log_density(z, 0.0), 1)
-
-    def to_gmm(self) -> GMM:
-        """The prior as a float64 ``idvae.GMM``."""
-        with torch.no_grad():
-            weights = torch.softmax(self.logits.double(), dim=0).cpu().numpy()
-            chol = self.cholesky().double()
-            covs = (chol @ chol.transpose(-1, -2)).cpu().numpy()
-            means = self.means.double().cpu().numpy()
-        return GMM(weights, means, covs)
-
-    def set_from(self, weights: np.ndarray, means: np.ndarray, covariances: np.ndarray) -> None:
-        """Set the parameters to a mixture (weights (J,), means (J, m), covariances (J, m, m))."""
-        weights, means = np.array(weights, dtype=np.float64), np.array(means, dtype=np.float64)
-        covariances = np.array(covariances, dtype=np.float64)  # writable copies for torch
-        with torch.no_grad():
-            dtype, device = self.logits.dtype, self.logits.device
-            self.logits.copy_(torch.as_tensor(np.log(weights), dtype=dtype, device=device))
-            self.means.copy_(torch.as_tensor(means, dtype=dtype, device=device))
-            covs = torch.as_tensor(covariances, dtype=torch.float64)
-            if self.covariance_type == "diag":
-                var = covs.diagonal(dim1=-2, dim2=-1).clamp_min(2 * MIN_PRIOR_VARIANCE)
-                self.raw_scale.copy_(inverse_softplus(var - MIN_PRIOR_VARIANCE).to(dtype))
-            else:
-                chol = torch.linalg.cholesky(covs)
-                diag = chol.diagonal(dim1=-2, dim2=-1).clamp_min(2 * MIN_PRIOR_VARIANCE**0.5)
-                raw = torch.tril(chol, diagonal=-1) + torch.diag_embed(
-                    inverse_softplus(diag - MIN_PRIOR_VARIANCE**0.5)
-                )
-                self.raw_scale.copy_(raw.to(dtype))
-
-    def sample(self, n: int, generator: torch.Generator) -> tuple[torch.Tensor, torch.Tensor]:
-        """n draws z (n, m) and their components c (n,)."""
-        weights = torch.softmax(self.logits, dim=0)
-        c = torch.multinomial(weights, n, replacement=True, generator=generator)
-        eps = torch.randn(
-            (n, self.latent_dim), generator=generator, device=weights.device, dtype=weights.dtype
-        )
-        z = self.means[c] + torch.einsum("nij,nj->ni", self.cholesky()[c], eps)
-        return z, c
 
 
 class VaDEModule(LatentModule):
@@ -301,7 +182,7 @@ class VaDEModule(LatentModule):
         return self.prior.to_gmm()
 
     def mixture_weights(self) -> list[torch.Tensor]:
-        return [torch.softmax(self.prior.logits, dim=0)]
+        return [self.prior.weights()]
 
     def sample(self, n: int, generator: torch.Generator) -> tuple[torch.Tensor, torch.Tensor]:
         z, _ = self.prior.sample(n, generator)
@@ -749,17 +630,8 @@ class VaDE(ClusterMixin, LatentEstimator):
 
     def _mixture_on(self, z: np.ndarray, seed: int) -> GMM:
         """A seeded ``GaussianMixture`` (``gmm_n_init`` restarts) fitted to latents z."""
-        gmm = GaussianMixture(
-            self.n_components,
-            covariance_type=self.covariance_type,
-            n_init=self.gmm_n_init,
-            reg_covar=1e-6 * max(float(z.var()), 1e-12),
-            random_state=seed,
-        ).fit(z)
-        prior = GMM.from_sklearn(gmm)
-        # the weights stay strictly positive even if a component got no points
-        weights = np.maximum(prior.weights, 1e-6)
-        return GMM(weights / weights.sum(), prior.means, prior.covariances)
+        covariance_type, n_init = self.covariance_type, self.gmm_n_init
+        return fit_mixture(z, self.n_components, covariance_type, n_init=n_init, seed=seed)
 
     def _initialize_prior(self, ctx: FitContext) -> None:
         """Fit a seeded GaussianMixture to the encoder means; copy it into the prior.
@@ -769,11 +641,10 @@ class VaDE(ClusterMixin, LatentEstimator):
         """
         seed = int(ctx.rng.integers(0, 2**31 - 1))
         x = ctx.data[0]
-        if len(x) > GMM_INIT_SAMPLES:
-            rows = np.random.default_rng(seed).choice(len(x), GMM_INIT_SAMPLES, replace=False)
-            x = x[torch.as_tensor(np.sort(rows), device=x.device)]
-        prior = self._mixture_on(self._encoder_means(ctx, x), seed)
-        ctx.module.prior.set_from(prior.weights, prior.means, prior.covariances)
+        rows = subsample_rows(len(x), seed, GMM_INIT_SAMPLES)
+        if rows is not None:
+            x = x[torch.as_tensor(rows, device=x.device)]
+        ctx.module.prior.load_gmm(self._mixture_on(self._encoder_means(ctx, x), seed))
 
     def _refit_prior(self, ctx: FitContext) -> None:
         """Replace the prior by a GaussianMixture on the encoder means if that fits them better."""
@@ -782,7 +653,7 @@ class VaDE(ClusterMixin, LatentEstimator):
         current = ctx.module.prior.to_gmm()
         candidate = self._mixture_on(z, seed)
         if float(candidate.logpdf(z).mean()) > float(current.logpdf(z).mean()):
-            ctx.module.prior.set_from(candidate.weights, candidate.means, candidate.covariances)
+            ctx.module.prior.load_gmm(candidate)
 
     def _after_fit(self, data: tuple[torch.Tensor, ...]) -> None:
         # the training tensors as already scaled: equal to predict(X), without redoing X

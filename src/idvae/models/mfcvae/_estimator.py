@@ -9,11 +9,11 @@ from typing import Any, ClassVar
 
 import numpy as np
 import torch
-from sklearn.mixture import GaussianMixture
 from sklearn.utils._param_validation import Interval, StrOptions
 
 from idvae.mixture import GMM
 from idvae.models._base import FitContext, LatentEstimator, LatentModule, check_sizes, register
+from idvae.models._prior import fit_mixture
 from idvae.models.mfcvae._factor import facet_basis, factor_grid
 from idvae.models.mfcvae._module import MFCVAEModule
 from idvae.models.mfcvae._prior import check_facets, fade_in_weights
@@ -293,18 +293,6 @@ class MFCVAE(LatentEstimator):
     def _small_posterior(module: MFCVAEModule, z: np.ndarray) -> None:
         module.reset_posterior_variance(INITIAL_POSTERIOR_VARIANCE * z.var(axis=0))
 
-    def _gaussian_mixture(self, z: np.ndarray, n_components: int, seed: int) -> GMM:
-        gmm = GaussianMixture(
-            n_components,
-            covariance_type="diag",
-            n_init=self.gmm_n_init,
-            reg_covar=1e-6 * max(float(z.var()), 1e-12),
-            random_state=seed,
-        ).fit(z)
-        prior = GMM.from_sklearn(gmm)
-        weights = np.maximum(prior.weights, 1e-6)  # strictly positive even if empty
-        return GMM(weights / weights.sum(), prior.means, prior.covariances)
-
     def _start_fade(self, module: MFCVAEModule) -> None:
         weights = torch.as_tensor(self._fade_weights(0), dtype=torch.float32)
         module.facet_weights.copy_(weights.to(module.facet_weights.device))
@@ -315,7 +303,8 @@ class MFCVAE(LatentEstimator):
         z = self._encoder_means(ctx)
         for i, block in enumerate(module.prior.slices):
             seed = int(ctx.rng.integers(0, 2**31 - 1))
-            gmm = self._gaussian_mixture(z[:, block], module.prior.facet_components[i], seed)
+            k = module.prior.facet_components[i]
+            gmm = fit_mixture(z[:, block], k, "diag", n_init=self.gmm_n_init, seed=seed)
             module.prior.set_facet(i, gmm)
         self._small_posterior(module, z)
         self._start_fade(module)
@@ -326,7 +315,8 @@ class MFCVAE(LatentEstimator):
         z = self._encoder_means(ctx)
         seed = int(ctx.rng.integers(0, 2**31 - 1))
         n_joint = math.prod(module.prior.facet_components)
-        module.joint_prior.set_facet(0, self._gaussian_mixture(z, n_joint, seed))  # type: ignore[union-attr]
+        joint = fit_mixture(z, n_joint, "diag", n_init=self.gmm_n_init, seed=seed)
+        module.joint_prior.set_facet(0, joint)  # type: ignore[union-attr]
         self._small_posterior(module, z)
 
     def _initialize_from_joint(self, ctx: FitContext) -> None:

@@ -120,7 +120,7 @@ class MFCVAEModule(LatentModule):
         return self.prior.to_gmm()
 
     def mixture_weights(self) -> list[torch.Tensor]:
-        return [self.prior.log_weights(i).exp() for i in range(self.prior.n_facets)]
+        return [facet.weights() for facet in self.prior.facets]
 
     def sample(self, n: int, generator: torch.Generator) -> tuple[torch.Tensor, torch.Tensor]:
         z, _ = self.prior.sample(n, generator)

@@ -1,4 +1,7 @@
-"""The faceted prior of MFCVAE: independent diagonal Gaussian mixtures over latent blocks."""
+"""The faceted prior of MFCVAE: independent diagonal Gaussian mixtures over latent blocks.
+
+Each facet is an ``idvae.models._prior.GaussianMixturePrior``; this module holds the product.
+"""
 
 from __future__ import annotations
 
@@ -7,10 +10,10 @@ from collections.abc import Sequence
 import numpy as np
 import torch
 from torch import nn
-from torch.nn import functional as F
 
-from idvae.mixture import GMM, LOG_2PI
-from idvae.models._base import MIN_PRIOR_VARIANCE, inverse_softplus
+from idvae.mixture import GMM
+from idvae.models._layers import MIN_PRIOR_VARIANCE
+from idvae.models._prior import GaussianMixturePrior
 
 __all__ = [
     "FacetedMixturePrior",
@@ -120,28 +123,12 @@ def joint_gmm_from_facets(facets: Sequence[GMM]) -> GMM:
     return GMM(weights / weights.sum(), means, covs)
 
 
-class _BufferList(nn.Module):
-    """Tensors registered as buffers ``"0"``, ``"1"``, ..., indexable like a ParameterList."""
-
-    def __init__(self, tensors: Sequence[torch.Tensor]) -> None:
-        super().__init__()
-        self.size = len(tensors)
-        for i, t in enumerate(tensors):
-            self.register_buffer(str(i), t)
-
-    def __getitem__(self, i: int) -> torch.Tensor:
-        return getattr(self, str(i))
-
-    def __len__(self) -> int:
-        return self.size
-
-
 class FacetedMixturePrior(nn.Module):
     """The prior of MFCVAE: independent diagonal Gaussian mixtures over k latent blocks.
 
-    Facet i owns the coordinates ``slices[i]`` of z (blocks in order), mixing logits of shape
-    (K_i,), means (K_i, d_i) and variances (K_i, d_i). Weights are ``log_softmax(logits)``;
-    variances are ``softplus(raw) + min_variance``. All densities are computed in log space.
+    Facet i is a diagonal ``GaussianMixturePrior`` (``facets[i]``: K_i components in d_i
+    dimensions) over the coordinates ``slices[i]`` of z (blocks in order); p(z) is the
+    product of the facets' densities.
 
     Args:
         facet_dims: (d_1, ..., d_k).
@@ -149,6 +136,11 @@ class FacetedMixturePrior(nn.Module):
         min_variance: the floor of every prior variance.
         trainable: hold the parameters as ``nn.Parameter`` (trained by gradient) or, when
             False, as buffers (set in closed form, e.g. by ``em_update``).
+
+    State-dict keys are ``facets.<i>.logits``, ``facets.<i>.means`` and
+    ``facets.<i>.raw_scale``; the keys of models saved before the facets were
+    ``GaussianMixturePrior``s (``logits.<i>``, ``means.<i>``, ``raw_variances.<i>``) are
+    renamed on loading.
     """
 
     def __init__(
@@ -164,23 +156,15 @@ class FacetedMixturePrior(nn.Module):
         self.facet_dims = dims
         self.facet_components = comps
         self.min_variance = float(min_variance)
-        one = float(inverse_softplus(torch.tensor(1.0 - self.min_variance)))
-        pairs = list(zip(dims, comps, strict=True))
-        # random means (like VaDE's) so the components differ before they are initialised
-        logits = [torch.zeros(k) for k in comps]
-        means = [torch.randn(k, d) for d, k in pairs]
-        raw = [torch.full((k, d), one) for d, k in pairs]
-        if trainable:
-            self.logits = nn.ParameterList([nn.Parameter(t) for t in logits])
-            self.means = nn.ParameterList([nn.Parameter(t) for t in means])
-            self.raw_variances = nn.ParameterList([nn.Parameter(t) for t in raw])
-        else:
-            self.logits, self.means = _BufferList(logits), _BufferList(means)
-            self.raw_variances = _BufferList(raw)
+        self.facets = nn.ModuleList(
+            GaussianMixturePrior(k, d, "diag", min_variance=self.min_variance, trainable=trainable)
+            for d, k in zip(dims, comps, strict=True)
+        )
         bounds = np.cumsum((0, *dims))
         self.slices = tuple(
             slice(int(a), int(b)) for a, b in zip(bounds[:-1], bounds[1:], strict=True)
         )
+        self.register_load_state_dict_pre_hook(_rename_flat_keys)
 
     @property
     def n_facets(self) -> int:
@@ -192,48 +176,20 @@ class FacetedMixturePrior(nn.Module):
         """m = sum(facet_dims)."""
         return sum(self.facet_dims)
 
-    # -- parameters -----------------------------------------------------------------------
-    def log_weights(self, i: int) -> torch.Tensor:
-        """Tensor of shape (K_i,): log mixing weights of facet i."""
-        return F.log_softmax(self.logits[i], dim=0)
-
-    def variances(self, i: int) -> torch.Tensor:
-        """Tensor of shape (K_i, d_i): the diagonal variances of facet i's components."""
-        return F.softplus(self.raw_variances[i]) + self.min_variance
-
     # -- densities ------------------------------------------------------------------------
-    def facet_component_log_prob(self, z_i: torch.Tensor, i: int) -> torch.Tensor:
-        """``log pi_ik + log N(z_i; mu_ik, diag s2_ik)``, tensor of shape (n, K_i).
-
-        Args:
-            z_i: tensor of shape (n, d_i), the block of facet i.
-            i: the facet.
-        """
-        var = self.variances(i)  # (K, d)
-        diff = z_i[:, None, :] - self.means[i][None]  # (n, K, d)
-        log_n = -0.5 * torch.sum(diff**2 / var + torch.log(var) + LOG_2PI, dim=-1)
-        return self.log_weights(i)[None] + log_n
-
     def log_responsibilities(self, z: torch.Tensor) -> list[torch.Tensor]:
         """``log p(c_i | z_i)`` for every facet: a list of k tensors of shape (n, K_i).
 
         Args:
             z: tensor of shape (n, m), the concatenated latent.
         """
-        return [
-            F.log_softmax(self.facet_component_log_prob(z[:, s], i), dim=1)
-            for i, s in enumerate(self.slices)
-        ]
+        pairs = zip(self.facets, self.slices, strict=True)
+        return [facet.log_responsibilities(z[:, s]) for facet, s in pairs]
 
     def facet_log_prob(self, z: torch.Tensor) -> torch.Tensor:
         """``log p(z_i)`` of each facet, tensor of shape (n, k)."""
-        return torch.stack(
-            [
-                torch.logsumexp(self.facet_component_log_prob(z[:, s], i), dim=1)
-                for i, s in enumerate(self.slices)
-            ],
-            dim=1,
-        )
+        pairs = zip(self.facets, self.slices, strict=True)
+        return torch.stack([facet.log_prob(z[:, s]) for facet, s in pairs], dim=1)
 
     def log_prob(self, z: torch.Tensor) -> torch.Tensor:
         """``log p(z) = sum_i log p(z_i)`` (facets independent), tensor of shape (n,)."""
@@ -263,96 +219,51 @@ class FacetedMixturePrior(nn.Module):
             (kl_z, kl_c), two tensors of shape (n, k).
         """
         kl_z, kl_c = [], []
-        for i, s in enumerate(self.slices):
-            mu_q, v_q = mean[:, s][:, None, :], var[:, s][:, None, :]  # (n, 1, d)
-            v_p = self.variances(i)[None]  # (1, K, d)
-            gauss_kl = 0.5 * torch.sum(
-                torch.log(v_p)
-                - torch.log(v_q)
-                + (v_q + (mu_q - self.means[i][None]) ** 2) / v_p
-                - 1.0,
-                dim=-1,
-            )  # (n, K)
-            resp = log_resp[i].exp()
-            kl_z.append(torch.sum(resp * gauss_kl, dim=1))
-            kl_c.append(torch.sum(resp * (log_resp[i] - self.log_weights(i)[None]), dim=1))
+        for facet, s, log_r in zip(self.facets, self.slices, log_resp, strict=True):
+            resp = log_r.exp()
+            kl_z.append(torch.sum(resp * facet.kl(mean[:, s], var[:, s]), dim=1))
+            kl_c.append(torch.sum(resp * (log_r - facet.log_weights()[None]), dim=1))
         return torch.stack(kl_z, dim=1), torch.stack(kl_c, dim=1)
 
     def sample(self, n: int, generator: torch.Generator) -> tuple[torch.Tensor, torch.Tensor]:
         """n draws: z of shape (n, m) and the facet states c of shape (n, k)."""
-        zs, cs = [], []
-        for i in range(self.n_facets):
-            weights = self.log_weights(i).exp()
-            c = torch.multinomial(weights, n, replacement=True, generator=generator)
-            eps = torch.randn(
-                (n, self.facet_dims[i]), generator=generator, device=weights.device,
-                dtype=weights.dtype,
-            )  # fmt: skip
-            zs.append(self.means[i][c] + self.variances(i)[c].sqrt() * eps)
-            cs.append(c)
-        return torch.cat(zs, dim=1), torch.stack(cs, dim=1)
+        draws = [f.sample(n, generator) for f in self.facets]
+        return torch.cat([z for z, _ in draws], dim=1), torch.stack([c for _, c in draws], 1)
 
     @torch.no_grad()
     def em_update(self, mean: torch.Tensor, var: torch.Tensor) -> None:
-        """Set every facet's mixture to the maximiser of the ELBO's prior terms given q.
-
-        With q(z | x_n) = N(mean_n, diag var_n) and q(c_i | x_n) = p(c_i | z_i = mean_n)
-        (responsibilities r_nk at the posterior means), the prior terms
-        sum_n E_q[log p(c_i) + log p(z_i | c_i)] are maximised in closed form by
-        pi_k = mean_n r_nk, mu_k = sum_n r_nk mean_n / sum_n r_nk and
-        s2_k = sum_n r_nk (var_n + (mean_n - mu_k)^2) / sum_n r_nk: one EM step.
+        """One closed-form EM step of every facet (``GaussianMixturePrior.em_step``).
 
         Args:
             mean: tensor of shape (n, m).
             var: tensor of shape (n, m).
         """
-        log_resp = self.log_responsibilities(mean)
-        for i, s in enumerate(self.slices):
-            r = log_resp[i].exp().double()  # (n, K)
-            mass = r.sum(dim=0).clamp_min(1e-10)
-            mu = (r.T @ mean[:, s].double()) / mass[:, None]
-            second = r.T @ (var[:, s].double() + mean[:, s].double() ** 2) / mass[:, None]
-            s2 = (second - mu**2).clamp_min(2 * self.min_variance)
-            weights = (mass / mass.sum()).clamp_min(1e-8)
-            self.logits[i].copy_(torch.log(weights / weights.sum()).to(self.logits[i].dtype))
-            self.means[i].copy_(mu.to(self.means[i].dtype))
-            raw = inverse_softplus(s2 - self.min_variance)
-            self.raw_variances[i].copy_(raw.to(self.raw_variances[i].dtype))
+        for facet, s in zip(self.facets, self.slices, strict=True):
+            facet.em_step(mean[:, s], var[:, s])
 
     # -- conversions ----------------------------------------------------------------------
-    @torch.no_grad()
     def set_facet(self, i: int, gmm: GMM) -> None:
-        """Set facet i's parameters from a diagonal ``GMM`` with K_i components in d_i dims."""
-        k, d = self.facet_components[i], self.facet_dims[i]
-        if gmm.n_components != k or gmm.dim != d:
-            raise ValueError(
-                f"Expected a GMM with {k} components in {d} dimensions for facet {i} but got "
-                f"{gmm.n_components} components in {gmm.dim} dimensions"
-            )
-        dev, dt = self.means[i].device, self.means[i].dtype
-        var = np.diagonal(gmm.covariances, axis1=1, axis2=2)
-        var = np.maximum(var - self.min_variance, 1e-8)
-        self.logits[i].copy_(torch.tensor(np.log(gmm.weights), device=dev, dtype=dt))
-        self.means[i].copy_(torch.tensor(gmm.means, device=dev, dtype=dt))
-        self.raw_variances[i].copy_(
-            inverse_softplus(torch.tensor(var, dtype=torch.float64)).to(device=dev, dtype=dt)
-        )
+        """Set facet i's parameters from a ``GMM`` with K_i components in d_i dims."""
+        try:
+            self.facets[i].load_gmm(gmm)
+        except ValueError as error:
+            raise ValueError(f"{error} (facet {i})") from None
 
-    @torch.no_grad()
     def facet_gmms(self) -> list[GMM]:
         """The k facet mixtures as numpy ``GMM``s (diagonal covariances, float64)."""
-        out = []
-        for i in range(self.n_facets):
-            weights = self.log_weights(i).double().exp().cpu().numpy()
-            out.append(
-                GMM(
-                    weights / weights.sum(),
-                    self.means[i].double().cpu().numpy(),
-                    self.variances(i).double().cpu().numpy(),
-                )
-            )
-        return out
+        return [f.to_gmm() for f in self.facets]
 
     def to_gmm(self) -> GMM:
         """The joint law of z as one ``GMM`` with prod_i K_i components (row-major order)."""
         return joint_gmm_from_facets(self.facet_gmms())
+
+
+_FLAT_KEYS = {"logits": "logits", "means": "means", "raw_variances": "raw_scale"}
+
+
+def _rename_flat_keys(_module: nn.Module, state_dict: dict, prefix: str, *_: object) -> None:
+    """Rename ``<prefix>logits.<i>`` (and means, raw_variances) to ``<prefix>facets.<i>.*``."""
+    for key in [k for k in state_dict if k.startswith(prefix)]:
+        name, _, index = key[len(prefix) :].partition(".")
+        if name in _FLAT_KEYS and index.isdigit():
+            state_dict[f"{prefix}facets.{index}.{_FLAT_KEYS[name]}"] = state_dict.pop(key)
