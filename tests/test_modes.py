@@ -373,6 +373,7 @@ def test_stability_issues_the_disagreement_warning():
 def test_small_vade_study_returns_modes(tmp_path):
     from idvae.experiments import EstimatorSpec
     from idvae.report import stability_section
+    from idvae.report.stability import PAPER_AFFINE_CLAIM
     from idvae.simulate import sample_model
 
     sim = sample_model(300, latent_dim=2, obs_dim=5, n_components=2, random_state=0)
@@ -399,7 +400,10 @@ def test_small_vade_study_returns_modes(tmp_path):
     assert stored_run["heldout_elbo"] == elbo[0]
     section = stability_section(result, heading="tiny")
     assert any(t.columns[0] == "mode" for t in section.tables)
-    assert "paper's claim" in section.text and "Modes:" in section.text
+    assert "Modes:" in section.text and "Ours, not the paper's" in section.text
+    # the paper's claim is drawn as the paper's, apart from our text
+    assert section.claims == (PAPER_AFFINE_CLAIM,)
+    assert str(PAPER_AFFINE_CLAIM).startswith("Paper (Kivva et al.")
 
 
 # --------------------------------------------------------------------------- the command
@@ -427,7 +431,8 @@ def test_stability_command_names_the_modes(tmp_path):
     assert "weak MCC (affine) to the truth of each mode's best run" in with_truth.output
     assert NO_TRUTH not in with_truth.output
     html = (tmp_path / "a" / "report.html").read_text()
-    assert "held-out ELBO, max" in html and "paper&#x27;s claim" in html
+    assert "held-out ELBO, max" in html
+    assert '<span class="paper-label">Paper (Kivva et al., NeurIPS 2022, Thms' in html
     rows = list(csv.DictReader((tmp_path / "a" / "results.csv").open()))
     assert {r["metric"] for r in rows if r["scope"] == "mode"} >= {"size", "heldout_elbo_max"}
     assert any(r["metric"] == "heldout_elbo" for r in rows if r["scope"] == "run")

@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import base64
+import html
 import io
+import json
 import os
 import re
 import subprocess
@@ -17,6 +19,7 @@ import idvae
 from idvae.report import (
     PNG_MAGIC,
     Figure,
+    PaperClaim,
     Profile,
     Section,
     Table,
@@ -269,6 +272,66 @@ def test_heatmap_draws_non_finite_cells_instead_of_failing():
     assert not np.array_equal(broken, finite)
 
 
+def _significant_digits(label: str) -> int:
+    mantissa = re.split(r"[eE×]", label.replace("−", "-"))[0]
+    return len(re.sub(r"\D", "", mantissa).lstrip("0"))
+
+
+def test_profile_tick_labels_keep_a_few_significant_digits():
+    from idvae.report.profiles import _profiles_axes
+
+    grid = np.linspace(-1.0, 1.0, 41)
+    rounding = np.random.default_rng(0).normal(scale=1e-16, size=grid.size)
+    curves = {
+        "flat": 0.0326441720878 + rounding,  # every point tied: the data say nothing
+        "narrow": 1234.5678 + 1e-4 * grid**2,  # a range of 1e-7 of the value
+        "shallow": 1234.5678 + 5.0 * grid**2,  # 4e-3 of the value
+        "wide": 0.03 + grid**2,
+        "huge": 2.5e7 + 1e3 * (grid - 0.3) ** 2,
+    }
+    profiles = [Profile(grid, nll, truth=0.0, title=name) for name, nll in curves.items()]
+    fig = _profiles_axes(profiles, n_cols=5, title=None, dpi=100)
+    fig.canvas.draw()
+    for ax in fig.axes:
+        labels = [t.get_text() for t in ax.get_yticklabels() if t.get_text()]
+        assert len(labels) >= 3 and len(set(labels)) == len(labels), (ax.get_title(), labels)
+        assert max(map(_significant_digits, labels)) <= 4, (ax.get_title(), labels)
+        # a power of ten beside the axis at most ("1e−4"), never a 14-digit offset
+        assert len(ax.yaxis.get_offset_text().get_text()) <= 5, ax.get_title()
+    by_title = {ax.get_title(): ax for ax in fig.axes}
+    for name in ("narrow", "shallow"):  # drawn as NLL minus its least value, named so
+        assert "least = 1234.57" in by_title[name].get_ylabel()
+    low, high = by_title["flat"].get_ylim()  # a band around the value: drawn flat
+    assert low < 0.0326441720878 < high and high - low == pytest.approx(0.1 * 0.0326441720878)
+
+
+TABLE2_GROUPS = [f"Random parallelograms #{i}" for i in (1, 2, 3)]
+TABLE3_GROUPS = [
+    f"Arch{a} {m}"
+    for a in (1, 2, 3)
+    for m in ("MFCVAE ReLU", "MFCVAE LeakyReLU", "iVAE LeakyReLU (u = labels)")
+]
+UNBREAKABLE_GROUPS = [f"an_unbreakable_study_name_{i}" for i in range(8)]
+
+
+@pytest.mark.parametrize("names", [TABLE2_GROUPS, TABLE3_GROUPS, UNBREAKABLE_GROUPS])
+def test_comparison_tick_labels_do_not_overlap(names):
+    from idvae.report.figures import _comparison_axes
+
+    values = {name: np.linspace(0.8, 1.0, 10) for name in names}
+    paper = {names[0]: (0.99, 0.003)}
+    fig = _comparison_axes(values, paper, "weak MCC", "weak_mcc", "paper (Table 2)", None, 100)
+    fig.canvas.draw()
+    renderer = fig.canvas.get_renderer()
+    labels = fig.axes[0].get_xticklabels()
+    assert [t.get_text().split("\n(n =")[0].replace("\n", " ") for t in labels] == names
+    boxes = [t.get_window_extent(renderer) for t in labels]
+    for i, box in enumerate(boxes):
+        for other in boxes[i + 1 :]:
+            assert not box.overlaps(other), (labels[i].get_text(), box, other)
+        assert box.x0 >= -1 and box.x1 <= fig.bbox.x1 + 1 and box.y0 >= -1  # on the page
+
+
 def test_interleave_images_alternates_pairs():
     a, b = np.arange(6.0).reshape(3, 2), -np.arange(6.0).reshape(3, 2)
     out = interleave_images(a, b)
@@ -364,6 +427,33 @@ def test_html_contains_every_table_value_and_marks_paper_columns(pngs):
     assert text.count('<td class="num paper">') == 5  # numeric paper cells are muted
     assert '<th colspan="2">weak MCC</th>' in text
     assert "<p>Five runs of VaDE.</p>" in text
+
+
+def test_papers_claims_are_labelled_and_drawn_after_our_numbers(pngs):
+    claim = PaperClaim("App. J.3.1", "In all 50 simulations the truth was the unique minimiser.")
+    assert str(claim) == f"Paper (App. J.3.1): {claim.text}"
+    section = Section(
+        "MLE",
+        text="Ours: in 4 of 5 simulations the truth was the unique minimiser.",
+        tables=[Table(["count", "ours", "paper (App. J.3.1)"], [["unique", 4, 50]])],
+        figures=[Figure(pngs["profiles"], "Fig. 1")],
+        claims=[claim],
+    )
+    text = render_html(title="t", sections=[section])
+    drawn = (
+        '<p class="paper-claim"><span class="paper-label">Paper (App. J.3.1):</span> '
+        "In all 50 simulations the truth was the unique minimiser.</p>"
+    )
+    assert text.count(drawn) == 1 and text.count("In all 50 simulations") == 1
+    # ours first: our sentence, the table (ours, then the paper's column), the claim, figures
+    order = [text.index(s) for s in ("<p>Ours: in 4 of 5", "<table>", drawn, "<figure>")]
+    assert order == sorted(order)
+    assert '<th class=paper scope="col">paper (App. J.3.1)</th>' in text
+    assert ".paper-claim {" in text  # styled apart from our text
+    with pytest.raises(ValueError, match="source"):
+        PaperClaim("", "text")
+    with pytest.raises(TypeError, match="claims\\[0\\] to be a PaperClaim"):
+        Section("s", claims=["Paper (x): an unlabelled string"])
 
 
 def test_html_escapes_user_text(pngs):
@@ -478,30 +568,162 @@ def _console_errors(stderr: str) -> list[str]:
     ]
 
 
+# Appended to a copy of a page (the report itself has no script): once the page has loaded,
+# write what it shows as JSON into the DOM, which Chromium's --dump-dom prints.
+_PROBE = """<script>
+window.addEventListener("load", () => {
+  const look = (e) => {
+    const s = getComputedStyle(e);
+    return {tag: e.tagName.toLowerCase(), cls: e.className, text: e.innerText,
+            top: e.getBoundingClientRect().top,
+            style: [s.color, s.fontStyle, s.backgroundColor].join(" ")};
+  };
+  const out = {
+    images: [...document.images].map((i) => [i.complete, i.naturalWidth, i.naturalHeight]),
+    sections: [...document.querySelectorAll("section")].map((s) => [...s.children].map(look)),
+    cells: [...document.querySelectorAll("td, th")].map(look),
+    labels: [...document.querySelectorAll(".paper-label")].map(look),
+    text: document.body.innerText,
+  };
+  const pre = document.createElement("pre");
+  pre.id = "probe";
+  pre.textContent = JSON.stringify(out);
+  document.body.appendChild(pre);
+});
+</script>"""
+
+
+def _look_at(browser: str, page: Path, tmp: Path, *extra: str) -> dict:
+    """What Chromium shows of ``page``: images, sections, cells and text, as the probe saw."""
+    probed = tmp / f"probed-{page.name}"
+    probed.write_text(page.read_text(encoding="utf-8").replace("</body>", _PROBE + "</body>"))
+    result = _render(browser, probed, tmp, "--dump-dom", *extra)
+    assert result.returncode == 0, result.stderr[-2000:]
+    assert _console_errors(result.stderr) == []
+    found = re.search(r'<pre id="probe">(.*?)</pre>', result.stdout, re.S)
+    assert found, result.stdout[-2000:]
+    return {**json.loads(html.unescape(found.group(1))), "dom": result.stdout}
+
+
+def _assert_ours_first_and_the_papers_labelled(shown: dict) -> None:
+    """In every section our text and tables come before the paper's claims and are drawn
+    above them; each claim carries "Paper (...):" and looks unlike our text; the paper's
+    columns are headed "paper" and look unlike ours."""
+    for children in shown["sections"]:
+        claims = [i for i, c in enumerate(children) if c["cls"] == "paper-claim"]
+        ours = [i for i, c in enumerate(children) if c["tag"] in ("p", "table") and i not in claims]
+        if claims and ours:
+            assert max(ours) < min(claims)
+            assert max(children[i]["top"] for i in ours) < min(children[i]["top"] for i in claims)
+        for i in claims:
+            assert re.match(r"Paper \([^)]+\): \S", children[i]["text"]), children[i]["text"]
+            assert all(children[i]["style"] != children[j]["style"] for j in ours if j < i)
+    for label in shown["labels"]:
+        assert label["text"].startswith("Paper (") and label["text"].endswith("):")
+    cells = shown["cells"]
+    paper_cells = [c for c in cells if "paper" in c["cls"].split()]
+    ours_cells = [c for c in cells if c["tag"] == "td" and "paper" not in c["cls"].split()]
+    for c in (c for c in paper_cells if c["tag"] == "th"):
+        assert c["text"].startswith("paper")
+    assert {c["style"] for c in paper_cells if c["tag"] == "td"}.isdisjoint(
+        {c["style"] for c in ours_cells}
+    )
+
+
+def _assert_every_image_decodes(shown: dict, expected: int) -> None:
+    assert len(shown["images"]) == expected
+    assert all(complete and width > 0 and height > 0 for complete, width, height in shown["images"])
+
+
 def test_report_renders_in_headless_chromium(tmp_path, pngs, browser):
     page = write_html_report(
         tmp_path / "report.html", title="Reproduction", sections=_report_sections(pngs)
     )
     shot = tmp_path / "shot.png"
-    # One launch takes the screenshot and dumps the parsed DOM.
-    result = _render(
-        browser, page, tmp_path, f"--screenshot={shot}", "--window-size=1200,1600", "--dump-dom"
-    )
-    assert result.returncode == 0 and shot.exists(), result.stderr[-2000:]
-    assert _console_errors(result.stderr) == []
+    # One launch takes the screenshot and dumps the DOM the probe wrote into.
+    shown = _look_at(browser, page, tmp_path, f"--screenshot={shot}", "--window-size=1200,1600")
+    assert shot.exists()
     pixels = imread(shot)[..., :3]
     assert pixels.shape[:2] == (1600, 1200)
     assert pixels.std() > 0.05  # not blank: text, tables and figures are drawn
     # The figure (colourful scatter points) is on screen, not only black text on white.
     saturation = pixels.max(axis=2) - pixels.min(axis=2)
     assert np.mean(saturation > 0.3) > 0.002
-    assert "<table>" in result.stdout and ">0.9961</td>" in result.stdout
-    assert result.stdout.count('<img src="data:image/png;base64,') == 5
+    _assert_every_image_decodes(shown, 5)
+    assert "parallelograms #1\t0.9961\t0.99\t0.0412\t0.1542" in shown["text"]
+    _assert_ours_first_and_the_papers_labelled(shown)
 
-    # The console check is live: a page with a script error is caught.
+    # The checks are live: a script error, and an image that does not decode, are caught.
     bad = tmp_path / "bad.html"
     bad.write_text("<html><body><script>throw new Error('boom')</script></body></html>")
     assert _console_errors(_render(browser, bad, tmp_path, f"--screenshot={shot}").stderr)
+    broken = tmp_path / "broken.html"
+    broken.write_text('<html><body><img src="data:image/png;base64,iVBORw0K"></body></html>')
+    assert _look_at(browser, broken, tmp_path)["images"] == [[True, 0, 0]]
+
+
+def test_mle_report_in_chromium_shows_ours_first_and_labels_the_papers_claim(tmp_path, browser):
+    """The page of ``idvae reproduce mle --quick``: 5 truths, the paper's 50 of 50 labelled."""
+    from idvae.experiments import reproduce
+    from idvae.experiments.paper import PAPER_MLE
+
+    summary = reproduce("mle", tmp_path / "out", quick=True)["mle"]["summary"]
+    n, unique = summary["n_simulations"], summary["n_unique"]
+    shown = _look_at(browser, tmp_path / "out" / "mle" / "report.html", tmp_path)
+    _assert_every_image_decodes(shown, 3)  # the NLL profiles of three truths (Fig. 1)
+    _assert_ours_first_and_the_papers_labelled(shown)
+    first = shown["sections"][0]
+    assert first[1]["text"].startswith(f"Ours: in {unique} of {n} simulations the truth")
+    # our counts, then the paper's, in the table
+    row = "truth is the unique global minimiser (up to equivalence)"
+    assert f"{row}\t{unique}\t50" in shown["text"]
+    assert f"simulations\t{n}\t50" in shown["text"]
+    # the paper's sentence: once on the page, and there labelled as the paper's
+    source, sentence = PAPER_MLE
+    claims = [c["text"] for c in first if c["cls"] == "paper-claim"]
+    assert claims == [f"Paper ({source}): {sentence}"]
+    assert shown["text"].count("In all 50 simulations") == 1
+
+
+def test_table2_report_in_chromium_sets_the_papers_numbers_apart(tmp_path, toy, browser):
+    from idvae.experiments.configs import StudyData, experiment
+    from idvae.experiments.html import write_experiment_report
+    from idvae.experiments.results import format_stat
+    from idvae.experiments.tables import paper_cell
+
+    z, labels, _ = toy
+    exp = experiment("table2", quick=True)
+    result = _toy_stability_result(toy)
+    data = StudyData(x=z, z_true=z, labels=labels, description={"dataset": "toy"})
+    studies = {s.key: (s, data, result) for s in exp.studies}
+    page = tmp_path / "report.html"
+    write_experiment_report(page, exp, studies, {"wall_seconds": 1.0})
+    shown = _look_at(browser, page, tmp_path)
+    # per study: its latents and two heatmaps; the comparison: weak MCC and distAff
+    _assert_every_image_decodes(shown, 2 + 3 * 3)
+    _assert_ours_first_and_the_papers_labelled(shown)
+    source, setup = exp.paper_setup
+    first = shown["sections"][0]
+    assert first[1]["text"].startswith(f"Ours: {exp.n_runs} runs of each study")
+    assert [c["text"] for c in first if c["cls"] == "paper-claim"] == [f"Paper ({source}): {setup}"]
+    assert shown["text"].count(setup) == 1
+    # every number of the paper's Table 2 is in a muted paper cell, and only there
+    paper_texts = [c["text"] for c in shown["cells"] if "paper" in c["cls"].split()]
+    ours_texts = [c["text"] for c in shown["cells"] if "paper" not in c["cls"].split()]
+    stat = result.summary()["between_runs"]
+    for study in exp.studies:
+        for metric, value in study.paper.items():
+            if metric not in result.matrices:  # the toy runs have no strong MCC
+                continue
+            cell = paper_cell(value)
+            assert paper_texts.count(cell) >= 2  # the comparison and the study's table
+            assert shown["text"].count(cell) == paper_texts.count(cell)
+        # our measured figures are on the page, in our cells
+        assert format_stat(stat["weak_mcc"]) in ours_texts
+        # the comparison row: runs (failed), then per metric ours and the paper's
+        ours_dist, paper_dist = format_stat(stat["dist_aff"]), paper_cell(study.paper["dist_aff"])
+        row = f"{study.title}\t3 (1)\t{ours_dist}\t{paper_dist}\t{format_stat(stat['weak_mcc'])}"
+        assert row in shown["text"]
 
 
 # ------------------------------------------------------- failed runs, stability

@@ -2,12 +2,13 @@
 
 Copied from the paper's text (App. J.3 and Sec. 4): study key -> metric -> (mean, std),
 with the metric names of ``idvae.metrics.METRIC_LABELS``. A std is None where the paper
-prints none.
+prints none. The paper's sentences are (where in the paper, what it says) pairs, which the
+reports draw as ``idvae.report.PaperClaim``: "Paper (where): what", apart from our numbers.
 """
 
 from __future__ import annotations
 
-__all__ = ["PAPER_MLE", "PAPER_PINWHEEL", "PAPER_TABLE2", "PAPER_TABLE3"]
+__all__ = ["PAPER_MLE", "PAPER_PINWHEEL", "PAPER_SETUPS", "PAPER_TABLE2", "PAPER_TABLE3"]
 
 # The paper's numbers, copied from its text: metric -> (mean, std).
 # Table 2 (App. J.3.2): "Mean (std) distAff,L2 distance ... and Mean (std) MCC".
@@ -49,4 +50,23 @@ PAPER_TABLE3: dict[str, dict[str, tuple[float, float]]] = {
     "arch3-mfcvae-leaky_relu": {"strong_mcc": (0.70, 0.05), "weak_mcc": (0.92, 0.03)},
     "arch3-ivae-leaky_relu": {"strong_mcc": (0.67, 0.06), "weak_mcc": (0.87, 0.05)},
 }
-PAPER_MLE = "In all 50 simulations the truth was the unique global minimiser (App. J.3.1)"
+# The setup each experiment has in the paper: experiment name -> (where, what).
+PAPER_SETUPS: dict[str, tuple[str, str]] = {
+    "table2": (
+        "Table 2, App. J.3.2",
+        "5,000 samples, m = 2, 15 pretraining + 20 VaDE epochs, 5 runs.",
+    ),
+    "pinwheel": (
+        "Sec. 4 and App. J.3.2",
+        "5,000 samples, m = n = 2, the architecture of Table 2.",
+    ),
+    "table3": (
+        "Table 3, App. J.3.3",
+        "latent dimension 5, 25 components, 10 runs, Arch1-3; iVAE sees the digit labels as u.",
+    ),
+}
+# App. J.3.1, the maximum-likelihood study (Fig. 1): (where, what).
+PAPER_MLE: tuple[str, str] = (
+    "App. J.3.1",
+    "In all 50 simulations the truth was the unique global minimiser.",
+)

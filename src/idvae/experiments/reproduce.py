@@ -211,7 +211,7 @@ def _run_experiment(
         "title": exp.title,
         "quick": exp.quick,
         "n_runs": exp.n_runs,
-        "notes": exp.notes,
+        "paper_setup": _paper_text(exp.paper_setup),
         "random_state": random_state,
         "wall_seconds": round(time.perf_counter() - start, 2),
         "studies": studies,
@@ -220,6 +220,13 @@ def _run_experiment(
     write_text_atomic(target / "results.csv", stability_csv(exp.name, study_results))
     write_experiment_report(target / "report.html", exp, study_results, payload)
     return payload
+
+
+def _paper_text(claim: tuple[str, str] | None) -> str | None:
+    """The paper's (where, what) as results.json stores it: "Paper (where): what"."""
+    from idvae.report.html import PaperClaim
+
+    return None if claim is None else str(PaperClaim(*claim))
 
 
 def _run_mle(exp: Experiment, target: Path, random_state: int) -> dict[str, Any]:
@@ -237,7 +244,7 @@ def _run_mle(exp: Experiment, target: Path, random_state: int) -> dict[str, Any]
         "quick": exp.quick,
         "random_state": random_state,
         "wall_seconds": round(time.perf_counter() - start, 2),
-        "paper": PAPER_MLE,
+        "paper": _paper_text(PAPER_MLE),
         "summary": data["summary"],
         "simulations": data["simulations"],
     }

@@ -19,6 +19,7 @@ from idvae.report._common import PNG_MAGIC
 from idvae.report.figures import heatmap_figure, metric_comparison_figure, training_curves_figure
 from idvae.report.html import (
     Figure,
+    PaperClaim,
     Section,
     Table,
     format_mean_std,
@@ -42,6 +43,7 @@ __all__ = [
     "PNG_MAGIC",
     "AffineAlignment",
     "Figure",
+    "PaperClaim",
     "Profile",
     "Section",
     "Table",

@@ -12,11 +12,13 @@ from __future__ import annotations
 
 import math
 import numbers
+import textwrap
 from collections.abc import Mapping, Sequence
 from typing import Any
 
 import numpy as np
 from matplotlib import colormaps
+from matplotlib.figure import Figure as MplFigure
 
 from idvae._validation import check_array, check_positive_int
 from idvae.report._common import (
@@ -221,6 +223,7 @@ def metric_comparison_figure(
     title: str,
     ylabel: str = "",
     paper: Mapping[str, float | tuple[float, float]] | None = None,
+    paper_label: str = "paper",
     ylim: tuple[float, float] | None = None,
     dpi: int = DEFAULT_DPI,
 ) -> bytes:
@@ -228,13 +231,15 @@ def metric_comparison_figure(
 
     Each group gets its values as dots, their mean ± standard deviation as a black bar and,
     when given, the paper's mean (± std) as a red diamond to its right. NaN values (failed
-    runs) are not drawn but are counted: the tick label says "n = finite/total".
+    runs) are not drawn but are counted: the tick label says "n = finite/total". Group names
+    are wrapped, and the tick labels turned when they would still touch each other.
 
     Args:
         values: group name -> the values of that group, e.g. the 10 pairwise MCCs of 5 runs.
         title: the figure title.
         ylabel: the y-axis label (the metric).
         paper: group name -> the paper's mean, or (mean, std), for the groups it reports.
+        paper_label: the legend's name for the paper's values, e.g. "paper (Table 2)".
         ylim: the y-axis limits (default: automatic).
         dpi: resolution of the PNG.
 
@@ -254,6 +259,20 @@ def metric_comparison_figure(
     unknown = sorted(set(map(str, paper)) - set(groups))
     if unknown:
         raise ValueError(f"Expected paper's groups among {sorted(groups)} but got {unknown}")
+    fig = _comparison_axes(groups, paper, title, ylabel, str(paper_label), ylim, dpi)
+    return to_png(fig, dpi)
+
+
+def _comparison_axes(
+    groups: Mapping[str, np.ndarray],
+    paper: Mapping[str, Any],
+    title: str,
+    ylabel: str,
+    paper_label: str,
+    ylim: tuple[float, float] | None,
+    dpi: int,
+) -> MplFigure:
+    """The matplotlib figure of ``metric_comparison_figure`` (tests read its tick labels)."""
     fig = new_figure(max(3.5, 1.1 * len(groups) + 1.5), 3.4, dpi)
     ax = fig.add_subplot()
     ticks = []
@@ -291,9 +310,9 @@ def metric_comparison_figure(
                 color="tab:red",
                 markersize=5,
                 capsize=3,
-                label="paper" if "paper" not in ax.get_legend_handles_labels()[1] else None,
+                label=None if paper_label in ax.get_legend_handles_labels()[1] else paper_label,
             )
-        ticks.append(f"{name}\n(n = {finite.size}/{v.size})")
+        ticks.append(f"{_wrap(name)}\n(n = {finite.size}/{v.size})")
     ax.set_xticks(range(len(groups)), ticks)
     ax.set_xlim(-0.6, len(groups) - 0.4)
     if ylim is not None:
@@ -303,4 +322,31 @@ def metric_comparison_figure(
     ax.tick_params(labelsize=7)
     ax.grid(axis="y", alpha=0.3)
     ax.legend(fontsize=7, loc="best")
-    return to_png(fig, dpi)
+    _separate_tick_labels(fig, ax)
+    return fig
+
+
+# group names are wrapped at this many characters (between words only)
+_TICK_WIDTH = 18
+
+
+def _wrap(name: str) -> str:
+    return textwrap.fill(name, _TICK_WIDTH, break_long_words=False, break_on_hyphens=False)
+
+
+def _separate_tick_labels(fig: MplFigure, ax: Any) -> None:
+    """Turn the x tick labels (30°, then 90°) while any two of them overlap on the page."""
+    for rotation in (30, 90):
+        if not _tick_labels_overlap(fig, ax):
+            return
+        for label in ax.get_xticklabels():
+            label.set(rotation=rotation, ha="right" if rotation < 90 else "center",
+                      rotation_mode="anchor" if rotation < 90 else "default")  # fmt: skip
+
+
+def _tick_labels_overlap(fig: MplFigure, ax: Any) -> bool:
+    """Whether two x tick labels of ``ax``, as drawn, overlap."""
+    fig.canvas.draw()
+    renderer = fig.canvas.get_renderer()
+    boxes = [t.get_window_extent(renderer) for t in ax.get_xticklabels() if t.get_text()]
+    return any(a.overlaps(b) for i, a in enumerate(boxes) for b in boxes[i + 1 :])

@@ -3,6 +3,11 @@
 One file, readable without a server: images are ``data:image/png;base64,`` URIs, the CSS is
 inline, there is no script and no external resource. Every user-provided string is
 HTML-escaped. The file is written atomically.
+
+Whose claim is whose: a section's text, tables and figures are ours; what the paper says is
+a :class:`PaperClaim`, drawn after our numbers, labelled "Paper (<where>):" and set apart
+(muted, italic, a rule at its left), as are the table columns whose heading starts with
+"paper".
 """
 
 from __future__ import annotations
@@ -26,6 +31,7 @@ from idvae.report._common import PNG_MAGIC
 
 __all__ = [
     "Figure",
+    "PaperClaim",
     "Section",
     "Table",
     "format_mean_std",
@@ -182,20 +188,51 @@ class Figure:
 
 
 @dataclass(frozen=True)
+class PaperClaim:
+    """A sentence or number of the paper, shown as the paper's: "Paper (source): text".
+
+    Attributes:
+        source: where the paper says it, e.g. ``"App. J.3.1"`` or ``"Table 2"``.
+        text: what it says, in its words.
+    """
+
+    source: str
+    text: str
+
+    def __post_init__(self) -> None:
+        for name in ("source", "text"):
+            value = getattr(self, name)
+            if not isinstance(value, str) or not value.strip():
+                raise ValueError(f"Expected {name} to be a non-empty string but got {value!r}")
+
+    @property
+    def label(self) -> str:
+        """``"Paper (App. J.3.1):"``, the label the report sets before the text."""
+        return f"Paper ({self.source}):"
+
+    def __str__(self) -> str:
+        return f"{self.label} {self.text}"
+
+
+@dataclass(frozen=True)
 class Section:
-    """A section of the report: a heading, then text, tables and figures in that order.
+    """A section of the report: a heading, then text, tables, the paper's claims and
+    figures in that order (ours first).
 
     Attributes:
         heading: the section's heading.
-        text: plain text; blank lines separate paragraphs.
+        text: plain text, ours; blank lines separate paragraphs.
         tables: the section's tables.
         figures: the section's figures.
+        claims: what the paper says about the section's subject, each labelled as the
+            paper's and drawn apart from our numbers, after the tables.
     """
 
     heading: str
     text: str | None = None
     tables: Sequence[Table] = field(default_factory=tuple)
     figures: Sequence[Figure] = field(default_factory=tuple)
+    claims: Sequence[PaperClaim] = field(default_factory=tuple)
 
     def __post_init__(self) -> None:
         if not isinstance(self.heading, str):
@@ -204,7 +241,7 @@ class Section:
             )
         if self.text is not None and not isinstance(self.text, str):
             raise TypeError(f"Expected text to be a string but got {type(self.text).__name__}")
-        for name, kind in (("tables", Table), ("figures", Figure)):
+        for name, kind in (("tables", Table), ("figures", Figure), ("claims", PaperClaim)):
             items = getattr(self, name)
             if isinstance(items, kind):
                 items = (items,)
@@ -232,6 +269,9 @@ th { background: #eef2f8; }
 td.num { text-align: right; font-variant-numeric: tabular-nums; white-space: nowrap; }
 td.paper, th.paper { color: #6b6f76; font-style: italic; background: #f7f7f7; }
 tbody tr:nth-child(even) td:not(.paper) { background: #fafbfd; }
+.paper-claim { color: #5b5f66; font-style: italic; background: #f7f7f7;
+  border-left: 4px solid #b3b8c0; margin: 1em 0; padding: .45em .9em; }
+.paper-label { font-style: normal; font-weight: 600; }
 .figures { display: flex; flex-wrap: wrap; gap: 0 1.5em; align-items: flex-start; }
 figure { margin: 1em 0 1.5em; max-width: 100%; }
 figure img { max-width: 100%; height: auto; border: 1px solid #e3e6ea; }
@@ -286,6 +326,13 @@ def _render_table(table: Table) -> str:
         out.append(f"<tr>{''.join(cells)}</tr>")
     out.append("</tbody></table>")
     return "\n".join(out)
+
+
+def _render_claim(claim: PaperClaim) -> str:
+    return (
+        f'<p class="paper-claim"><span class="paper-label">{_esc(claim.label)}</span> '
+        f"{_esc(claim.text)}</p>"
+    )
 
 
 def _render_figure(figure: Figure) -> str:
@@ -344,6 +391,7 @@ def render_html(
         if section.text:
             parts.append(_render_text(section.text))
         parts.extend(_render_table(t) for t in section.tables)
+        parts.extend(_render_claim(c) for c in section.claims)
         if section.figures:  # small figures (heatmaps) flow side by side
             figures = "\n".join(_render_figure(f) for f in section.figures)
             parts.append(f'<div class="figures">\n{figures}\n</div>')

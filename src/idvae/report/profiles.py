@@ -2,8 +2,9 @@
 
 The one drawing of Fig. 1: ``idvae.exact.profile_curves`` computes the curves of a toy
 model; ``idvae.exact.plot_profiles`` (``idvae mle``) and ``idvae reproduce mle`` draw them
-here. Grid points tied with the least NLL are shaded; a flat profile is labelled and gets
-no minimiser.
+here. Grid points tied with the least NLL are shaded; a flat profile is labelled, gets no
+minimiser and is drawn on a band of ±5% around its value. Tick labels keep a few significant
+digits: a profile whose range is below 1% of its value is drawn as NLL minus its least value.
 """
 
 from __future__ import annotations
@@ -15,6 +16,8 @@ from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
+from matplotlib.figure import Figure as MplFigure
+from matplotlib.ticker import ScalarFormatter
 
 from idvae._validation import check_array
 from idvae.report._common import DEFAULT_DPI, check_dpi, grid_shape, new_figure, to_png
@@ -23,6 +26,11 @@ __all__ = ["Profile", "profile_figure", "profiles_figure"]
 
 # NLL values within this (relative to max(1, |least NLL|)) of the least one are tied with it
 _TIE = 1e-9
+# a profile whose range is below this fraction of its value is drawn relative to its least
+# value, so that its tick labels need no more than a few significant digits
+_RELATIVE_RANGE = 1e-2
+# half the height of the band a flat profile is drawn on, relative to its value
+_FLAT_BAND = 0.05
 
 
 # ------------------------------------------------------------------------ profiles
@@ -88,10 +96,12 @@ def _check_profile(p: Profile | Mapping[str, Any], name: str) -> Profile:
 def _draw_profile(ax: Any, p: Profile) -> None:
     finite = np.isfinite(p.nll)
     grid, nll = p.grid[finite], p.nll[finite]
-    ax.plot(grid, nll, color="black", linewidth=1.2, label="NLL")
     least = float(nll.min())
     tied = nll <= least + _TIE * max(1.0, abs(least))
     flat = bool(tied.all())
+    scale = max(abs(least), abs(float(nll.max())))
+    relative = not flat and float(nll.max()) - least < _RELATIVE_RANGE * scale
+    ax.plot(grid, nll - least if relative else nll, color="black", linewidth=1.2, label="NLL")
     if tied.sum() > 1 and not flat:  # a stretch of grid points tied with the least NLL
         ax.axvspan(grid[tied].min(), grid[tied].max(), color="tab:blue", alpha=0.12, lw=0)
     if p.truth is not None:
@@ -103,13 +113,26 @@ def _draw_profile(ax: Any, p: Profile) -> None:
         if minimiser is None:
             minimiser, label = float(grid[np.argmin(nll)]), "grid minimiser"
         ax.axvline(minimiser, color="tab:blue", linestyle=":", linewidth=2.0, label=label)
-        ax.ticklabel_format(axis="y", useOffset=False)  # NLL values, not offsets from one
+    _format_nll_axis(ax, least, flat=flat, relative=relative)
     ax.set_xlabel(p.parameter_name, fontsize=9)
-    ax.set_ylabel("negative log-likelihood", fontsize=8)
     ax.tick_params(labelsize=7)
     ax.legend(fontsize=7, loc="best")
     if p.title:
         ax.set_title(p.title, fontsize=9)
+
+
+def _format_nll_axis(ax: Any, least: float, *, flat: bool, relative: bool) -> None:
+    """Y ticks of a few significant digits: NLL values, never offsets of 14 digits."""
+    # NLL values, not offsets from one; ScalarFormatter still writes a power of ten
+    # (e.g. "1e-8") beside the ticks when they are tiny or huge.
+    ax.yaxis.set_major_formatter(ScalarFormatter(useOffset=False))
+    if flat:  # rounding noise only: a band around the value, so the line is drawn flat
+        half = _FLAT_BAND * abs(least) if least != 0 else 1.0
+        ax.set_ylim(least - half, least + half)
+    if relative:
+        ax.set_ylabel(f"NLL − least (least = {least:.6g})", fontsize=8)
+    else:
+        ax.set_ylabel("negative log-likelihood", fontsize=8)
 
 
 def profile_figure(
@@ -171,6 +194,17 @@ def profiles_figure(
     if len(profiles) == 0:
         raise ValueError("Expected at least one profile but got an empty list")
     dpi = check_dpi(dpi)
+    return to_png(_profiles_axes(profiles, n_cols=n_cols, title=title, dpi=dpi), dpi)
+
+
+def _profiles_axes(
+    profiles: Sequence[Profile | Mapping[str, Any]],
+    *,
+    n_cols: int | None,
+    title: str | None,
+    dpi: int,
+) -> MplFigure:
+    """The matplotlib figure of ``profiles_figure`` (tests read its tick labels)."""
     checked = [_check_profile(p, f"profiles[{i}]") for i, p in enumerate(profiles)]
     n_rows, n_cols = grid_shape(len(checked), n_cols, 3)
     fig = new_figure(4.0 * n_cols, 3.1 * n_rows + (0.3 if title else 0.0), dpi)
@@ -181,4 +215,4 @@ def profiles_figure(
         ax.set_axis_off()
     if title:
         fig.suptitle(title, fontsize=10)
-    return to_png(fig, dpi)
+    return fig

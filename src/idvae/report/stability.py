@@ -14,7 +14,7 @@ import numpy as np
 
 from idvae.metrics import METRIC_LABELS
 from idvae.report.figures import heatmap_figure
-from idvae.report.html import Figure, Section, Table
+from idvae.report.html import Figure, PaperClaim, Section, Table
 from idvae.report.latent import latent_grid_figure
 
 __all__ = ["stability_section"]
@@ -22,15 +22,16 @@ __all__ = ["stability_section"]
 _GROUPS = (("between_runs", "between runs"), ("to_truth", "to the truth"), ("clustering", ""))
 _UNBOUNDED = ("dist_aff",)  # metrics not in [0, 1]: their colour scale follows the data
 
-# What the paper proves, and what it does not: labelled as the paper's wherever shown.
-PAPER_AFFINE_CLAIM = (
-    "The paper's claim (Kivva et al., NeurIPS 2022, Thms 3.2(a) and 3.3(a)): under "
-    "(P1)-(F1) and (F2), P(Z) is identifiable from P(X) up to an affine transformation."
+# What the paper proves (drawn as the paper's), and what it does not (ours).
+PAPER_AFFINE_CLAIM = PaperClaim(
+    "Kivva et al., NeurIPS 2022, Thms 3.2(a) and 3.3(a)",
+    "under (P1)-(F1) and (F2), P(Z) is identifiable from P(X) up to an affine transformation.",
 )
 AGREEMENT_CAVEAT = (
-    "Ours, not the paper's: fits that reach the true distribution of X therefore agree up to "
-    "an affine map, but the converse fails: runs that agree up to an affine map may share a "
-    "wrong optimum. Only a comparison with the truth, where it is known, shows recovery."
+    "Ours, not the paper's: by the paper's claim (below the tables), fits that reach the true "
+    "distribution of X agree up to an affine map, but the converse fails: runs that agree up "
+    "to an affine map may share a wrong optimum. Only a comparison with the truth, where it "
+    "is known, shows recovery."
 )
 
 
@@ -47,6 +48,7 @@ def stability_section(
     reference: Any = None,
     reference_title: str = "truth",
     paper: Mapping[str, Any] | None = None,
+    paper_source: str | None = None,
     precision: int = 3,
     max_points: int = 2000,
 ) -> Section:
@@ -71,7 +73,10 @@ def stability_section(
             (drawn as the first panel); default: run 1.
         reference_title: the title of the reference panel.
         paper: metric key (e.g. ``"weak_mcc"``) -> the paper's between-runs value for it, a
-            number or a string such as ``"0.99 (0.003)"`` (cite the table in ``text``).
+            number or a string such as ``"0.99 (0.003)"``, shown in a muted column
+            headed "paper" after ours.
+        paper_source: where the paper gives ``paper`` (e.g. ``"Table 2"``): the column
+            is then headed "paper (Table 2)".
         precision: decimals of the tables' numbers.
         max_points: at most this many points per latent panel.
 
@@ -86,7 +91,8 @@ def stability_section(
     summary = result.summary()
     paper = dict(paper or {})
 
-    columns = ["metric", "", "mean", "std", "n"] + (["paper"] if paper else [])
+    paper_column = f"paper ({paper_source})" if paper_source else "paper"
+    columns = ["metric", "", "mean", "std", "n"] + ([paper_column] if paper else [])
     rows = []
     for group, group_name in _GROUPS:
         for name, stat in (summary.get(group) or {}).items():
@@ -187,13 +193,15 @@ def stability_section(
 
     notes = list(getattr(result, "notes", None) or [])
     paragraphs = [text] if text else []
+    claims = []
     if modes is not None:
         paragraphs += [f"Modes: {line}" for line in modes.statements()]
-        paragraphs += [PAPER_AFFINE_CLAIM, AGREEMENT_CAVEAT]
+        paragraphs.append(AGREEMENT_CAVEAT)
+        claims.append(PAPER_AFFINE_CLAIM)
     if notes:
         paragraphs.append("Notes:\n" + "\n".join(notes))
     body = "\n\n".join(paragraphs)
-    return Section(heading, text=body or None, tables=tables, figures=figures)
+    return Section(heading, text=body or None, tables=tables, figures=figures, claims=claims)
 
 
 def _modes_table(modes: Any, precision: int) -> Table:
