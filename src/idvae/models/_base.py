@@ -309,7 +309,12 @@ class LatentEstimator(TransformerMixin, BaseEstimator):
     _registry_name: ClassVar[str] = ""
     _aux_name: ClassVar[str | None] = None
 
-    # constraints shared by every estimator; subclasses extend with ``| {...}``
+    # The parameters every estimator shares are declared once, here, with their constraints;
+    # subclasses extend them with ``| {...}``. Their names and defaults are still spelled
+    # out in each estimator's ``__init__``: scikit-learn reads an estimator's parameters
+    # from the explicit signature of its own ``__init__`` (``get_params``, ``clone``;
+    # ``*args`` is refused and ``**kwargs`` hides the parameters), and each estimator
+    # adds parameters of its own and chooses its own defaults.
     _common_constraints: ClassVar[dict] = {
         "latent_dim": [Interval(Integral, 1, None, closed="left")],
         "epochs": [Interval(Integral, 0, None, closed="left")],
