@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import errno
 import os
 import signal
 import subprocess
@@ -13,6 +14,7 @@ import numpy as np
 import pytest
 
 import idvae
+from idvae import cli
 
 IDVAE = str(Path(sys.executable).with_name("idvae"))
 OPTS = ["--latent-dim", "2", "--components", "3", "--epochs", "2", "--pretrain-epochs", "1",
@@ -230,3 +232,69 @@ def test_an_error_after_the_progress_display_started_is_still_one_line(work, tmp
     proc = idvae_cmd(*args, cwd=tmp_path)
     assert_one_line_error(proc, "mine")
     assert [p.name for p in (tmp_path / "mine").iterdir()] == ["thesis.tex"]
+
+
+def test_a_second_fit_into_the_same_folder_is_refused_while_the_first_runs(work, tmp_path):
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    args = [IDVAE, "fit", str(work / "data.npz"), "--out", "m", *OPTS, "--epochs", "100000"]
+    first = subprocess.Popen(args, cwd=tmp_path, env=env, stderr=subprocess.PIPE, text=True)
+    try:
+        deadline = time.monotonic() + 120
+        while not (tmp_path / "m" / "checkpoint.pt").is_file() and time.monotonic() < deadline:
+            time.sleep(0.1)
+        for extra in ((), ("--overwrite",), ("--resume",)):
+            second = idvae_cmd("fit", work / "data.npz", "--out", "m", *OPTS, "--seed", "5",
+                               *extra, cwd=tmp_path)  # fmt: skip
+            assert_one_line_error(second, "another fit", "m")
+        assert first.poll() is None  # the first fit was not disturbed
+    finally:
+        first.kill()  # SIGKILL: the kernel releases its lock, a stale lock file stays
+        first.wait()
+    # the lock is free again: --resume gets as far as reading the killed run's checkpoint
+    probe = idvae_cmd("fit", work / "data.npz", "--out", "m", *OPTS, "--resume", cwd=tmp_path)
+    assert probe.returncode == 2 and "epochs" in probe.stderr and "another fit" not in probe.stderr
+
+
+def _enospc(*args: object) -> None:
+    raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
+
+
+@pytest.mark.parametrize("overwrite", [False, True], ids=["new", "overwrite"])
+def test_a_full_disk_is_one_line_naming_the_output_and_loses_nothing(
+    work, tmp_path, monkeypatch, capsys, overwrite
+):
+    model = tmp_path / "model"
+    if overwrite:
+        model.mkdir()
+        for name, content in snapshot(work / "model").items():
+            (model / name).write_bytes(content)
+    before = snapshot(model) if overwrite else None
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.setattr(os, "fsync", _enospc)  # every atomic write fails as on a full disk
+    args = ["fit", str(work / "data.npz"), "--out", "model", *OPTS]
+    with pytest.raises(SystemExit) as exit_info:
+        cli.main([*args, "--overwrite"] if overwrite else args)
+    assert exit_info.value.code == 2
+    lines = capsys.readouterr().err.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith("error: "), lines
+    assert "No space left on device" in lines[0] and "model" in lines[0], lines[0]
+    assert "Errno" not in lines[0] and ".tmp" not in lines[0], lines[0]
+    if overwrite:
+        assert snapshot(model) == before
+    assert sorted(p.name for p in tmp_path.iterdir()) == (["model"] if overwrite else [])
+
+
+def test_save_on_a_full_disk_names_the_model_folder(work, tmp_path, monkeypatch):
+    estimator = idvae.load(work / "model")
+    real_write_bytes = Path.write_bytes
+
+    def write_bytes(self: Path, data: bytes) -> int:
+        if self.name == "weights.pt":
+            _enospc()
+        return real_write_bytes(self, data)
+
+    monkeypatch.setattr(Path, "write_bytes", write_bytes)
+    with pytest.raises(OSError, match="Expected to write .*saved but: No space left") as info:
+        estimator.save(tmp_path / "saved")
+    assert ".tmp" not in str(info.value)
+    assert list(tmp_path.iterdir()) == []

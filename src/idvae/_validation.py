@@ -9,6 +9,7 @@ through the atomic writers here (a temporary file renamed into place), JSON thro
 from __future__ import annotations
 
 import csv
+import errno
 import io
 import json
 import math
@@ -24,6 +25,7 @@ from typing import Any, Literal
 import numpy as np
 
 __all__ = [
+    "OutputError",
     "RandomState",
     "atomic_directory",
     "atomic_write",
@@ -127,9 +129,48 @@ def _default_file_mode() -> int:
     return 0o666 & ~umask
 
 
+# Errors of a write that fails for lack of room or rights rather than for a bad path.
+_WRITE_ERRNOS = frozenset(
+    {errno.ENOSPC, errno.EDQUOT, errno.EFBIG, errno.EROFS, errno.EACCES, errno.EPERM, errno.EIO}
+)
+
+
+class OutputError(OSError):
+    """An output could not be written: names the output (never its temporary file) and why.
+
+    Attributes:
+        path: the output as the caller named it.
+        reason: why, as the operating system said it (``"No space left on device"``).
+    """
+
+    def __init__(self, path: str | os.PathLike, reason: str, code: int | None = None) -> None:
+        super().__init__(f"Expected to write {path} but: {reason}")
+        self.errno = code
+        self.path = Path(path)
+        self.reason = reason
+
+
+def _output_error(err: OSError, tmp: Path, path: Path) -> OSError:
+    """``err`` renamed onto ``path`` when it is a failure to write ``tmp``; else ``err``."""
+    if isinstance(err, OutputError):
+        if str(tmp) not in str(err.path):
+            return err
+        return OutputError(str(err.path).replace(str(tmp), str(path)), err.reason, err.errno)
+    names = [str(n) for n in (err.filename, err.filename2) if n is not None]
+    if not any(str(tmp) in n for n in names) and not (err.errno in _WRITE_ERRNOS and not names):
+        return err
+    reason = err.strerror or (str(err).strip().splitlines() or [type(err).__name__])[0]
+    return OutputError(path, reason, err.errno)
+
+
 @contextmanager
 def atomic_write(path: str | os.PathLike, mode: str = "wb") -> Iterator:
-    """Open a temporary file beside ``path``; rename it onto ``path`` only on success."""
+    """Open a temporary file beside ``path``; rename it onto ``path`` only on success.
+
+    Raises:
+        OutputError: the file could not be written (no space, no rights); the message names
+            ``path``, not the temporary file.
+    """
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
@@ -140,6 +181,9 @@ def atomic_write(path: str | os.PathLike, mode: str = "wb") -> Iterator:
             fh.flush()
             os.fsync(fh.fileno())
         os.replace(tmp, path)
+    except OSError as err:
+        Path(tmp).unlink(missing_ok=True)
+        raise _output_error(err, Path(tmp), path) from None
     except BaseException:
         Path(tmp).unlink(missing_ok=True)
         raise
@@ -149,7 +193,9 @@ def atomic_write(path: str | os.PathLike, mode: str = "wb") -> Iterator:
 def atomic_directory(path: str | os.PathLike, *, overwrite: bool = True) -> Iterator[Path]:
     """Yield a temporary directory beside ``path``; it replaces ``path`` only on success.
 
-    A failure anywhere inside the block leaves ``path`` exactly as it was.
+    A failure anywhere inside the block leaves ``path`` exactly as it was. A failure to
+    write into the temporary directory (no space, no rights) is an ``OutputError`` that
+    names ``path``.
     """
     path = Path(path)
     if path.exists() and not path.is_dir():
@@ -167,6 +213,9 @@ def atomic_directory(path: str | os.PathLike, *, overwrite: bool = True) -> Iter
             shutil.rmtree(old, ignore_errors=True)
         else:
             os.replace(tmp, path)
+    except OSError as err:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise _output_error(err, tmp, path) from None
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)
         raise

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import fcntl
 import inspect
 import json
 import os
@@ -75,7 +76,7 @@ def _writing(path: Path, option: str) -> Iterator[IO[bytes]]:
         with atomic_write(path, "wb") as fh:
             yield fh
     except OSError as err:
-        reason = err.strerror or str(err)
+        reason = getattr(err, "reason", None) or err.strerror or str(err)
         raise ValueError(f"Expected to write {option} {path} but: {reason}") from None
 
 
@@ -135,6 +136,39 @@ def _fit_and_save(estimator: Any, args: tuple[Any, ...], out: Path, resume: bool
         raise
 
 
+@contextmanager
+def _fit_lock(out: Path) -> Iterator[None]:
+    """Hold an exclusive lock on ``out`` for one fit: a second fit into it is refused.
+
+    The lock is ``flock`` on the file ``.<name>.lock`` beside ``out`` (inside it, the lock
+    would be replaced along with the model by ``--overwrite``); it is removed when the fit
+    ends, and a lock file left by a killed fit is free again (the kernel drops its lock).
+    """
+    lock = out.parent / f".{out.name}.lock"
+    out.parent.mkdir(parents=True, exist_ok=True)
+    while True:
+        fd = os.open(lock, os.O_RDWR | os.O_CREAT, 0o644)
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            os.close(fd)
+            raise ValueError(
+                f"Expected no other fit into {out} but another fit holds its lock ({lock}); "
+                "wait for it to end or choose another --out"
+            ) from None
+        try:
+            if os.path.samestat(os.fstat(fd), os.stat(lock)):
+                break  # a holder that just finished unlinks the file: lock the new one
+        except FileNotFoundError:
+            pass
+        os.close(fd)
+    try:
+        yield
+    finally:
+        lock.unlink(missing_ok=True)
+        os.close(fd)
+
+
 def _check_out_dir(out: Path, model: str, resume: bool, overwrite: bool) -> None:
     """Refuse to clobber a model directory unless told, and --resume across models."""
     if out.exists() and not out.is_dir():
@@ -183,11 +217,9 @@ def fit(
     quiet: bool = typer.Option(False, "--quiet", help="No progress display."),
 ) -> None:
     """Fit an estimator to DATA and save it to --out (checkpointed every epoch)."""
-    from idvae.models import aux_argument, get_estimator
+    from idvae.models import get_estimator
 
     cls = get_estimator(model)
-    _check_out_dir(out, model, resume, overwrite)
-    loaded = _load_x(data)
     requested = {
         "latent_dim": latent_dim,
         "n_components": components,
@@ -199,6 +231,25 @@ def fit(
         "lr": lr,
         "likelihood": likelihood,
     }
+    if out.exists() and not out.is_dir():
+        raise ValueError(f"Expected --out to be a directory but {out} is a file")
+    with _fit_lock(out):  # checked and written under the lock: one fit per folder
+        _check_out_dir(out, model, resume, overwrite)
+        estimator, args = _estimator_and_args(cls, model, data, aux, requested)
+        estimator.set_params(random_state=seed, device=device, verbose=0 if quiet else 1)
+        _run_fit(estimator, args, out, resume)
+    last = estimator.history_[-1] if estimator.history_ else {}
+    loss = f", final loss {last['loss']:.4g}" if "loss" in last else ""
+    typer.echo(f"saved {type(estimator).__name__} to {out}{loss}")
+
+
+def _estimator_and_args(
+    cls: type, model: str, data: Path, aux: Path | None, requested: dict[str, Any]
+) -> tuple[Any, tuple[Any, ...]]:
+    """The estimator with the options given, and the arrays its ``fit`` takes."""
+    from idvae.models import aux_argument
+
+    loaded = _load_x(data)
     accepted = set(inspect.signature(cls).parameters)
     for name, value in requested.items():
         if value is not None and name not in accepted:
@@ -206,14 +257,16 @@ def fit(
                 name, name
             ).replace("_", "-")
             raise ValueError(f"Expected no {option} for --model {model} but got {value}")
-    params = {k: v for k, v in requested.items() if v is not None}
-    params.update(random_state=seed, device=device, verbose=0 if quiet else 1)
-    estimator = cls(**params)
-    args = (loaded.x,)
+    estimator = cls(**{k: v for k, v in requested.items() if v is not None})
     if aux_argument(cls) is not None:
-        args = (loaded.x, _aux_array(aux, loaded, model))
-    elif aux is not None:
+        return estimator, (loaded.x, _aux_array(aux, loaded, model))
+    if aux is not None:
         raise ValueError(f"Expected no --aux for --model {model} but got {aux}")
+    return estimator, (loaded.x,)
+
+
+def _run_fit(estimator: Any, args: tuple[Any, ...], out: Path, resume: bool) -> None:
+    """``_fit_and_save``; Ctrl-C says what was kept and exits 130."""
     replacing = not resume and out.is_dir() and any(out.iterdir())
     try:
         _fit_and_save(estimator, args, out, resume)
@@ -226,9 +279,6 @@ def fit(
             where = "no epoch had finished, nothing was saved"
         typer.echo(f"interrupted; {where}", err=True)
         raise typer.Exit(130) from None
-    last = estimator.history_[-1] if estimator.history_ else {}
-    loss = f", final loss {last['loss']:.4g}" if "loss" in last else ""
-    typer.echo(f"saved {type(estimator).__name__} to {out}{loss}")
 
 
 @command("transform")

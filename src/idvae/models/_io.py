@@ -17,6 +17,7 @@ up in the registry, never imported by name) and fills in the tensors.
 from __future__ import annotations
 
 import csv
+import io
 import json
 import platform
 import shutil
@@ -100,7 +101,9 @@ def save(estimator: Any, path: str | Path) -> Path:
     state = {k: v.detach().cpu().clone() for k, v in estimator.module_.state_dict().items()}
     with atomic_directory(path) as tmp:
         (tmp / CONFIG).write_text(json.dumps(config, indent=2) + "\n")
-        torch.save(state, tmp / WEIGHTS)
+        buffer = io.BytesIO()  # torch's own file writer turns a full disk into a RuntimeError
+        torch.save(state, buffer)
+        (tmp / WEIGHTS).write_bytes(buffer.getbuffer())
         (tmp / ENVIRONMENT).write_text(json.dumps(environment(), indent=2) + "\n")
         # one row per epoch; the columns are the union of the records' keys
         (tmp / HISTORY).write_text(csv_text(estimator.history_))

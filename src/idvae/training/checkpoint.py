@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import io
 import json
 from pathlib import Path
 from typing import Any
@@ -26,8 +27,10 @@ CHECKPOINT_FORMAT_VERSION = 1
 
 def save_checkpoint(path: str | Path, state: dict[str, Any]) -> None:
     """Write ``state`` (tensors, numbers, strings, lists, dicts) atomically with torch.save."""
+    buffer = io.BytesIO()  # torch's own file writer turns a full disk into a RuntimeError
+    torch.save(state, buffer)
     with atomic_write(path, "wb") as fh:
-        torch.save(state, fh)
+        fh.write(buffer.getbuffer())
 
 
 def load_checkpoint(path: str | Path) -> dict[str, Any]:
