@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import errno
+import json
 import os
+import pickle
 import signal
 import subprocess
 import sys
@@ -164,10 +166,13 @@ def test_diverging_training_is_one_line_and_leaves_nothing(work, tmp_path):
         (("simulate", "--n-samples", "10000000000", "--out", "s.npz"), ("fit in memory",)),
         (("simulate", "--n-samples", "100", "--components", "1000000", "--out", "s.npz"),
          ("at most --n-samples = 100", "1000000")),
+        (("simulate", "--n-samples", "200000", "--components", "100000", "--out", "s.npz"),
+         ("at most 1000", "100000")),
         (("sample", "{model}", "-n", "100000000000", "--out", "s.npy"), ("fit in memory",)),
         (("mle", "--tol", "-1", "--out", "o"), ("--tol >= 0",)),
     ],
-    ids=["simulate-huge", "simulate-components", "sample-huge", "mle-tol"],
+    ids=["simulate-huge", "simulate-components", "simulate-many-components", "sample-huge",
+         "mle-tol"],
 )  # fmt: skip
 def test_impossible_requests_are_refused_up_front(work, tmp_path, args, texts):
     args = [str(work / "model") if a == "{model}" else a for a in args]
@@ -186,25 +191,43 @@ def test_sample_writes_nothing_when_latent_out_cannot_be_written(work, tmp_path)
     assert [p.name for p in tmp_path.iterdir()] == ["afile"]
 
 
-def test_stability_where_every_run_failed_exits_2(work, tmp_path):
+@pytest.mark.parametrize(
+    ("args", "texts"),
+    [
+        (("--latent-dim", "3"), ("latent_dim = 3", "n_features = 2")),
+        (("--components", "1000000"), ("n_components = 1000000",)),
+        (("--components", "0"), ("--components", "[1, inf)")),
+    ],
+    ids=["latent-dim", "components", "components-0"],
+)
+def test_stability_refuses_up_front_what_fit_refuses(tmp_path, args, texts):
     np.save(tmp_path / "x2.npy", np.random.default_rng(0).normal(size=(60, 2)))
+    proc = idvae_cmd("stability", "x2.npy", "--runs", "2", "--out", "st", *args, cwd=tmp_path)
+    assert_one_line_error(proc, *texts)
+    assert [p.name for p in tmp_path.iterdir()] == ["x2.npy"]
+
+
+def test_stability_where_every_run_failed_exits_2(tmp_path):
+    # finite numbers whose variance overflows float64: each run fails while scaling X
+    np.save(tmp_path / "big.npy", np.random.default_rng(0).normal(size=(60, 2)) * 1e306)
     proc = idvae_cmd(
-        "stability", "x2.npy", "--runs", "2", "--latent-dim", "3", "--out", "st",
+        "stability", "big.npy", "--runs", "2", "--out", "st",
         "--epochs", "1", "--pretrain-epochs", "1", cwd=tmp_path,
     )  # fmt: skip
     assert proc.returncode == 2, proc.stderr
     last = proc.stderr.strip().splitlines()[-1]
-    assert last.startswith("error: ") and "all 2 failed" in last and "latent_dim" in last
+    assert last.startswith("error: ") and "all 2 failed" in last and "overflow" in last
     assert (tmp_path / "st" / "stability.json").is_file()  # the record of what failed
 
 
-def test_ctrl_c_keeps_the_checkpoint_and_says_how_to_resume(work, tmp_path):
+def interrupt_once(args: list[str | Path], cwd: Path, written: Path) -> tuple[int, str]:
+    """Run ``idvae *args``, send Ctrl-C once ``written`` exists; (exit status, stderr)."""
     env = {**os.environ, "OMP_NUM_THREADS": "1"}
-    args = [IDVAE, "fit", str(work / "data.npz"), "--out", "m", *OPTS, "--epochs", "100000"]
-    child = subprocess.Popen(args, cwd=tmp_path, env=env, stderr=subprocess.PIPE, text=True)
+    child = subprocess.Popen([IDVAE, *map(str, args)], cwd=cwd, env=env, text=True,
+                             stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)  # fmt: skip
     try:
         deadline = time.monotonic() + 120
-        while not (tmp_path / "m" / "checkpoint.pt").is_file() and time.monotonic() < deadline:
+        while not written.is_file() and time.monotonic() < deadline:
             time.sleep(0.1)
         child.send_signal(signal.SIGINT)
         _, stderr = child.communicate(timeout=60)
@@ -212,7 +235,13 @@ def test_ctrl_c_keeps_the_checkpoint_and_says_how_to_resume(work, tmp_path):
         if child.poll() is None:
             child.kill()
             child.wait()
-    assert child.returncode == 130, stderr
+    return child.returncode, stderr
+
+
+def test_ctrl_c_keeps_the_checkpoint_and_says_how_to_resume(work, tmp_path):
+    args = ["fit", work / "data.npz", "--out", "m", *OPTS, "--epochs", "100000"]
+    returncode, stderr = interrupt_once(args, tmp_path, tmp_path / "m" / "checkpoint.pt")
+    assert returncode == 130, stderr
     assert stderr.strip().splitlines() == [
         "interrupted; the last finished epoch is saved in m: add --resume to continue"
     ]
@@ -298,3 +327,124 @@ def test_save_on_a_full_disk_names_the_model_folder(work, tmp_path, monkeypatch)
         estimator.save(tmp_path / "saved")
     assert ".tmp" not in str(info.value)
     assert list(tmp_path.iterdir()) == []
+
+
+def _edited_model(work: Path, folder: Path, edit) -> Path:  # noqa: ANN001
+    model = folder / "edited"
+    model.mkdir()
+    for name, content in snapshot(work / "model").items():
+        (model / name).write_bytes(content)
+    config = json.loads((model / "config.json").read_text())
+    edit(config)
+    (model / "config.json").write_text(json.dumps(config))
+    return model
+
+
+@pytest.mark.parametrize(
+    ("edit", "texts"),
+    [
+        (lambda c: c.update(params=[1, 2]), ("'params'", "JSON object")),
+        (lambda c: c["params"].update(latent_dim=-1), ("latent_dim", "[1, inf)", "-1")),
+        (lambda c: c["params"].update(lr="abc"), ("lr", "'abc'")),
+        (lambda c: c["params"].update(bogus=1), ("bogus",)),
+        (lambda c: c["fitted"].update(extra={"module_": 5}), ("module_",)),
+        (lambda c: c["fitted"].update(extra=[1]), ("fitted.extra",)),
+        (lambda c: c.update(fitted="x"), ("'fitted'",)),
+    ],
+    ids=["params-list", "latent-dim", "lr-str", "unknown-param", "extra-module", "extra-list",
+         "fitted-str"],
+)  # fmt: skip
+def test_a_hand_edited_config_is_one_line_naming_it(work, tmp_path, edit, texts):
+    model = _edited_model(work, tmp_path, edit)
+    for args in (("info", model), ("transform", model, work / "data.npz", "--out", "z.npy")):
+        proc = idvae_cmd(*args, cwd=tmp_path)
+        assert_one_line_error(proc, "config.json", *texts)
+    assert not (tmp_path / "z.npy").exists()
+
+
+def test_damaged_history_and_raw_pickle_weights_are_one_line(work, tmp_path):
+    model = _edited_model(work, tmp_path, lambda c: None)
+    (model / "history.csv").write_bytes(b"\xff\xfe\x00")
+    assert_one_line_error(idvae_cmd("info", model, cwd=tmp_path), "history.csv")
+    (tmp_path / "x").mkdir()
+    model = _edited_model(work, tmp_path / "x", lambda c: None)
+    (model / "weights.pt").write_bytes(pickle.dumps({"w": [1, 2]}, protocol=4))
+    assert_one_line_error(idvae_cmd("info", model, cwd=tmp_path), "weights.pt")  # no warning
+
+
+def test_a_checkpoint_without_phase_index_is_one_line(work, tmp_path):
+    import torch
+
+    model = _edited_model(work, tmp_path, lambda c: None)
+    state = torch.load(model / "checkpoint.pt", weights_only=True)
+    del state["phase_index"]
+    torch.save(state, model / "checkpoint.pt")
+    proc = idvae_cmd("fit", work / "data.npz", "--out", model, *OPTS, "--resume", cwd=tmp_path)
+    assert_one_line_error(proc, "checkpoint.pt", "phase_index")
+
+
+@pytest.mark.parametrize(
+    ("edit", "texts"),
+    [
+        (lambda d: d.pop("decoder_bias_1"), ("decoder_bias_1",)),
+        (lambda d: d.update(decoder_weight_1=np.zeros((4, 9))), ("decoder layer 1",)),
+        (lambda d: d.update(decoder_activation=np.zeros((7, 7))), ("decoder_activation",)),
+        (lambda d: d.update(prior_means=np.zeros(3)), ("means",)),
+    ],
+    ids=["missing-bias", "weight-shape", "activation", "prior-shape"],
+)
+def test_identify_on_a_damaged_simulation_is_one_line(tmp_path, edit, texts):
+    made = idvae_cmd("simulate", "--out", "sim.npz", "--n-samples", "100", cwd=tmp_path)
+    assert made.returncode == 0, made.stderr
+    with np.load(tmp_path / "sim.npz") as npz:
+        arrays = dict(npz)
+    edit(arrays)
+    np.savez(tmp_path / "sim.npz", **arrays)
+    assert_one_line_error(idvae_cmd("identify", "sim.npz", cwd=tmp_path), "sim.npz", *texts)
+
+
+def test_data_whose_variance_overflows_is_one_line(tmp_path):
+    np.save(tmp_path / "big.npy", np.random.default_rng(0).normal(size=(60, 5)) * 1e306)
+    proc = idvae_cmd("fit", "big.npy", "--out", "m", *OPTS, cwd=tmp_path)
+    assert_one_line_error(proc, "overflow")
+    assert [p.name for p in tmp_path.iterdir()] == ["big.npy"]
+
+
+@pytest.mark.parametrize(
+    ("args", "text"),
+    [(("--lr", "-1"), "Expected --lr to be a float in the range (0.0, inf) but got -1.0"),
+     (("--components", "0"), "Expected --components to be an int in the range [1, inf)"),
+     (("--likelihood", "foo"), "Expected --likelihood to be a str among")],
+    ids=["lr", "components", "likelihood"],
+)  # fmt: skip
+def test_parameter_errors_name_the_option(work, tmp_path, args, text):
+    proc = idvae_cmd("fit", work / "data.npz", "--out", "m", *OPTS, *args, cwd=tmp_path)
+    assert_one_line_error(proc, text)
+    assert "parameter of" not in proc.stderr
+
+
+def test_stability_resume_reruns_a_run_whose_files_are_damaged(work, tmp_path):
+    args = ("stability", work / "data.npz", "--runs", "2", "--out", "st", "--epochs", "1",
+            "--pretrain-epochs", "1", "--no-vectorize")  # fmt: skip
+    first = idvae_cmd(*args, cwd=tmp_path)
+    assert first.returncode == 0, first.stderr
+    kept = (tmp_path / "st/runs/000/latents.npy").read_bytes()
+    latents = tmp_path / "st/runs/001/latents.npy"
+    latents.write_bytes(latents.read_bytes()[:100])
+    resumed = idvae_cmd(*args, "--resume", cwd=tmp_path)
+    assert resumed.returncode == 0, resumed.stderr
+    assert np.load(latents).shape == (300, 2)  # run 1 was run again
+    assert (tmp_path / "st/runs/000/latents.npy").read_bytes() == kept  # run 0 not rerun
+    (tmp_path / "st/study.json").write_text('{"a":')
+    assert_one_line_error(idvae_cmd(*args, "--resume", cwd=tmp_path), "study.json", "damaged")
+
+
+def test_ctrl_c_in_stability_says_what_is_kept_and_how_to_resume(work, tmp_path):
+    args = ["stability", work / "data.npz", "--runs", "50", "--out", "st", "--epochs", "300",
+            "--pretrain-epochs", "1", "--no-vectorize"]  # fmt: skip
+    first_run = tmp_path / "st" / "runs" / "000" / "result.json"
+    returncode, stderr = interrupt_once(args, tmp_path, first_run)
+    assert returncode == 130, stderr
+    assert stderr.strip().splitlines()[-1] == (
+        "interrupted; the finished runs are saved in st: add --resume to continue"
+    )

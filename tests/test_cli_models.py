@@ -118,7 +118,7 @@ def test_fit_vae_and_refuse_options_it_does_not_take(data: Path, tmp_path: Path)
         (["--model", "nope"], "Expected a model in"),
         (["--latent-dim", "9"], "latent_dim <= n_features"),
         (["--components", "400"], "n_samples >= n_components"),
-        (["--lr", "-1"], "'lr' parameter"),
+        (["--lr", "-1"], "Expected --lr to be a float in the range (0.0, inf)"),
         (["--facets", "3,x"], "Expected --facets as comma-separated"),
     ],
 )

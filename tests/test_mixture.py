@@ -95,3 +95,12 @@ def test_immutable(rng):
 def test_constructor_validates(args, match):
     with pytest.raises(ValueError, match=match):
         GMM(*args)
+
+
+def test_gmm_leaves_the_callers_arrays_writable():
+    weights, means, covs = np.array([0.5, 0.5]), np.zeros((2, 2)), np.stack([np.eye(2)] * 2)
+    means[1] = 3.0
+    gmm = GMM(weights, means, covs)
+    assert means.flags.writeable and covs.flags.writeable and weights.flags.writeable
+    means[0] = 7.0  # the caller's array is the caller's: the mixture keeps its own copy
+    assert gmm.means[0, 0] == 0.0 and not gmm.means.flags.writeable

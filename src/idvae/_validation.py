@@ -15,6 +15,7 @@ import json
 import math
 import numbers
 import os
+import re
 import shutil
 import tempfile
 from collections.abc import Callable, Iterator, Mapping, Sequence
@@ -34,6 +35,7 @@ __all__ = [
     "check_random_state",
     "csv_text",
     "jsonable",
+    "parameter_complaint",
     "write_json_atomic",
     "write_text_atomic",
 ]
@@ -120,6 +122,19 @@ def check_array(
     if not allow_nan and not np.all(np.isfinite(arr)):
         raise ValueError(f"Expected {name} to be finite but it contains NaN or infinity")
     return arr
+
+
+def parameter_complaint(err: Exception) -> tuple[str, str, str]:
+    """(parameter, what it must be, what it got) of scikit-learn's ``InvalidParameterError``.
+
+    Its message reads "The 'lr' parameter of VaDE must be a float in the range (0.0, inf).
+    Got -1.0 instead."; idvae's messages say "Expected ... but got ...".
+    """
+    match = re.fullmatch(r"The '(\w+)' parameter of \w+ must be (.*)\. Got (.*) instead\.",
+                         str(err).strip(), flags=re.DOTALL)  # fmt: skip
+    if match is None:
+        return "a parameter", "valid", str(err)
+    return match.group(1), match.group(2), match.group(3)
 
 
 def _default_file_mode() -> int:

@@ -99,6 +99,8 @@ class GMM:
                 f"{j} has smallest eigenvalue {eig_min[j]:.3g}"
             )
         weights = weights / weights.sum()
+        # own copies: freezing the caller's arrays (check_array returns them) is a side effect
+        means, covariances = means.copy(), covariances.copy()
         for arr in (weights, means, covariances):
             arr.setflags(write=False)
         self._weights, self._means, self._covariances = weights, means, covariances

@@ -177,23 +177,34 @@ class Simulation:
             raise ValueError(
                 f"Expected a simulation saved by Simulation.save at {path} but it lacks {missing}"
             )
-        weights, biases, i = [], [], 0
-        while f"decoder_weight_{i}" in data:
-            weights.append(torch.from_numpy(np.asarray(data[f"decoder_weight_{i}"], np.float64)))
-            biases.append(torch.from_numpy(np.asarray(data[f"decoder_bias_{i}"], np.float64)))
-            i += 1
-        if not weights:
-            raise ValueError(f"Expected decoder weights in {path} but found none")
+        try:
+            weights, biases = _saved_decoder(data)
+            prior = GMM(data["prior_weights"], data["prior_means"], data["prior_covariances"])
+            facets = neighbors = joint = None
+            if "facets" in data:
+                facets = tuple(int(d) for d in data["facets"])
+                adjacency = np.asarray(data["neighbors"], dtype=bool)
+                neighbors = tuple(tuple(int(t) for t in np.flatnonzero(row)) for row in adjacency)
+                joint = np.asarray(data["joint"], dtype=np.float64)
+        except (KeyError, ValueError, TypeError) as err:
+            reason = f"it lacks {err}" if isinstance(err, KeyError) else str(err)
+            raise ValueError(
+                f"Expected a simulation saved by Simulation.save at {path} but {reason}"
+            ) from None
         sizes = [int(weights[0].shape[1])] + [int(w.shape[0]) for w in weights]
-        activation = str(data["decoder_activation"])
+        if sizes[0] != prior.dim or sizes[-1] != np.shape(data["x"])[-1]:
+            raise ValueError(
+                f"Expected a decoder from the prior's {prior.dim} dimensions to x's "
+                f"{np.shape(data['x'])[-1]} in {path} but its widths are {sizes}"
+            )
+        saved = np.asarray(data["decoder_activation"])
+        activation = str(saved) if saved.ndim == 0 else f"an array of shape {saved.shape}"
+        if activation not in ("relu", "leaky_relu", "none"):
+            raise ValueError(
+                f"Expected decoder_activation relu, leaky_relu or none in {path} but got "
+                f"{activation}"
+            )
         net = _build(sizes, "relu" if activation == "relu" else "leaky_relu", weights, biases)
-        prior = GMM(data["prior_weights"], data["prior_means"], data["prior_covariances"])
-        facets = neighbors = joint = None
-        if "facets" in data:
-            facets = tuple(int(d) for d in data["facets"])
-            adjacency = np.asarray(data["neighbors"], dtype=bool)
-            neighbors = tuple(tuple(int(t) for t in np.flatnonzero(row)) for row in adjacency)
-            joint = np.asarray(data["joint"], dtype=np.float64)
         return cls(
             x=np.asarray(data["x"], dtype=np.float64),
             z=np.asarray(data["z"], dtype=np.float64),
@@ -205,6 +216,26 @@ class Simulation:
             neighbors=neighbors,
             joint=joint,
         )
+
+
+def _saved_decoder(data: dict[str, np.ndarray]) -> tuple[list[torch.Tensor], list[torch.Tensor]]:
+    """The decoder's weights and biases of a saved simulation, checked to chain."""
+    weights, biases, i = [], [], 0
+    while f"decoder_weight_{i}" in data:
+        w = np.asarray(data[f"decoder_weight_{i}"], np.float64)
+        b = np.asarray(data[f"decoder_bias_{i}"], np.float64)
+        n_in = weights[-1].shape[0] if weights else None
+        if w.ndim != 2 or b.shape != (w.shape[0],) or n_in not in (None, w.shape[1]):
+            raise ValueError(
+                f"decoder layer {i} has weight shape {w.shape} and bias shape {b.shape}, "
+                f"expected (out, {n_in or 'in'}) and (out,)"
+            )
+        weights.append(torch.from_numpy(w))
+        biases.append(torch.from_numpy(b))
+        i += 1
+    if not weights:
+        raise ValueError("it holds no decoder weights")
+    return weights, biases
 
 
 def sample_model(

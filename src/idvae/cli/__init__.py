@@ -79,8 +79,23 @@ def check_memory(n_bytes: float, what: str) -> None:
         )
 
 
+# Estimator parameters whose command-line option is not --<name with dashes>.
+_OPTION_OF = {"n_components": "--components", "facet_components": "--facets"}
+
+
 def one_line(err: BaseException) -> str:
-    """The first line of an error's message (its class name when empty)."""
+    """The first line of an error's message (its class name when empty).
+
+    scikit-learn's parameter errors are said in the options' names and idvae's words.
+    """
+    from sklearn.utils._param_validation import InvalidParameterError
+
+    if isinstance(err, InvalidParameterError):
+        from idvae._validation import parameter_complaint
+
+        name, must, got = parameter_complaint(err)
+        option = _OPTION_OF.get(name, "--" + name.replace("_", "-"))
+        return f"Expected {option} to be {must} but got {got}"
     text = str(err).strip()
     return text.splitlines()[0] if text else type(err).__name__
 

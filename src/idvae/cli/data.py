@@ -13,6 +13,10 @@ from idvae.cli import check_memory, command
 
 __all__ = ["dataset", "simulate"]
 
+# Placing J well-separated means takes time quadratic in J (about a second for 1,000 in two
+# dimensions, a minute for 10,000): larger requests are refused rather than left to hang.
+MAX_COMPONENTS = 1000
+
 
 def _int_list(text: str | None, option: str) -> tuple[int, ...] | None:
     """'2,3' -> (2, 3)."""
@@ -82,6 +86,11 @@ def simulate(
     if n_states > n_samples:
         raise ValueError(
             f"Expected at most --n-samples = {n_samples} mixture components but got {n_states}"
+        )
+    if n_states > MAX_COMPONENTS:
+        raise ValueError(
+            f"Expected at most {MAX_COMPONENTS} mixture components (placing separated means "
+            f"takes time quadratic in their number) but got {n_states}"
         )
     # x, z, u and labels, float64: a lower bound of what the simulation holds at once
     check_memory(8.0 * n_samples * (obs_dim + latent_dim + 2), f"--n-samples {n_samples}")

@@ -73,6 +73,16 @@ def _progress(total: int, description: str) -> Iterator[Callable[..., None]]:
             raise
 
 
+@contextmanager
+def _interrupted(kept: str) -> Iterator[None]:
+    """Ctrl-C: one line saying what was kept and how to go on, exit status 130."""
+    try:
+        yield
+    except KeyboardInterrupt:
+        typer.echo(f"interrupted; {kept}", err=True)
+        raise typer.Exit(130) from None
+
+
 def _set_threads(threads: int) -> None:
     """Torch threads for fits run in this process (pool and Ray workers use one each)."""
     import torch
@@ -158,6 +168,7 @@ def stability(
         params["epochs"] = epochs
     if pretrain_epochs is not None:
         params["pretrain_epochs"] = pretrain_epochs
+    _check_settings(cls, params, loaded.x.shape, holdout)
     spec = EstimatorSpec(model.lower(), params)
     fit_kwargs: dict[str, Any] = {}
     transform_kwargs: dict[str, Any] = {}
@@ -171,7 +182,11 @@ def stability(
         fit_kwargs[aux] = value
         transform_kwargs[aux] = value
     # the modes' warnings are printed below with the modes, not as Python warnings
-    with _progress(runs, f"{model} × {runs}") as advance, warnings.catch_warnings():
+    with (
+        _interrupted(f"the finished runs are saved in {out}: add --resume to continue"),
+        _progress(runs, f"{model} × {runs}") as advance,
+        warnings.catch_warnings(),
+    ):
         warnings.simplefilter("ignore", ModeWarning)
         result = run_stability(
             spec,
@@ -211,6 +226,16 @@ def stability(
         raise ValueError(
             f"Expected at least one run to succeed but all {result.n_runs} failed (run 0: {first})"
         )
+
+
+def _check_settings(
+    cls: type, params: dict[str, Any], shape: tuple[int, ...], holdout: float
+) -> None:
+    """Refuse up front the settings every run would fail on, as ``fit`` does."""
+    estimator = cls(**params)
+    estimator._validate_params()
+    n_fit = shape[0] - round(holdout * shape[0]) if 0.0 < holdout < 1.0 else shape[0]
+    estimator._check_data(n_fit, shape[1])
 
 
 def _model_params(cls: type, latent_dim: int, components: int) -> dict[str, Any]:

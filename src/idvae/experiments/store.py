@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import zipfile
 from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import Any
@@ -94,7 +95,15 @@ class StudyStore:
         if self.root.exists() and not self.root.is_dir():
             raise ValueError(f"Expected {self.root} to be a directory but it is a file")
         if self.study_file.exists():
-            stored = json.loads(self.study_file.read_text())
+            try:
+                stored = json.loads(self.study_file.read_text())
+            except (UnicodeDecodeError, json.JSONDecodeError) as err:
+                raise ValueError(
+                    f"Expected a study record in {self.study_file} but it is damaged ({err}); "
+                    "remove it to start the study again"
+                ) from None
+            if not isinstance(stored, dict):
+                raise ValueError(f"Expected a study record in {self.study_file} but got another")
             if not resume:
                 raise ValueError(
                     f"Expected a new directory but {self.root} already holds a study; "
@@ -127,17 +136,20 @@ class StudyStore:
         result_file = path / "result.json"
         if not result_file.exists():
             return None
+        # a damaged or incomplete run directory is run again, not an error
         try:
             data = json.loads(result_file.read_text())
-        except (OSError, ValueError):
+            if data.get("status") != "ok" or int(data.get("seed", -1)) != seed:
+                return None
+            latents = np.load(path / "latents.npy", allow_pickle=False)
+            predictions_file = path / "predictions.npy"
+            predictions = (
+                np.load(predictions_file, allow_pickle=False) if predictions_file.exists() else None
+            )
+        except (OSError, ValueError, TypeError, AttributeError, EOFError, zipfile.BadZipFile):
             return None
-        if data.get("status") != "ok" or int(data.get("seed", -1)) != seed:
+        if latents.ndim != 2:
             return None
-        latents = np.load(path / "latents.npy", allow_pickle=False)
-        predictions_file = path / "predictions.npy"
-        predictions = (
-            np.load(predictions_file, allow_pickle=False) if predictions_file.exists() else None
-        )
         return RunOutput(
             run_id=run_id,
             seed=seed,

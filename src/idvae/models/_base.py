@@ -132,6 +132,10 @@ __all__ = [
 # a component is collapsed when its weight < COLLAPSE_FACTOR / J
 COLLAPSE_FACTOR = 1e-3
 _MIN_SCALE = 1e-8
+# What resuming reads from a checkpoint besides what ``idvae.training`` reads itself.
+_RESUME_KEYS = frozenset(
+    {"config", "module", "numpy_rng", "phase", "phase_index", "history_before", "engine", "epoch"}
+)
 _EVAL_BATCH = 4096
 # rows per block when scaling or hashing X: float64 temporaries of ~2 MB, never a copy of X
 _BLOCK_ELEMENTS = 2**18
@@ -368,6 +372,11 @@ class LatentEstimator(TransformerMixin, BaseEstimator):
         return {}
 
     def _set_fitted_state(self, state: dict[str, Any]) -> None:
+        # only the keys this class saves: a hand-edited file must not set module_ or prior_
+        saved = set(self._fitted_state())
+        unknown = sorted(set(state) - saved)
+        if unknown:
+            raise ValueError(f"the saved extra state holds {unknown}, not only {sorted(saved)}")
         for key, value in state.items():
             setattr(self, key, value)
 
@@ -424,9 +433,15 @@ class LatentEstimator(TransformerMixin, BaseEstimator):
             # centre each feature but divide all by ONE scale (the root mean variance): the
             # isotropic noise of model (3) stays isotropic, and features that are mostly
             # noise are not blown up to unit variance
-            self.scaler_mean_, variance = _column_moments(X)
-            scale = float(np.sqrt(np.mean(variance)))
+            with np.errstate(over="ignore", invalid="ignore"):
+                self.scaler_mean_, variance = _column_moments(X)
+                scale = float(np.sqrt(np.mean(variance)))
             largest = max(abs(float(X.min())), abs(float(X.max())))
+            if not (np.all(np.isfinite(self.scaler_mean_)) and np.isfinite(scale)):
+                raise ValueError(
+                    "Expected X whose mean and variance are finite in float64 but they "
+                    f"overflow (|X| up to {largest:.3g}); divide X by a constant first"
+                )
             if not scale > _MIN_SCALE * (1.0 + largest):
                 scale = 1.0  # constant data: nothing to standardise
             self.scaler_scale_ = np.full(X.shape[1], scale)
@@ -563,6 +578,12 @@ class LatentEstimator(TransformerMixin, BaseEstimator):
             checkpoint_path = Path(checkpoint_dir) / CHECKPOINT_NAME
             if resume and checkpoint_path.exists():
                 resume_state = load_checkpoint(checkpoint_path)
+                missing = sorted(_RESUME_KEYS - set(resume_state))
+                if missing:
+                    raise ValueError(
+                        f"Expected an idvae training checkpoint in {checkpoint_path} but it "
+                        f"lacks {missing}; drop --resume to start again"
+                    )
                 _check_fingerprint(resume_state, fingerprint, checkpoint_path)
                 try:
                     module.load_state_dict(resume_state["module"])

@@ -29,10 +29,11 @@ from typing import Any
 import numpy as np
 import sklearn
 import torch
+from sklearn.utils._param_validation import InvalidParameterError
 from sklearn.utils.validation import check_is_fitted
 
 from idvae import __version__
-from idvae._validation import atomic_directory, csv_text, jsonable
+from idvae._validation import atomic_directory, csv_text, jsonable, parameter_complaint
 from idvae.mixture import GMM
 from idvae.models._registry import REGISTRY, model_name
 from idvae.training import CHECKPOINT_NAME, ComponentCollapseWarning
@@ -133,9 +134,15 @@ def read_config(path: str | Path) -> dict[str, Any]:
             f"Expected a model format version <= {FORMAT_VERSION} in {file} but got {version}; "
             "it was saved by a newer idvae"
         )
-    for key in ("model", "params", "fitted", "prior"):
+    for key, kinds in (("model", str), ("params", dict), ("fitted", dict), ("prior", dict)):
         if key not in config:
             raise ValueError(f"Expected key {key!r} in {file} but it is missing")
+        value = config[key]
+        if not isinstance(value, kinds) and not (key == "prior" and value is None):
+            raise ValueError(
+                f"Expected {key!r} in {file} to be a JSON {'string' if kinds is str else 'object'}"
+                f" but got {type(value).__name__}"
+            )
     return config
 
 
@@ -165,6 +172,13 @@ def load(path: str | Path) -> Any:
         # JSON has no tuples: parameters saved as lists (layer sizes) come back as tuples
         params = {k: tuple(v) if isinstance(v, list) else v for k, v in config["params"].items()}
         estimator = cls(**params)
+        estimator._validate_params()
+    except InvalidParameterError as err:
+        name, must, got = parameter_complaint(err)
+        raise ValueError(f"Expected {name} in {file} to be {must} but got {got}") from None
+    except (TypeError, ValueError) as err:
+        raise ValueError(f"Expected a consistent model description in {file} but {err}") from None
+    try:
         n_features = int(fitted["n_features_in_"])
         aux_dims = tuple(int(d) for d in fitted["aux_dims_"])
         scaler_mean = np.asarray(fitted["scaler_mean_"], dtype=np.float64)
@@ -181,7 +195,9 @@ def load(path: str | Path) -> Any:
     if not weights_file.is_file():
         raise OSError(f"Expected {weights_file} in the saved model but it is missing")
     try:
-        state = torch.load(weights_file, map_location="cpu", weights_only=True)
+        with warnings.catch_warnings():  # torch warns about a raw pickle before refusing it
+            warnings.simplefilter("ignore")
+            state = torch.load(weights_file, map_location="cpu", weights_only=True)
     except Exception as err:  # torch raises many kinds for damaged files
         raise ValueError(
             f"Expected readable weights in {weights_file} but the file is damaged or truncated "
@@ -193,7 +209,10 @@ def load(path: str | Path) -> Any:
         )
 
     # seed 0: the initial weights are overwritten by the saved ones
-    module = estimator._new_module(n_features, aux_dims, seed=0)
+    try:
+        module = estimator._new_module(n_features, aux_dims, seed=0)
+    except (ValueError, TypeError, RuntimeError) as err:
+        raise ValueError(f"Expected a consistent model description in {file} but {err}") from None
     try:
         module.load_state_dict(state, strict=True)
     except RuntimeError as err:
@@ -212,10 +231,16 @@ def load(path: str | Path) -> Any:
     estimator.stopped_early_ = bool(fitted.get("stopped_early_", False))
     estimator.device_ = "cpu"
     estimator.history_ = read_history(path / HISTORY)
-    estimator._set_fitted_state(fitted.get("extra", {}))
-    with warnings.catch_warnings():  # a collapse was reported when the model was fitted
-        warnings.simplefilter("ignore", ComponentCollapseWarning)
-        estimator._finish_fit()
+    extra = fitted.get("extra", {})
+    if not isinstance(extra, dict):
+        raise ValueError(f"Expected fitted.extra in {file} to be a JSON object but it is not")
+    try:
+        estimator._set_fitted_state(extra)
+        with warnings.catch_warnings():  # a collapse was reported when the model was fitted
+            warnings.simplefilter("ignore", ComponentCollapseWarning)
+            estimator._finish_fit()
+    except (ValueError, TypeError, KeyError, RuntimeError) as err:
+        raise ValueError(f"Expected a consistent model description in {file} but {err}") from None
     if (config["prior"] is None) != (estimator.prior_ is None):
         raise ValueError(f"Expected the prior in {file} to match the weights but it does not")
     saved_prior = None if config["prior"] is None else GMM.from_dict(config["prior"])
@@ -231,9 +256,14 @@ def read_history(file: Path) -> list[dict[str, Any]]:
     if not file.is_file():
         return []
     rows = []
-    with open(file, newline="") as fh:
-        for row in csv.DictReader(fh):
-            rows.append({k: _parse(v) for k, v in row.items()})
+    try:
+        with open(file, newline="") as fh:
+            for row in csv.DictReader(fh):
+                rows.append({k: _parse(v) for k, v in row.items()})
+    except (UnicodeDecodeError, csv.Error) as err:
+        raise ValueError(
+            f"Expected a CSV training log in {file} but it is damaged ({err})"
+        ) from None
     return rows
 
 
