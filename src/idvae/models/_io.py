@@ -37,6 +37,7 @@ from idvae._validation import atomic_directory, csv_text, jsonable, parameter_co
 from idvae.mixture import GMM
 from idvae.models._registry import REGISTRY, model_name
 from idvae.training import CHECKPOINT_NAME, ComponentCollapseWarning
+from idvae.training.checkpoint import load_torch_file
 
 __all__ = ["FORMAT_VERSION", "jsonable_params", "load", "read_config", "save"]
 
@@ -194,15 +195,7 @@ def load(path: str | Path) -> Any:
     weights_file = path / WEIGHTS
     if not weights_file.is_file():
         raise OSError(f"Expected {weights_file} in the saved model but it is missing")
-    try:
-        with warnings.catch_warnings():  # torch warns about a raw pickle before refusing it
-            warnings.simplefilter("ignore")
-            state = torch.load(weights_file, map_location="cpu", weights_only=True)
-    except Exception as err:  # torch raises many kinds for damaged files
-        raise ValueError(
-            f"Expected readable weights in {weights_file} but the file is damaged or truncated "
-            f"({type(err).__name__})"
-        ) from None
+    state = load_torch_file(weights_file, "readable weights")
     if not isinstance(state, dict) or not all(isinstance(v, torch.Tensor) for v in state.values()):
         raise ValueError(
             f"Expected a state dict of tensors in {weights_file} but got another object"

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import io
 import json
+import warnings
 from pathlib import Path
 from typing import Any
 
@@ -33,6 +34,23 @@ def save_checkpoint(path: str | Path, state: dict[str, Any]) -> None:
         fh.write(buffer.getbuffer())
 
 
+def load_torch_file(path: Path, what: str) -> Any:
+    """``torch.load`` of a file with ``weights_only=True`` on the CPU; damage is a ValueError.
+
+    Torch raises many kinds of exception for a truncated or corrupted file and warns about a
+    raw pickle before refusing it; both become one message naming the file and ``what`` was
+    expected in it.
+    """
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            return torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as err:  # torch raises many kinds for damaged files
+        raise ValueError(
+            f"Expected {what} in {path} but it is damaged or truncated ({type(err).__name__})"
+        ) from None
+
+
 def load_checkpoint(path: str | Path) -> dict[str, Any]:
     """Read a checkpoint written by ``save_checkpoint``; refuse damaged or newer files.
 
@@ -44,13 +62,7 @@ def load_checkpoint(path: str | Path) -> dict[str, Any]:
     path = Path(path)
     if not path.is_file():
         raise OSError(f"Expected a checkpoint file at {path} but none exists")
-    try:
-        state = torch.load(path, map_location="cpu", weights_only=True)
-    except Exception as err:  # torch raises many kinds for damaged files
-        raise ValueError(
-            f"Expected a readable idvae checkpoint in {path} but it is damaged or truncated "
-            f"({type(err).__name__})"
-        ) from None
+    state = load_torch_file(path, "a readable idvae checkpoint")
     if not isinstance(state, dict) or "format_version" not in state:
         raise ValueError(f"Expected an idvae checkpoint in {path} but got another kind of file")
     version = state["format_version"]
