@@ -56,7 +56,7 @@ def small_vade(**kw) -> VaDE:
 
 def separate(estimator, x, seed, *aux):
     est = clone(estimator).set_params(random_state=seed)
-    return est._fit(x, aux)
+    return est.fit_with(x, aux)
 
 
 def test_each_seed_matches_its_separate_fit(sim):

@@ -8,9 +8,10 @@ the R losses at once and one Adam updates the stacked parameters.
 Each seed is otherwise exactly its own fit: ``fit_seeds`` runs the estimator's real fit
 once per seed (validation, scaling, the per-seed module initialisation, the deterministic
 steps such as VaDE's ``GaussianMixture`` initialisation, the fitted state), each in a
-thread of its own, and passes it a phase runner: the fit's training phases (``Phase``),
-which all seeds reach in the same order, are handed to the coordinator, which trains the
-same phase of every waiting seed in one stack and hands each seed its ``PhaseResult``. Only
+thread of its own through the estimators' public seam ``LatentEstimator.fit_with``, to
+which it passes a phase runner: the fit's training phases (``Phase``), which all seeds
+reach in the same order, are handed to the coordinator, which trains the same phase of
+every waiting seed in one stack and hands each seed its ``PhaseResult``. Only
 one thread runs at a time, so the fits stay deterministic. Each seed keeps its own batch
 order, noise, gradient clipping, learning-rate schedule and early stopping; with the same
 seed a vectorised fit and a separate fit differ only by floating-point rounding (batched
@@ -38,7 +39,7 @@ from typing import Any
 
 from sklearn.base import clone
 
-from idvae.models._base import REGISTRY, LatentEstimator
+from idvae.models import REGISTRY, LatentEstimator
 from idvae.training import Phase, PhaseResult, TrainingError, VectorizationError, train_stacked
 
 __all__ = [
@@ -162,12 +163,12 @@ def fit_seeds(
     ok, reason = supports_vectorization(estimator, return_reason=True)
     if not vectorize:
         for est, report in zip(estimators, reports, strict=True):
-            est._fit(X, aux)
+            est.fit_with(X, aux)
             report.note = "vectorize=False"
     elif not ok:
         warnings.warn(f"fitting the seeds separately: {reason}", VectorizationWarning, stacklevel=2)
         for est, report in zip(estimators, reports, strict=True):
-            est._fit(X, aux)
+            est.fit_with(X, aux)
             report.note = reason
     else:
         size = len(seeds) if max_batch is None else int(max_batch)
@@ -199,7 +200,7 @@ class _Aborted(BaseException):
 
 
 class _SeedFit:
-    """Runs ``estimator._fit`` in a thread; its training phases become requests.
+    """Runs ``estimator.fit_with`` in a thread; its training phases become requests.
 
     The fit is given ``self._run_phase`` as its phase runner: each phase is sent to the
     coordinator, which resumes the seed with the phase's result (or ``_Aborted``) and waits
@@ -236,7 +237,7 @@ class _SeedFit:
     # seed side
     def _main(self) -> None:
         try:
-            self.estimator._fit(self.X, self.aux, phase_runner=self._run_phase)
+            self.estimator.fit_with(self.X, self.aux, phase_runner=self._run_phase)
             self._outbox.put(("done", None))
         except _Aborted:
             self._outbox.put(("aborted", None))
@@ -296,4 +297,4 @@ def _fit_batch(
                 VectorizationWarning,
                 stacklevel=3,
             )
-        estimators[i]._fit(X, aux)
+        estimators[i].fit_with(X, aux)

@@ -49,7 +49,11 @@ Contract of the estimator (subclass ``LatentEstimator``)
   ``_test_config()`` (a small fast configuration for the contract tests) and
   ``_expected_failed_checks()`` (scikit-learn checks that cannot apply, with reasons).
 - public methods with an auxiliary argument (IVAE: ``fit(X, u)``, ``transform(X, u)``)
-  call ``self._fit(X, (u,), ...)`` / ``self._transform(X, (u,))``.
+  call ``self.fit_with(X, (u,), ...)`` / ``self._transform(X, (u,))``.
+
+``fit_with(X, aux, phase_runner=...)`` is the one fit every ``fit`` delegates to, and the
+public seam through which ``idvae.vectorize.fit_seeds`` trains the phases of several seeds
+together: it passes a phase runner; nothing of the estimator is replaced at run time.
 
 Fitted state: ``module_`` (the torch module, eval mode, on CPU after fit unless trained
 elsewhere), ``prior_`` (``idvae.GMM``), ``history_`` (list of per-epoch dicts),
@@ -538,17 +542,38 @@ class LatentEstimator(TransformerMixin, BaseEstimator):
         Returns:
             self
         """
-        return self._fit(X, (), checkpoint_dir=checkpoint_dir, resume=resume)
+        return self.fit_with(X, (), checkpoint_dir=checkpoint_dir, resume=resume)
 
-    def _fit(
+    def fit_with(
         self,
         X: Any,
-        aux: tuple[Any, ...],
+        aux: tuple[Any, ...] = (),
         *,
+        phase_runner: PhaseRunner = run_phase,
         checkpoint_dir: str | Path | None = None,
         resume: bool = False,
-        phase_runner: PhaseRunner = run_phase,
     ) -> LatentEstimator:
+        """Fit the model to X and its auxiliary arrays, training each phase with ``phase_runner``.
+
+        Every public ``fit`` delegates here: ``fit(X)`` is ``fit_with(X)`` and IVAE's
+        ``fit(X, u)`` is ``fit_with(X, (u,))``. It is also the seam for code that trains the
+        phases itself: ``phase_runner`` receives each ``idvae.training.Phase`` of the fit, in
+        order, and returns its ``PhaseResult``. The default, ``idvae.training.run_phase``,
+        trains the phase on its own; ``idvae.vectorize.fit_seeds`` passes a runner that
+        trains the same phase of several seeds in one stack. Everything else (validation,
+        scaling, the per-seed initialisation, the deterministic steps, the fitted state) is
+        this fit's own, whatever the runner.
+
+        Args:
+            X: array of shape (n_samples, n_features).
+            aux: the auxiliary arrays, ``()`` for unsupervised models (IVAE: ``(u,)``).
+            phase_runner: trains one ``Phase`` and returns its ``PhaseResult``.
+            checkpoint_dir: as in ``fit``.
+            resume: as in ``fit``.
+
+        Returns:
+            self
+        """
         self._validate_params()
         # the first optimiser of a process imports torch._dynamo (1-3 s): start that now, in
         # the background, while X is validated and scaled and the prior initialised
@@ -577,22 +602,7 @@ class LatentEstimator(TransformerMixin, BaseEstimator):
             fingerprint = self._fingerprint(X, aux_arrays)
             checkpoint_path = Path(checkpoint_dir) / CHECKPOINT_NAME
             if resume and checkpoint_path.exists():
-                resume_state = load_checkpoint(checkpoint_path)
-                missing = sorted(_RESUME_KEYS - set(resume_state))
-                if missing:
-                    raise ValueError(
-                        f"Expected an idvae training checkpoint in {checkpoint_path} but it "
-                        f"lacks {missing}; drop --resume to start again"
-                    )
-                _check_fingerprint(resume_state, fingerprint, checkpoint_path)
-                try:
-                    module.load_state_dict(resume_state["module"])
-                except (RuntimeError, KeyError) as err:
-                    raise ValueError(
-                        f"Expected the checkpoint {checkpoint_path} to hold this model's "
-                        f"weights but they do not match ({type(err).__name__})"
-                    ) from None
-                set_numpy_rng_state(rng, resume_state["numpy_rng"])
+                resume_state = _restore_checkpoint(checkpoint_path, fingerprint, module, rng)
 
         ctx = FitContext(
             self,
@@ -608,10 +618,15 @@ class LatentEstimator(TransformerMixin, BaseEstimator):
             phase_runner=phase_runner,
         )
         self._fit_phases(ctx)
+        self._set_fit_result(ctx, n_features, aux_dims)
+        self._after_fit(data)
+        return self
 
-        module.eval()
-        self.module_ = module
-        self.device_ = str(device)
+    def _set_fit_result(self, ctx: FitContext, n_features: int, aux_dims: tuple[int, ...]) -> None:
+        """The fitted state once the phases of ``ctx`` have run."""
+        ctx.module.eval()
+        self.module_ = ctx.module
+        self.device_ = str(ctx.device)
         self.n_features_in_ = n_features
         self.aux_dims_ = list(aux_dims)
         self.history_ = ctx.history
@@ -619,8 +634,6 @@ class LatentEstimator(TransformerMixin, BaseEstimator):
         self.n_iter_ = last.epochs_run if last is not None else self.epochs
         self.stopped_early_ = bool(last.stopped_early) if last is not None else False
         self._finish_fit()
-        self._after_fit(data)
-        return self
 
     def _finish_fit(self) -> None:
         """Derived fitted state: the prior, the collapse check; also used by ``load``."""
@@ -746,6 +759,34 @@ class LatentEstimator(TransformerMixin, BaseEstimator):
         tags.input_tags.allow_nan = False
         tags.non_deterministic = False
         return tags
+
+
+def _restore_checkpoint(
+    path: Path, fingerprint: str, module: LatentModule, rng: np.random.Generator
+) -> dict[str, Any]:
+    """Load the checkpoint at ``path`` into ``module`` and ``rng``; return its state.
+
+    Raises:
+        ValueError: it is not an idvae training checkpoint, or another model's, parameters'
+            or data's.
+    """
+    state = load_checkpoint(path)
+    missing = sorted(_RESUME_KEYS - set(state))
+    if missing:
+        raise ValueError(
+            f"Expected an idvae training checkpoint in {path} but it lacks {missing}; drop "
+            "--resume to start again"
+        )
+    _check_fingerprint(state, fingerprint, path)
+    try:
+        module.load_state_dict(state["module"])
+    except (RuntimeError, KeyError) as err:
+        raise ValueError(
+            f"Expected the checkpoint {path} to hold this model's weights but they do not "
+            f"match ({type(err).__name__})"
+        ) from None
+    set_numpy_rng_state(rng, state["numpy_rng"])
+    return state
 
 
 def _check_fingerprint(state: dict[str, Any], fingerprint: str, path: Path) -> None:

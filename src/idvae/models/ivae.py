@@ -450,7 +450,7 @@ class IVAE(LatentEstimator):
         Returns:
             self
         """
-        return self._fit(X, (u,), checkpoint_dir=checkpoint_dir, resume=resume)
+        return self.fit_with(X, (u,), checkpoint_dir=checkpoint_dir, resume=resume)
 
     def transform(self, X: Any, u: Any = None) -> np.ndarray:
         """Posterior means E[z | x, u].
