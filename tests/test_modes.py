@@ -13,7 +13,7 @@ import numpy as np
 import pytest
 
 from idvae.experiments import derive_seeds, stability
-from idvae.experiments.executors import RunContext
+from idvae.experiments.agreement import agreement_matrix, group_runs
 from idvae.experiments.modes import (
     AGREEMENT_IS_NOT_RECOVERY,
     MODES_DISAGREE,
@@ -21,12 +21,11 @@ from idvae.experiments.modes import (
     Mode,
     ModeReport,
     ModeWarning,
-    agreement_matrix,
     find_modes,
-    group_runs,
     mode_warnings,
     warn_modes,
 )
+from idvae.experiments.runs import RunContext
 from idvae.experiments.study import MIN_HOLDOUT_SAMPLES, StabilityResult, holdout_split
 
 N = 400

@@ -10,9 +10,10 @@ and the demo is :mod:`idvae.experiments.demo`.
 from __future__ import annotations
 
 from idvae.experiments.demo import run_demo
-from idvae.experiments.executors import EstimatorSpec, RunContext, RunOutput, execute_runs
+from idvae.experiments.executors import execute_runs
 from idvae.experiments.modes import Mode, ModeReport, ModeWarning, find_modes
 from idvae.experiments.reproduce import EXPERIMENTS, experiment, reproduce
+from idvae.experiments.runs import EstimatorSpec, RunContext, RunOutput
 from idvae.experiments.study import (
     RunRecord,
     StabilityResult,

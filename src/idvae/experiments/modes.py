@@ -6,16 +6,12 @@ data none of them was trained on, so that a shared optimum can be told from the 
 
 Definitions (v1):
 
-* **Agreement** of runs i and j: the weak MCC with an affine alignment,
-  ``idvae.metrics.mcc(z_i, z_j, alignment="affine", out_of_sample=True)``, taken in both
-  directions (the affine MCC asks how well the second side explains the first) and the
-  smaller kept, so that agreement is symmetric and high only when each run's latents are an
-  affine image of the other's. A pair whose MCC cannot be computed has agreement NaN.
-* **Modes**: the connected components of the graph linking runs whose agreement is at
-  least ``threshold`` (default :data:`MODE_THRESHOLD` = 0.95): single-linkage grouping, so a
-  chain of agreeing runs is one mode even when its ends agree less. Failed runs belong to
-  no mode. Modes are ordered by size (largest first), then by best held-out ELBO, then by
-  their first run; ``modes[0]`` is "the largest mode".
+* **Agreement** of runs i and j, and the **groups** of agreeing runs: see
+  :mod:`idvae.experiments.agreement` (the symmetric affine weak MCC; single linkage at
+  ``threshold``, default ``MODE_THRESHOLD`` = 0.95).
+* **Modes**: those groups, each scored. Failed runs belong to no mode. Modes are ordered by
+  size (largest first), then by best held-out ELBO, then by their first run; ``modes[0]``
+  is "the largest mode".
 * **Held-out ELBO** of a run: its estimator's ``score`` (mean ELBO per sample) on rows of
   X kept out of every run's fit (``idvae.stability(..., holdout=0.2)``). Comparable
   between runs because every run is scored on the same rows.
@@ -43,22 +39,22 @@ from typing import Any
 
 import numpy as np
 
-from idvae._validation import RandomState, check_random_state
+from idvae._validation import RandomState
+from idvae.experiments.agreement import (
+    MODE_THRESHOLD,
+    agreement_matrix,
+    check_threshold,
+    group_runs,
+)
 
 __all__ = [
-    "MODE_THRESHOLD",
     "Mode",
     "ModeReport",
     "ModeWarning",
-    "agreement_matrix",
-    "check_threshold",
     "find_modes",
-    "group_runs",
     "mode_warnings",
     "warn_modes",
 ]
-
-MODE_THRESHOLD = 0.95
 
 AGREEMENT_IS_NOT_RECOVERY = (
     "runs agree, but another start found a higher ELBO: agreement is not recovery"
@@ -72,92 +68,6 @@ NO_TRUTH = (
 
 class ModeWarning(UserWarning):
     """The runs of a study agree while another start fits better, or they disagree."""
-
-
-# --------------------------------------------------------------------------- agreement
-
-
-def agreement_matrix(
-    latents: Sequence[np.ndarray | None],
-    *,
-    random_state: RandomState = None,
-    notes: list[str] | None = None,
-) -> np.ndarray:
-    """Symmetric weak MCC (affine alignment) between runs, the smaller of both directions.
-
-    Args:
-        latents: per run, an array of shape (n_samples, latent_dim) of the same samples, or
-            None for a failed run.
-        random_state: seeds the out-of-sample split of every MCC (the same split for all
-            pairs).
-        notes: a pair whose MCC raises gets NaN and a line here.
-
-    Returns:
-        Array of shape (n_runs, n_runs): 1 on the diagonal of runs with latents, NaN in the
-        rows and columns of runs without.
-    """
-    from idvae.metrics import mcc
-
-    seed = int(check_random_state(random_state).integers(2**31 - 1))
-    n_runs = len(latents)
-    matrix = np.full((n_runs, n_runs), np.nan)
-    present = [i for i, z in enumerate(latents) if z is not None]
-    for i in present:
-        matrix[i, i] = 1.0
-    for a, i in enumerate(present):
-        for j in present[a + 1 :]:
-            try:
-                forward = mcc(latents[i], latents[j], alignment="affine", random_state=seed)
-                backward = mcc(latents[j], latents[i], alignment="affine", random_state=seed)
-            except (ValueError, np.linalg.LinAlgError) as err:
-                if notes is not None:
-                    notes.append(f"agreement of runs {i} and {j}: {type(err).__name__}: {err}")
-                continue
-            matrix[i, j] = matrix[j, i] = min(forward, backward)
-    return matrix
-
-
-def group_runs(agreement: Any, threshold: float = MODE_THRESHOLD) -> list[list[int]]:
-    """Single-linkage groups: connected components of the graph ``agreement >= threshold``.
-
-    Args:
-        agreement: array of shape (n_runs, n_runs), symmetric; a run whose diagonal entry is
-            NaN (a failed run) is in no group; NaN off the diagonal is no link.
-        threshold: the agreement at which two runs are linked.
-
-    Returns:
-        The groups as sorted lists of run indices, in order of their first run.
-    """
-    matrix = np.asarray(agreement, dtype=np.float64)
-    if matrix.ndim != 2 or matrix.shape[0] != matrix.shape[1]:
-        raise ValueError(f"Expected a square agreement matrix but got shape {matrix.shape}")
-    threshold = check_threshold(threshold)
-    present = [i for i in range(matrix.shape[0]) if np.isfinite(matrix[i, i])]
-    parent = {i: i for i in present}
-
-    def root(i: int) -> int:
-        while parent[i] != i:
-            parent[i] = parent[parent[i]]
-            i = parent[i]
-        return i
-
-    for a, i in enumerate(present):
-        for j in present[a + 1 :]:
-            if np.isfinite(matrix[i, j]) and matrix[i, j] >= threshold:
-                parent[root(j)] = root(i)
-    groups: dict[int, list[int]] = {}
-    for i in present:
-        groups.setdefault(root(i), []).append(i)
-    return sorted(groups.values(), key=lambda g: g[0])
-
-
-def check_threshold(threshold: float) -> float:
-    """``threshold`` as a float in (0, 1], or a TypeError / ValueError saying what it got."""
-    if isinstance(threshold, bool) or not isinstance(threshold, int | float | np.floating):
-        raise TypeError(f"Expected threshold to be a number but got {type(threshold).__name__}")
-    if not 0.0 < float(threshold) <= 1.0:
-        raise ValueError(f"Expected threshold in (0, 1] but got {threshold}")
-    return float(threshold)
 
 
 # --------------------------------------------------------------------------- modes

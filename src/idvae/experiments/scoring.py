@@ -17,9 +17,10 @@ from typing import Any
 
 import numpy as np
 
-from idvae.experiments.executors import RunOutput
-from idvae.experiments.modes import MODE_THRESHOLD, ModeReport, find_modes
+from idvae.experiments.agreement import MODE_THRESHOLD
+from idvae.experiments.modes import ModeReport, find_modes
 from idvae.experiments.results import RunRecord, StabilityResult
+from idvae.experiments.runs import RunOutput
 from idvae.mixture import GMM
 
 __all__ = ["canonical_map", "compute_result"]

@@ -18,7 +18,7 @@ from typing import Any
 import numpy as np
 
 from idvae._validation import atomic_directory, jsonable, write_json_atomic
-from idvae.experiments.executors import RunOutput
+from idvae.experiments.runs import RunOutput
 
 __all__ = ["StudyStore", "array_digest", "describe_estimator", "kwargs_digest"]
 

@@ -42,14 +42,9 @@ from typing import Any
 import numpy as np
 
 from idvae._validation import RandomState, check_array, check_positive_int
-from idvae.experiments.executors import (
-    ExecutorName,
-    RunContext,
-    RunOutput,
-    execute_runs,
-    fit_runs_vectorized,
-)
-from idvae.experiments.modes import MODE_THRESHOLD, check_threshold, warn_modes
+from idvae.experiments.agreement import MODE_THRESHOLD, check_threshold
+from idvae.experiments.executors import ExecutorName, execute_runs
+from idvae.experiments.modes import warn_modes
 from idvae.experiments.results import (
     CLUSTER_METRICS,
     FORMAT_VERSION,
@@ -58,6 +53,7 @@ from idvae.experiments.results import (
     RunRecord,
     StabilityResult,
 )
+from idvae.experiments.runs import RunContext, RunOutput, fit_runs_vectorized
 from idvae.experiments.scoring import canonical_map, compute_result
 from idvae.experiments.seeds import (
     HOLDOUT,
@@ -314,7 +310,7 @@ def _check_where(executor: str, address: str | None, out: Any, resume: bool) -> 
 
 
 def _check_mode_threshold(mode_threshold: float) -> float:
-    """``modes.check_threshold``, its errors naming the argument ``mode_threshold``."""
+    """``agreement.check_threshold``, its errors naming the argument ``mode_threshold``."""
     try:
         return check_threshold(mode_threshold)
     except (TypeError, ValueError) as err:
