@@ -119,6 +119,31 @@ def load_data(path: Path | str) -> Any:
         return load_array(path)
 
 
+def int_list(text: str | None, option: str, *, positive: bool = False) -> tuple[int, ...] | None:
+    """An option's comma-separated integers: '2,3' -> (2, 3); None stays None.
+
+    Args:
+        text: the option's value.
+        option: its name, for the error (``"--facets"``).
+        positive: every value must be at least 1.
+
+    Raises:
+        ValueError: not integers, none, or (``positive``) one below 1.
+    """
+    if text is None:
+        return None
+    kind, example = ("positive integers", "3,4") if positive else ("integers", "2,3")
+    try:
+        values = tuple(int(part) for part in text.split(",") if part.strip())
+    except ValueError:
+        values = ()
+    if not values or (positive and min(values) < 1):
+        raise ValueError(
+            f"Expected {option} as comma-separated {kind} like {example} but got {text!r}"
+        )
+    return values
+
+
 def command(*args: Any, **kwargs: Any) -> Callable[[Callable[..., Any]], Callable[..., Any]]:
     """Register a function as an ``idvae`` sub-command (arguments as ``app.command``).
 

@@ -9,7 +9,7 @@ import numpy as np
 import typer
 
 from idvae._validation import atomic_write
-from idvae.cli import check_memory, command
+from idvae.cli import check_memory, command, int_list
 
 __all__ = ["dataset", "simulate"]
 
@@ -18,26 +18,11 @@ __all__ = ["dataset", "simulate"]
 MAX_COMPONENTS = 1000
 
 
-def _int_list(text: str | None, option: str) -> tuple[int, ...] | None:
-    """'2,3' -> (2, 3)."""
-    if text is None:
-        return None
-    try:
-        values = tuple(int(part) for part in text.split(",") if part.strip())
-    except ValueError:
-        raise ValueError(
-            f"Expected {option} as comma-separated integers like 2,3 but got {text!r}"
-        ) from None
-    if not values:
-        raise ValueError(f"Expected {option} as comma-separated integers like 2,3 but got {text!r}")
-    return values
-
-
 def _neighbors(text: str | None) -> tuple[tuple[int, ...], ...] | None:
     """'0,1;2,3' -> ((0, 1), (2, 3))."""
     if text is None:
         return None
-    return tuple(_int_list(block, "--neighbors") or () for block in text.split(";"))
+    return tuple(int_list(block, "--neighbors") or () for block in text.split(";"))
 
 
 def _check_out(out: Path) -> None:
@@ -77,7 +62,7 @@ def simulate(
     from idvae.simulate import sample_model
 
     _check_out(out)
-    facet_sizes = _int_list(facets, "--facets")
+    facet_sizes = int_list(facets, "--facets")
     if components is None and facet_sizes is None:
         components = 3
     if n_samples < 1:
@@ -101,7 +86,7 @@ def simulate(
         n_components=components,
         covariance=covariance,
         decoder=decoder,
-        hidden=_int_list(hidden, "--hidden"),
+        hidden=int_list(hidden, "--hidden"),
         noise_std=noise_std,
         injective=not non_injective,
         facets=facet_sizes,

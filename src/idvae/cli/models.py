@@ -16,7 +16,7 @@ import numpy as np
 import typer
 
 from idvae._validation import atomic_directory, atomic_write
-from idvae.cli import check_memory, command, load_data, reading
+from idvae.cli import check_memory, command, int_list, load_data, reading
 
 __all__ = ["fit", "info", "sample", "transform"]
 
@@ -24,21 +24,6 @@ __all__ = ["fit", "info", "sample", "transform"]
 def _load_x(path: Path) -> Any:
     """The data file as ``idvae.datasets.load_array`` reads it (x, optional z, u, labels)."""
     return load_data(path)
-
-
-def _int_list(text: str | None, option: str) -> tuple[int, ...] | None:
-    """'3,4' -> (3, 4)."""
-    if text is None:
-        return None
-    try:
-        values = tuple(int(part) for part in text.split(",") if part.strip())
-    except ValueError:
-        values = ()
-    if not values or min(values) < 1:
-        raise ValueError(
-            f"Expected {option} as comma-separated positive integers like 3,4 but got {text!r}"
-        )
-    return values
 
 
 def _aux_array(aux: Path | None, data: Any, model: str) -> np.ndarray | None:
@@ -223,8 +208,8 @@ def fit(
     requested = {
         "latent_dim": latent_dim,
         "n_components": components,
-        "facet_components": _int_list(facets, "--facets"),
-        "facet_dims": _int_list(facet_dims, "--facet-dims"),
+        "facet_components": int_list(facets, "--facets", positive=True),
+        "facet_dims": int_list(facet_dims, "--facet-dims", positive=True),
         "epochs": epochs,
         "pretrain_epochs": pretrain_epochs,
         "batch_size": batch_size,

@@ -68,6 +68,7 @@ import hashlib
 import json
 import warnings
 from collections.abc import Callable, Sequence
+from dataclasses import KW_ONLY, dataclass, field
 from numbers import Integral, Real
 from pathlib import Path
 from typing import Any, ClassVar
@@ -101,6 +102,7 @@ from idvae.training import (
     CHECKPOINT_NAME,
     ComponentCollapseWarning,
     Phase,
+    PhaseResult,
     PhaseRunner,
     TrainConfig,
     TrainingError,
@@ -186,6 +188,7 @@ class LatentModule(nn.Module):
         return []
 
 
+@dataclass(eq=False)
 class FitContext:
     """Runs an estimator's training phases with checkpoints and resume.
 
@@ -201,39 +204,28 @@ class FitContext:
         rng: the numpy Generator of the fit (restored on resume); draw seeds from it.
         device: the training device.
         history: the per-epoch records of all finished phases.
+        last_result: the ``PhaseResult`` of the last phase trained, or None.
     """
 
-    def __init__(
-        self,
-        estimator: LatentEstimator,
-        module: LatentModule,
-        data: tuple[torch.Tensor, ...],
-        rng: np.random.Generator,
-        generator: torch.Generator,
-        noise_generator: torch.Generator,
-        device: torch.device,
-        *,
-        checkpoint_path: Path | None,
-        fingerprint: str,
-        resume_state: dict[str, Any] | None,
-        phase_runner: PhaseRunner = run_phase,
-    ) -> None:
-        self.estimator = estimator
-        self.module = module
-        self.data = data
-        self.rng = rng
-        self.generator = generator
-        self.noise_generator = noise_generator
-        self.device = device
-        self.checkpoint_path = checkpoint_path
-        self.fingerprint = fingerprint
-        self.resume_state = resume_state
-        self.phase_runner = phase_runner
-        self.history: list[dict[str, Any]] = []
-        self.last_result = None
-        self._counter = 0
-        if resume_state is not None:
-            self.history = json.loads(resume_state["history_before"])
+    estimator: LatentEstimator
+    module: LatentModule
+    data: tuple[torch.Tensor, ...]
+    rng: np.random.Generator
+    generator: torch.Generator
+    noise_generator: torch.Generator
+    device: torch.device
+    _: KW_ONLY
+    checkpoint_path: Path | None
+    fingerprint: str
+    resume_state: dict[str, Any] | None
+    phase_runner: PhaseRunner = run_phase
+    history: list[dict[str, Any]] = field(init=False, default_factory=list)
+    last_result: PhaseResult | None = field(init=False, default=None)
+    _counter: int = field(init=False, default=0)
+
+    def __post_init__(self) -> None:
+        if self.resume_state is not None:
+            self.history = json.loads(self.resume_state["history_before"])
 
     def _skip(self, index: int, name: str) -> bool:
         """Whether phase ``index`` finished before the checkpoint being resumed."""
