@@ -31,6 +31,8 @@ __all__ = [
     "atomic_directory",
     "atomic_write",
     "check_array",
+    "check_format_version",
+    "check_list_of",
     "check_positive_int",
     "check_random_state",
     "csv_text",
@@ -122,6 +124,48 @@ def check_array(
     if not allow_nan and not np.all(np.isfinite(arr)):
         raise ValueError(f"Expected {name} to be finite but it contains NaN or infinity")
     return arr
+
+
+def check_format_version(
+    document: Any, path: str | os.PathLike, newest: int, *, kind: str, other: str
+) -> dict[str, Any]:
+    """A loaded file as a dict whose int ``format_version`` is at most ``newest``.
+
+    Args:
+        document: what was read from ``path``.
+        path: the file, named in the errors.
+        newest: the newest format version this idvae reads.
+        kind: what the file should be (``"checkpoint"``, ``"model config"``).
+        other: what it is said to be when it is not one (``"another kind of file"``).
+
+    Raises:
+        ValueError: it is not an idvae ``kind``, or a newer idvae wrote it.
+    """
+    if not isinstance(document, dict) or "format_version" not in document:
+        raise ValueError(f"Expected an idvae {kind} in {path} but got {other}")
+    version = document["format_version"]
+    if not isinstance(version, int) or version > newest:
+        raise ValueError(
+            f"Expected {kind} format version <= {newest} in {path} but got {version}; it was "
+            "written by a newer idvae"
+        )
+    return document
+
+
+def check_list_of(values: Any, name: str, kind: type, a_kind: str, kinds: str) -> None:
+    """Raise TypeError unless ``values`` is a sequence (not a mapping) of ``kind`` instances.
+
+    Args:
+        values: the argument.
+        name: its name in the errors (``"sections"``; items are ``name[i]``).
+        kind: the type of every item.
+        a_kind, kinds: how the errors name one item and several (``"a dict"``, ``"dicts"``).
+    """
+    if isinstance(values, Mapping) or not isinstance(values, Sequence):
+        raise TypeError(f"Expected {name} to be a list of {kinds} but got {type(values).__name__}")
+    for i, value in enumerate(values):
+        if not isinstance(value, kind):
+            raise TypeError(f"Expected {name}[{i}] to be {a_kind} but got {type(value).__name__}")
 
 
 def parameter_complaint(err: Exception) -> tuple[str, str, str]:

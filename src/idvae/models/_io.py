@@ -33,7 +33,13 @@ from sklearn.utils._param_validation import InvalidParameterError
 from sklearn.utils.validation import check_is_fitted
 
 from idvae import __version__
-from idvae._validation import atomic_directory, csv_text, jsonable, parameter_complaint
+from idvae._validation import (
+    atomic_directory,
+    check_format_version,
+    csv_text,
+    jsonable,
+    parameter_complaint,
+)
 from idvae.mixture import GMM
 from idvae.models._registry import REGISTRY, model_name
 from idvae.training import CHECKPOINT_NAME, ComponentCollapseWarning
@@ -127,14 +133,9 @@ def read_config(path: str | Path) -> dict[str, Any]:
         config = json.loads(file.read_text())
     except (json.JSONDecodeError, UnicodeDecodeError) as err:
         raise ValueError(f"Expected valid JSON in {file} but it is damaged ({err})") from None
-    if not isinstance(config, dict) or "format_version" not in config:
-        raise ValueError(f"Expected an idvae model config in {file} but got another JSON file")
-    version = config["format_version"]
-    if not isinstance(version, int) or version > FORMAT_VERSION:
-        raise ValueError(
-            f"Expected a model format version <= {FORMAT_VERSION} in {file} but got {version}; "
-            "it was saved by a newer idvae"
-        )
+    check_format_version(
+        config, file, FORMAT_VERSION, kind="model config", other="another JSON file"
+    )
     for key, kinds in (("model", str), ("params", dict), ("fitted", dict), ("prior", dict)):
         if key not in config:
             raise ValueError(f"Expected key {key!r} in {file} but it is missing")

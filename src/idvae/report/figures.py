@@ -20,7 +20,7 @@ import numpy as np
 from matplotlib import colormaps
 from matplotlib.figure import Figure as MplFigure
 
-from idvae._validation import check_array, check_positive_int
+from idvae._validation import check_array, check_list_of, check_positive_int
 from idvae.report._common import (
     DEFAULT_DPI,
     category_colors,
@@ -170,15 +170,8 @@ def training_curves_figure(
     dpi = check_dpi(dpi)
     seen: set[str] = set()
     for i, history in enumerate(histories):
-        if isinstance(history, Mapping) or not isinstance(history, Sequence):
-            raise TypeError(
-                f"Expected histories[{i}] to be a list of dicts but got {type(history).__name__}"
-            )
-        for j, entry in enumerate(history):
-            if not isinstance(entry, Mapping):
-                raise TypeError(
-                    f"Expected histories[{i}][{j}] to be a dict but got {type(entry).__name__}"
-                )
+        check_list_of(history, f"histories[{i}]", Mapping, "a dict", "dicts")
+        for entry in history:
             seen.update(entry)
     missing = [k for k in keys if k not in seen]
     if missing:

@@ -26,7 +26,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from idvae._validation import atomic_write
+from idvae._validation import atomic_write, check_list_of
 from idvae.report._common import PNG_MAGIC
 
 __all__ = [
@@ -366,15 +366,7 @@ def render_html(
         raise TypeError(f"Expected title to be a string but got {type(title).__name__}")
     if isinstance(sections, Section):
         sections = [sections]
-    if not isinstance(sections, Sequence):
-        raise TypeError(
-            f"Expected sections to be a list of Section but got {type(sections).__name__}"
-        )
-    for i, section in enumerate(sections):
-        if not isinstance(section, Section):
-            raise TypeError(
-                f"Expected sections[{i}] to be a Section but got {type(section).__name__}"
-            )
+    check_list_of(sections, "sections", Section, "a Section", "Section")
     if metadata is not None and not isinstance(metadata, Mapping):
         raise TypeError(f"Expected metadata to be a dict but got {type(metadata).__name__}")
     meta = _default_metadata()

@@ -11,7 +11,7 @@ from typing import Any
 import numpy as np
 import torch
 
-from idvae._validation import atomic_write
+from idvae._validation import atomic_write, check_format_version
 
 __all__ = [
     "CHECKPOINT_FORMAT_VERSION",
@@ -63,15 +63,9 @@ def load_checkpoint(path: str | Path) -> dict[str, Any]:
     if not path.is_file():
         raise OSError(f"Expected a checkpoint file at {path} but none exists")
     state = load_torch_file(path, "a readable idvae checkpoint")
-    if not isinstance(state, dict) or "format_version" not in state:
-        raise ValueError(f"Expected an idvae checkpoint in {path} but got another kind of file")
-    version = state["format_version"]
-    if not isinstance(version, int) or version > CHECKPOINT_FORMAT_VERSION:
-        raise ValueError(
-            f"Expected checkpoint format version <= {CHECKPOINT_FORMAT_VERSION} in {path} but "
-            f"got {version}; it was written by a newer idvae"
-        )
-    return state
+    return check_format_version(
+        state, path, CHECKPOINT_FORMAT_VERSION, kind="checkpoint", other="another kind of file"
+    )
 
 
 def numpy_rng_state(rng: np.random.Generator) -> str:
