@@ -143,44 +143,15 @@ def stability(
     _set_threads(threads)
     import warnings
 
-    from idvae._validation import write_text_atomic
-    from idvae.experiments import EstimatorSpec
     from idvae.experiments import stability as run_stability
     from idvae.experiments.modes import ModeWarning
-    from idvae.experiments.tables import results_csv, stability_rows
-    from idvae.report import write_html_report
-    from idvae.report.stability import stability_section
 
     _check_executor(executor, address)
     loaded = load_data(data)
-    own = _load_truth(data) if data.suffix == ".npz" else {}
-    given = _load_truth(truth) if truth is not None else {}
-    z_true = given.get("z", own.get("z"))
-    labels = given.get("labels", own.get("labels"))
-    prior = given.get("prior", own.get("prior"))
-    if prior is not None and z_true is not None and prior.dim != z_true.shape[1]:
-        prior = None
-    from idvae.models import aux_argument, get_estimator
-
-    cls = get_estimator(model.lower())
-    params = _model_params(cls, latent_dim, components)
-    if epochs is not None:
-        params["epochs"] = epochs
-    if pretrain_epochs is not None:
-        params["pretrain_epochs"] = pretrain_epochs
-    _check_settings(cls, params, loaded.x.shape, holdout)
-    spec = EstimatorSpec(model.lower(), params)
-    fit_kwargs: dict[str, Any] = {}
-    transform_kwargs: dict[str, Any] = {}
-    aux = aux_argument(cls)
-    if aux is not None:
-        value = getattr(loaded, aux, None)
-        if value is None:
-            raise ValueError(
-                f"Expected DATA with a key {aux} (the auxiliary variable) for {model}: {data}"
-            )
-        fit_kwargs[aux] = value
-        transform_kwargs[aux] = value
+    z_true, labels, prior = _study_truth(data, truth)
+    spec, aux = _study_spec(
+        model, loaded, latent_dim, components, epochs, pretrain_epochs, holdout, data
+    )
     # the modes' warnings are printed below with the modes, not as Python warnings
     with (
         _interrupted(f"the finished runs are saved in {out}: add --resume to continue"),
@@ -201,13 +172,70 @@ def stability(
             address=address,
             out=out,
             resume=resume,
-            fit_kwargs=fit_kwargs,
-            transform_kwargs=transform_kwargs,
+            fit_kwargs=aux,
+            transform_kwargs=aux,
             vectorize=not no_vectorize,
             progress=advance,
             holdout=holdout,
             mode_threshold=mode_threshold,
         )
+    _report_study(result, model, data, out, labels=labels, z_true=z_true)
+
+
+def _study_truth(data: Path, truth: Path | None) -> tuple[Any, Any, Any]:
+    """The true z, labels and prior: from --truth where it has them, else from DATA."""
+    own = _load_truth(data) if data.suffix == ".npz" else {}
+    given = _load_truth(truth) if truth is not None else {}
+    z_true = given.get("z", own.get("z"))
+    labels = given.get("labels", own.get("labels"))
+    prior = given.get("prior", own.get("prior"))
+    if prior is not None and z_true is not None and prior.dim != z_true.shape[1]:
+        prior = None
+    return z_true, labels, prior
+
+
+def _study_spec(
+    model: str,
+    loaded: Any,
+    latent_dim: int,
+    components: int,
+    epochs: int | None,
+    pretrain_epochs: int | None,
+    holdout: float,
+    data: Path,
+) -> tuple[Any, dict[str, Any]]:
+    """The study's ``EstimatorSpec``, and the auxiliary variable of fit and transform."""
+    from idvae.experiments import EstimatorSpec
+    from idvae.models import aux_argument, get_estimator
+
+    cls = get_estimator(model.lower())
+    params = _model_params(cls, latent_dim, components)
+    if epochs is not None:
+        params["epochs"] = epochs
+    if pretrain_epochs is not None:
+        params["pretrain_epochs"] = pretrain_epochs
+    _check_settings(cls, params, loaded.x.shape, holdout)
+    aux = aux_argument(cls)
+    if aux is None:
+        return EstimatorSpec(model.lower(), params), {}
+    value = getattr(loaded, aux, None)
+    if value is None:
+        raise ValueError(
+            f"Expected DATA with a key {aux} (the auxiliary variable) for {model}: {data}"
+        )
+    return EstimatorSpec(model.lower(), params), {aux: value}
+
+
+def _report_study(
+    result: Any, model: str, data: Path, out: Path, *, labels: Any, z_true: Any
+) -> None:
+    """Print the study's tables and modes; write results.csv and report.html beside it."""
+    from idvae._validation import write_text_atomic
+    from idvae.experiments.tables import results_csv, stability_rows
+    from idvae.report import write_html_report
+    from idvae.report.stability import stability_section
+
+    runs = result.n_runs
     console = Console()
     console.print(result.table(title=f"Stability of {model} over {runs} runs"))
     console.print(result.runs_table())
@@ -367,6 +395,11 @@ def reproduce(
         vectorize=not no_vectorize,
         progress=progress,
     )
+    _print_reproduced(results, out)
+
+
+def _print_reproduced(results: dict[str, Any], out: Path) -> None:
+    """One summary per experiment reproduced, and the files it wrote."""
     stdout = Console()
     for exp_name, payload in results.items():
         stdout.print(f"[bold]{payload['title']}[/bold] ({payload['wall_seconds']} s)")

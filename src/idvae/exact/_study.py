@@ -116,6 +116,9 @@ def mle_study(
     to the model's symmetries. All truths with the same J share one pass over the grid (their
     quadrature nodes lie on one lattice; the NLLs of all truths are one matrix product).
 
+    Long for its documentation: the body is about 40 lines, one pass over the grids;
+    splitting it would only scatter the description of its arguments.
+
     Args:
         n_simulations: how many true models.
         random_state: seed of the draws of the truths.

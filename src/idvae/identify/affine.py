@@ -453,6 +453,10 @@ def disentangle(
     normalisation of ``canonical_form`` fixes scale, sign, translation and order from the
     law of Y, so fits related by an affine map land on the same coordinates.
 
+    Long for its documentation (the theorem it implements, its arguments and an example); the
+    body is under 50 lines, so splitting it would only part the steps of Thm E.1 from each
+    other.
+
     Args:
         gmm: the mixture of Y, J ≥ 2 components in R^m.
         method: ``"pair"`` uses the pair of components with the best separated variance

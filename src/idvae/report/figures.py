@@ -51,6 +51,9 @@ def heatmap_figure(
 ) -> bytes:
     """A matrix of pairwise figures (strong/weak MCC, distAff) annotated with its values.
 
+    Long for its arguments and their documentation; the body draws one figure in about 50 lines,
+    which helpers would only spread apart.
+
     Args:
         matrix: array of shape (n_rows, n_cols); NaN cells (e.g. a failed run) are drawn
             grey and annotated "–", infinite ones grey and annotated "∞".

@@ -97,6 +97,9 @@ def image_grid_figure(
     for Fig. 9 pass ``interleave_images(x, x_hat)`` and ``col_group=2`` so each row shows
     pairs (x, x̂) set apart from each other.
 
+    Long for its arguments and their documentation; the body draws one figure in about 60 lines,
+    which helpers would only spread apart.
+
     Args:
         images: array of shape (n, h*w) (square images unless ``image_shape``), (n, h, w)
             or (n, h, w, 3 or 4); filled into rows of ``n_cols``.
