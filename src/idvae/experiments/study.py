@@ -118,6 +118,10 @@ def stability(
     recovery: a ``ModeWarning`` is issued when the runs agree but a run outside the largest
     mode reached a higher held-out ELBO, and when the modes disagree.
 
+    Long for its nineteen arguments and their documentation; the body is a sequence of steps,
+    each a call to a helper: check the inputs, describe the study, open its store, fit the
+    runs not yet done, score them.
+
     Args:
         make_estimator: seed -> an unfitted estimator with ``fit(X)``, ``transform(X)`` and
             optionally ``predict``, ``prior_`` (an ``idvae.GMM``) and ``save(dir)``. Must be
@@ -220,13 +224,7 @@ def stability(
         _keep(output, outputs, store, progress)
 
     ordered = [outputs[i] for i in range(n_runs)]
-    for output in ordered:
-        if output.status != "ok":
-            warnings.warn(
-                f"run {output.run_id} (seed {output.seed}) failed: {output.error}",
-                RuntimeWarning,
-                stacklevel=2,
-            )
+    _warn_failed(ordered)
     result = compute_result(
         ordered,
         z_true=z,
@@ -245,6 +243,17 @@ def stability(
     if result.modes is not None:
         warn_modes(result.modes, stacklevel=2)
     return result
+
+
+def _warn_failed(outputs: list[RunOutput]) -> None:
+    """A ``RuntimeWarning`` for each failed run, with its error."""
+    for output in outputs:
+        if output.status != "ok":
+            warnings.warn(
+                f"run {output.run_id} (seed {output.seed}) failed: {output.error}",
+                RuntimeWarning,
+                stacklevel=3,
+            )
 
 
 def _study_config(
