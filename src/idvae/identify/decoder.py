@@ -401,13 +401,41 @@ def check_decoder(
             cert = {"weakly_injective": cert, "observably_injective": cert, "injective": cert}
         return DecoderReport(f2, f3, f4, cert, reasons, m, n, widths, slopes, witness)
 
-    # ---- certificates -----------------------------------------------------------------
+    certain = _certified(ops, affines, widths, slopes, reasons)
+    if certain is not None:
+        return report(certain, certain, certain, True)
+    if m == 1:
+        exact = _exact_1d(ops)
+        if exact is not None:
+            f2, f3, f4, more, (wit, _, breaks) = exact
+            reasons.extend(more)
+            witness = None
+            if wit is not None:
+                i, s_i, j, t_j = wit
+                witness = (_piece_x(i, s_i, breaks), _piece_x(j, t_j, breaks))
+            return report(f2, f3, f4, True, witness)
+    search = _search_preimages(ops, m, n_points, n_targets, scale, rng, reasons)
+    f2, f3, f4, cert = _empirical_verdict(search, reasons)
+    witness = search.fold if search.fold is not None else search.kernel_witness
+    return report(f2, f3, f4, cert, witness)
+
+
+def _certified(
+    ops: list, affines: list, widths: tuple[int, ...], slopes: tuple[float, ...], reasons: list
+) -> bool | None:
+    """The verdict on (F2)-(F4) when a certificate decides all three at once, else None.
+
+    A decoder into fewer dimensions than m, or whose first layer has a kernel, has infinite
+    fibres (all three fail); full column rank everywhere with injective activations makes f
+    injective (all three hold). Otherwise the reasons say why no certificate applies.
+    """
+    m, n = widths[0], widths[-1]
     if n < m:
         reasons.append(
             f"output dimension n = {n} < latent dimension m = {m}: every linear region has a "
             "kernel, so every fibre is infinite (see Remark 3.3)"
         )
-        return report(False, False, False, True)
+        return False
     # a layer narrower than its input cannot have full column rank: no SVD needed
     ranks = [
         _rank(op[1]) if op[1].shape[0] >= op[1].shape[1] or i == 0 else op[1].shape[0]
@@ -419,7 +447,7 @@ def check_decoder(
             f"the first affine layer has rank {ranks[0]} < m = {m}: f(z) = f(z + v) for every "
             "v in its kernel, so every fibre is infinite"
         )
-        return report(False, False, False, True)
+        return False
     full_rank = all(r == op[1].shape[1] for r, op in zip(ranks, affines, strict=True))
     injective_acts = all(s > 0 for s in slopes)
     if full_rank and injective_acts:
@@ -428,7 +456,7 @@ def check_decoder(
             f"{' -> '.join(map(str, widths))}) and every activation is an injective "
             "LeakyReLU: f is injective (Lemma H.3, Cor. H.4), hence (F3) and (F2) (Remark 3.1)"
         )
-        return report(True, True, True, True)
+        return True
     if not full_rank:
         bad = [
             i for i, (r, op) in enumerate(zip(ranks, affines, strict=True)) if r < op[1].shape[1]
@@ -443,20 +471,30 @@ def check_decoder(
             f"non-injective activations ({', '.join(kinds)}): no certificate from App. H (Cor. "
             "H.2's ReLU condition is not used: counterexamples.relu_fold breaks it)"
         )
+    return None
 
-    # ---- m = 1: exact ------------------------------------------------------------------
-    if m == 1:
-        exact = _exact_1d(ops)
-        if exact is not None:
-            f2, f3, f4, more, (wit, _, breaks) = exact
-            reasons.extend(more)
-            witness = None
-            if wit is not None:
-                i, s_i, j, t_j = wit
-                witness = (_piece_x(i, s_i, breaks), _piece_x(j, t_j, breaks))
-            return report(f2, f3, f4, True, witness)
 
-    # ---- empirical search ---------------------------------------------------------------
+@dataclass
+class _Search:
+    """What the empirical search found (see ``_search_preimages``)."""
+
+    kernel_witness: tuple[np.ndarray, np.ndarray] | None
+    fold: tuple[np.ndarray, np.ndarray] | None
+    same_flat: bool
+    n_double: int
+    n_targets: int
+
+
+def _search_preimages(
+    ops: list,
+    m: int,
+    n_points: int,
+    n_targets: int,
+    scale: float | None,
+    rng: np.random.Generator,
+    reasons: list[str],
+) -> _Search:
+    """Sample points, and look for a kernel direction and for second preimages of images."""
     scales = (3.0, 30.0, 300.0) if scale is None else (float(scale),)
     z = np.concatenate([s * rng.standard_normal((n_points // len(scales) + 1, m)) for s in scales])[
         :n_points
@@ -466,33 +504,66 @@ def check_decoder(
     z, fz, jac, margin = z[generic], fz[generic], jac[generic], margin[generic]
     jranks = np.array([_rank(J) for J in jac])
     deficient = jranks < m
-    witness: tuple[np.ndarray, np.ndarray] | None = None
-    if np.any(deficient):
-        i = int(np.flatnonzero(deficient)[0])
-        _, _, vt = np.linalg.svd(jac[i])
-        v = vt[-1]
-        # a step small enough to stay inside the region (margins are relative)
-        for step in (1e-3, 1e-5, 1e-7):
-            z2 = z[i] + step * max(1.0, np.linalg.norm(z[i])) * v
-            if np.allclose(_forward(ops, z2[None])[0][0], fz[i], rtol=1e-9, atol=1e-9):
-                witness = (z[i].copy(), z2)
-                break
+    witness = _kernel_witness(ops, z, fz, jac, deficient)
     full = np.flatnonzero(~deficient)
     patterns = _pattern(ops, z)
     # one representative point per linear region met
     _, region_idx = np.unique(patterns, axis=0, return_index=True)
     region_idx = region_idx[~deficient[region_idx]]
+    targets = rng.permutation(full)[:n_targets] if full.size else np.array([], dtype=int)
+    fold, same_flat, n_double = _second_preimages(ops, m, z, fz, jac, patterns, region_idx, targets)
+    n_t = len(targets)
+    reasons.append(
+        f"sampled {len(z)} generic points in {len(np.unique(patterns, axis=0))} linear regions; "
+        f"Jacobian rank < m at {int(deficient.sum())}; a second preimage found for "
+        f"{n_double} of {n_t} image points"
+    )
+    return _Search(witness, fold, same_flat, n_double, n_t)
+
+
+def _kernel_witness(
+    ops: list, z: np.ndarray, fz: np.ndarray, jac: np.ndarray, deficient: np.ndarray
+) -> tuple[np.ndarray, np.ndarray] | None:
+    """z != z' with f(z) = f(z'), stepping along the kernel of a rank-deficient Jacobian."""
+    if not np.any(deficient):
+        return None
+    i = int(np.flatnonzero(deficient)[0])
+    _, _, vt = np.linalg.svd(jac[i])
+    v = vt[-1]
+    # a step small enough to stay inside the region (margins are relative)
+    for step in (1e-3, 1e-5, 1e-7):
+        z2 = z[i] + step * max(1.0, np.linalg.norm(z[i])) * v
+        if np.allclose(_forward(ops, z2[None])[0][0], fz[i], rtol=1e-9, atol=1e-9):
+            return (z[i].copy(), z2)
+    return None
+
+
+def _second_preimages(
+    ops: list,
+    m: int,
+    z: np.ndarray,
+    fz: np.ndarray,
+    jac: np.ndarray,
+    patterns: np.ndarray,
+    region_idx: np.ndarray,
+    targets: np.ndarray,
+) -> tuple[tuple[np.ndarray, np.ndarray] | None, bool, int]:
+    """For each target image point, a preimage in another linear region, if there is one.
+
+    Returns:
+        A fold (a target and its second preimage; one whose two regions map onto the same
+        m-flat preferred), whether it is such a same-flat fold, and how many targets have a
+        second preimage.
+    """
     fold: tuple[np.ndarray, np.ndarray] | None = None
     same_flat = False
     n_double = 0
-    targets = rng.permutation(full)[:n_targets] if full.size else np.array([], dtype=int)
-    if region_idx.size:
-        A_all = jac[region_idx]  # (R, n, m)
-        c_all = fz[region_idx] - np.einsum("rnm,rm->rn", A_all, z[region_idx])
-        pinv = np.linalg.pinv(A_all)  # (R, m, n)
+    if not region_idx.size:
+        return fold, same_flat, n_double
+    A_all = jac[region_idx]  # (R, n, m)
+    c_all = fz[region_idx] - np.einsum("rnm,rm->rn", A_all, z[region_idx])
+    pinv = np.linalg.pinv(A_all)  # (R, m, n)
     for t in targets:
-        if not region_idx.size:
-            break
         sols = np.einsum("rmn,rn->rm", pinv, fz[t] - c_all)  # candidate preimages per region
         resid = np.abs(np.einsum("rnm,rm->rn", A_all, sols) + c_all - fz[t]).max(axis=1)
         ok = resid <= 1e-8 * (1 + np.abs(fz[t]).max())
@@ -512,22 +583,23 @@ def check_decoder(
                 fold, same_flat = (z[t].copy(), sol), flat
             break
         n_double += found
-    n_t = len(targets)
-    reasons.append(
-        f"sampled {len(z)} generic points in {len(np.unique(patterns, axis=0))} linear regions; "
-        f"Jacobian rank < m at {int(deficient.sum())}; a second preimage found for "
-        f"{n_double} of {n_t} image points"
-    )
+    return fold, same_flat, n_double
 
+
+def _empirical_verdict(
+    search: _Search, reasons: list[str]
+) -> tuple[bool, bool, bool, dict[str, bool]]:
+    """(F2), (F3), (F4) and which of them are certain, from what the search found."""
+    n_t = search.n_targets
     # injective (F4)
-    if fold is not None or witness is not None:
+    if search.fold is not None or search.kernel_witness is not None:
         f4, c4 = False, True
         reasons.append("(F4) fails: exhibited z != z' with f(z) = f(z') (see witness)")
     else:
         f4, c4 = True, False
         reasons.append("(F4): no two preimages found (empirical, not a proof)")
     # observably injective (F3)
-    if fold is not None and same_flat:
+    if search.fold is not None and search.same_flat:
         f3, c3 = False, True
         reasons.append(
             "(F3) fails: two linear regions map onto the same m-flat around a double point, so "
@@ -545,7 +617,7 @@ def check_decoder(
         f3, c3 = True, False
         reasons.append("(F3): double points found only on lower-dimensional sets (empirical)")
     # weakly injective (F2)
-    if n_t and n_double == n_t and same_flat:
+    if n_t and search.n_double == n_t and search.same_flat:
         f2, c2 = False, False
         reasons.append(
             "(F2) fails (empirical): every sampled image point has a second preimage, so no "
@@ -558,4 +630,4 @@ def check_decoder(
         f2, c2 = True, False
         reasons.append("(F2): some image points have a unique preimage (empirical)")
     cert = {"weakly_injective": c2, "observably_injective": c3, "injective": c4}
-    return report(f2, f3, f4, cert, fold if fold is not None else witness)
+    return f2, f3, f4, cert
