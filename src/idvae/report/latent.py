@@ -165,6 +165,9 @@ def latent_grid_figure(
     of its map. A failed run (None) keeps its panel, marked "failed"; so does a run whose
     latents hold NaN or inf (marked "non-finite latents").
 
+    Long for its fourteen arguments and their documentation; checking, labelling, aligning and
+    drawing a panel are helpers, and what is left is the one figure's layout.
+
     Args:
         latents: a list of arrays of shape (n_samples, m), one per run (None for a failed
             run), or one array of shape (n_runs, n_samples, m).
@@ -204,21 +207,124 @@ def latent_grid_figure(
         raise ValueError(f"Expected dims to be two non-negative integers but got {dims!r}")
     names = [titles[i] if titles is not None else f"run {i + 1}" for i in range(len(zs))]
 
+    ref, ref_index = _grid_reference(zs, reference, align)
+    has_ref_panel = reference is not None
+    run_labels, ref_labels = _panel_labels(labels, reference_labels, zs, ref, has_ref_panel)
+
+    # Align on all points, then draw a subset.
+    panels: list[_Panel] = [(ref, ref_labels, reference_title)] if has_ref_panel else []
+    for i, z in enumerate(zs):
+        name = names[i] if z is not None else f"{names[i]}: {reasons[i]}"
+        if z is not None and align == "affine":
+            if i == ref_index:
+                name = f"{name} (reference)"
+            else:
+                fit = fit_affine_alignment(z, ref)
+                z = fit.apply(z)
+                name = f"{name} (R² {fit.r2:.3f})"
+        panels.append((z, run_labels[i], name))
+
+    drawn = [p for p in panels if p[0] is not None]
+    space_dim = ref.shape[1] if align == "affine" else max(z.shape[1] for z, _, _ in drawn)
+    for z, _, name in drawn:
+        if z.shape[1] > 1 and max(dims) >= z.shape[1]:
+            raise ValueError(
+                f"Expected dims < {z.shape[1]} (the latent dimension of {name!r}) "
+                f"but got dims = {tuple(dims)}"
+            )
+
+    style = _PanelStyle.of(panels, dims, point_size)
+    rng = check_random_state(random_state)
+    subsets: dict[int, np.ndarray] = {}
+
+    def subset(n: int) -> np.ndarray:
+        if n not in subsets:
+            subsets[n] = (
+                np.arange(n) if n <= max_points else np.sort(rng.choice(n, max_points, False))
+            )
+        return subsets[n]
+
+    n_rows, n_cols = grid_shape(len(panels), n_cols, 6)
+    fig = new_figure(2.6 * n_cols, 2.6 * n_rows + 0.5, dpi)
+    axes = fig.subplots(n_rows, n_cols, squeeze=False)
+    if align == "affine" and space_dim >= 2:
+        # Robust common limits: every panel lives in the reference's coordinates.
+        stacked = np.concatenate([z[subset(z.shape[0])][:, list(dims)] for z, _, _ in drawn])
+        lo, hi = np.percentile(stacked, [0.5, 99.5], axis=0)
+        pad = 0.08 * np.maximum(hi - lo, 1e-12)
+        style.limits = (lo - pad, hi + pad)
+    for k, ax in enumerate(axes.ravel()):
+        if k >= len(panels):
+            ax.set_axis_off()
+        elif panels[k][0] is None:
+            _draw_failed_panel(ax, panels[k][2])
+        else:
+            z, lab, name = panels[k]
+            _draw_panel(ax, z, lab, name, subset(z.shape[0]), style)
+
+    if align == "affine":
+        target = f"the {reference_title}" if has_ref_panel else names[ref_index]
+        what = f"aligned to {target} by a least-squares affine map"
+    else:
+        what = "raw latents (no alignment)"
+    what = _grid_caption(what, zs, space_dim, dims, len(style.categories))
+    fig.suptitle(what if title is None else f"{title}\n{what}", fontsize=10)
+    return to_png(fig, dpi)
+
+
+def _grid_reference(
+    zs: list[np.ndarray | None], reference: object, align: str
+) -> tuple[np.ndarray | None, int | None]:
+    """The points every run is aligned to, and the run that is the reference (None: given).
+
+    Without alignment the reference is only ``reference`` (drawn as a panel of its own).
+    """
     ref = None if reference is None else check_array(reference, "reference", min_samples=2)
-    has_ref_panel = ref is not None
-    ref_index = None  # the run that serves as reference when none is given
-    if align == "affine" and ref is None:
+    if align != "affine":
+        return ref, None
+    ref_index = None
+    if ref is None:
         ref_index = next(i for i, z in enumerate(zs) if z is not None)
         ref = zs[ref_index]
-    if align == "affine":
-        for i, z in enumerate(zs):
-            if z is not None and z.shape[0] != ref.shape[0]:
-                raise ValueError(
-                    "Expected every run to hold the reference's samples: "
-                    f"latents[{i}] has {z.shape[0]} rows but the reference has {ref.shape[0]}"
-                )
+    for i, z in enumerate(zs):
+        if z is not None and z.shape[0] != ref.shape[0]:
+            raise ValueError(
+                "Expected every run to hold the reference's samples: "
+                f"latents[{i}] has {z.shape[0]} rows but the reference has {ref.shape[0]}"
+            )
+    return ref, ref_index
 
-    # Labels: one array per panel (None = no colouring).
+
+def _grid_caption(
+    what: str,
+    zs: list[np.ndarray | None],
+    space_dim: int,
+    dims: tuple[int, int],
+    n_categories: int,
+) -> str:
+    """``what`` (the alignment) with the coordinates drawn, colours and failed runs."""
+    if space_dim > 2:
+        what = f"coordinates {dims[0] + 1} and {dims[1] + 1} of {space_dim}; {what}"
+    if 0 < n_categories <= 20:
+        what += "; colour = cluster"
+    n_failed = sum(z is None for z in zs)
+    if n_failed:
+        what += f"; {n_failed} of {len(zs)} runs failed or diverged"
+    return what
+
+
+# a panel: its points (None for a failed run), their labels, its title
+_Panel = tuple[np.ndarray | None, np.ndarray | None, str]
+
+
+def _panel_labels(
+    labels: object,
+    reference_labels: object,
+    zs: list[np.ndarray | None],
+    ref: np.ndarray | None,
+    has_ref_panel: bool,
+) -> tuple[list[np.ndarray | None], np.ndarray | None]:
+    """The labels of each run's panel and of the reference panel (None: one colour)."""
     n_runs = len(zs)
     ref_labels = None
     if labels is None:
@@ -239,120 +345,80 @@ def latent_grid_figure(
             ref_labels = check_labels_1d(shared, "labels", ref.shape[0])
     if reference_labels is not None and has_ref_panel:
         ref_labels = check_labels_1d(reference_labels, "reference_labels", ref.shape[0])
+    return run_labels, ref_labels
 
-    # Align on all points, then draw a subset.
-    panels: list[tuple[np.ndarray | None, np.ndarray | None, str]] = []
-    if has_ref_panel:
-        panels.append((ref, ref_labels, reference_title))
-    for i, z in enumerate(zs):
-        name = names[i]
-        if z is None:
-            name = f"{name}: {reasons[i]}"
-        elif align == "affine":
-            if i == ref_index:
-                name = f"{name} (reference)"
-            else:
-                fit = fit_affine_alignment(z, ref)
-                z = fit.apply(z)
-                name = f"{name} (R² {fit.r2:.3f})"
-        panels.append((z, run_labels[i], name))
 
-    drawn = [p for p in panels if p[0] is not None]
-    space_dim = ref.shape[1] if align == "affine" else max(z.shape[1] for z, _, _ in drawn)
-    for z, _, name in drawn:
-        if z.shape[1] > 1 and max(dims) >= z.shape[1]:
-            raise ValueError(
-                f"Expected dims < {z.shape[1]} (the latent dimension of {name!r}) "
-                f"but got dims = {tuple(dims)}"
-            )
+@dataclass
+class _PanelStyle:
+    """What every panel of a latent grid shares: colours per label, coordinates, limits."""
 
-    # Colours: one per distinct label over every panel, so shared labels match.
-    all_labels = [lab for _, lab, _ in panels if lab is not None]
-    categories = np.unique(np.concatenate(all_labels)) if all_labels else np.array([])
-    colors = category_colors(len(categories))
-    color_array = np.array(colors) if len(categories) else np.zeros((0, 4))
+    categories: np.ndarray
+    colors: list
+    color_array: np.ndarray
+    dims: tuple[int, int]
+    point_size: float
+    limits: tuple[np.ndarray, np.ndarray] | None = None
 
-    rng = check_random_state(random_state)
-    subsets: dict[int, np.ndarray] = {}
+    @classmethod
+    def of(cls, panels: list[_Panel], dims: tuple[int, int], point_size: float) -> _PanelStyle:
+        # one colour per distinct label over every panel, so shared labels match
+        all_labels = [lab for _, lab, _ in panels if lab is not None]
+        categories = np.unique(np.concatenate(all_labels)) if all_labels else np.array([])
+        colors = category_colors(len(categories))
+        color_array = np.array(colors) if len(categories) else np.zeros((0, 4))
+        return cls(categories, colors, color_array, dims, point_size)
 
-    def subset(n: int) -> np.ndarray:
-        if n not in subsets:
-            subsets[n] = (
-                np.arange(n) if n <= max_points else np.sort(rng.choice(n, max_points, False))
-            )
-        return subsets[n]
 
-    n_rows, n_cols = grid_shape(len(panels), n_cols, 6)
-    fig = new_figure(2.6 * n_cols, 2.6 * n_rows + 0.5, dpi)
-    axes = fig.subplots(n_rows, n_cols, squeeze=False)
+def _draw_failed_panel(ax: Any, name: str) -> None:
+    """An empty panel that says why its run has no latents."""
+    ax.set_xticks([])
+    ax.set_yticks([])
+    ax.text(
+        0.5,
+        0.5,
+        name.rsplit(": ", 1)[-1],
+        ha="center",
+        va="center",
+        fontsize=11,
+        color="tab:red",
+        transform=ax.transAxes,
+    )
+    ax.set_box_aspect(1)
+    ax.set_title(name, fontsize=9)
 
-    shared_limits = None
-    if align == "affine" and space_dim >= 2:
-        # Robust common limits: every panel lives in the reference's coordinates.
-        stacked = np.concatenate([z[subset(z.shape[0])][:, list(dims)] for z, _, _ in drawn])
-        lo, hi = np.percentile(stacked, [0.5, 99.5], axis=0)
-        pad = 0.08 * np.maximum(hi - lo, 1e-12)
-        shared_limits = (lo - pad, hi + pad)
 
-    for k, ax in enumerate(axes.ravel()):
-        if k >= len(panels):
-            ax.set_axis_off()
-            continue
-        z, lab, name = panels[k]
-        if z is None:
-            ax.set_xticks([])
-            ax.set_yticks([])
-            ax.text(
-                0.5,
-                0.5,
-                name.rsplit(": ", 1)[-1],
-                ha="center",
-                va="center",
-                fontsize=11,
-                color="tab:red",
-                transform=ax.transAxes,
-            )
-            ax.set_box_aspect(1)
-            ax.set_title(name, fontsize=9)
-            continue
-        idx = subset(z.shape[0])
-        zz = z[idx]
-        if lab is None:
-            point_colors: Any = [to_rgba("tab:blue")]
-        else:
-            point_colors = color_array[np.searchsorted(categories, lab[idx])]
-        if z.shape[1] == 1:
-            # One latent dimension: a histogram per cluster.
-            if lab is None:
-                ax.hist(zz[:, 0], bins=40, color=point_colors[0], alpha=0.8)
-            else:
-                for c, color in zip(categories, colors, strict=True):
-                    sel = lab[idx] == c
-                    if np.any(sel):
-                        ax.hist(zz[sel, 0], bins=40, color=color, alpha=0.6)
-            ax.set_xlabel("z1", fontsize=8)
-        else:
-            ax.scatter(zz[:, dims[0]], zz[:, dims[1]], s=point_size, c=point_colors, linewidths=0)
-            ax.set_xlabel(f"z{dims[0] + 1}", fontsize=8)
-            ax.set_ylabel(f"z{dims[1] + 1}", fontsize=8)
-            if shared_limits is not None:
-                ax.set_xlim(shared_limits[0][0], shared_limits[1][0])
-                ax.set_ylim(shared_limits[0][1], shared_limits[1][1])
-        ax.set_box_aspect(1)
-        ax.set_title(name, fontsize=9)
-        ax.tick_params(labelsize=7)
-
-    if align == "affine":
-        target = f"the {reference_title}" if has_ref_panel else names[ref_index]
-        what = f"aligned to {target} by a least-squares affine map"
+def _draw_panel(
+    ax: Any,
+    z: np.ndarray,
+    lab: np.ndarray | None,
+    name: str,
+    idx: np.ndarray,
+    style: _PanelStyle,
+) -> None:
+    """The rows ``idx`` of one run's latents: a scatter, or histograms for one dimension."""
+    zz = z[idx]
+    dims = style.dims
+    if lab is None:
+        point_colors: Any = [to_rgba("tab:blue")]
     else:
-        what = "raw latents (no alignment)"
-    if space_dim > 2:
-        what = f"coordinates {dims[0] + 1} and {dims[1] + 1} of {space_dim}; {what}"
-    if 0 < len(categories) <= 20:
-        what += "; colour = cluster"
-    n_failed = sum(z is None for z in zs)
-    if n_failed:
-        what += f"; {n_failed} of {n_runs} runs failed or diverged"
-    fig.suptitle(what if title is None else f"{title}\n{what}", fontsize=10)
-    return to_png(fig, dpi)
+        point_colors = style.color_array[np.searchsorted(style.categories, lab[idx])]
+    if z.shape[1] == 1:
+        # One latent dimension: a histogram per cluster.
+        if lab is None:
+            ax.hist(zz[:, 0], bins=40, color=point_colors[0], alpha=0.8)
+        else:
+            for c, color in zip(style.categories, style.colors, strict=True):
+                sel = lab[idx] == c
+                if np.any(sel):
+                    ax.hist(zz[sel, 0], bins=40, color=color, alpha=0.6)
+        ax.set_xlabel("z1", fontsize=8)
+    else:
+        ax.scatter(zz[:, dims[0]], zz[:, dims[1]], s=style.point_size, c=point_colors, linewidths=0)
+        ax.set_xlabel(f"z{dims[0] + 1}", fontsize=8)
+        ax.set_ylabel(f"z{dims[1] + 1}", fontsize=8)
+        if style.limits is not None:
+            ax.set_xlim(style.limits[0][0], style.limits[1][0])
+            ax.set_ylim(style.limits[0][1], style.limits[1][1])
+    ax.set_box_aspect(1)
+    ax.set_title(name, fontsize=9)
+    ax.tick_params(labelsize=7)
