@@ -57,6 +57,7 @@ def _sync(device: str) -> None:
 def mnist_epochs(root: str | None, device: str, n_samples: int) -> dict:
     """Whole epochs of VaDE's MNIST network on ``device``, at batch 100 and 512."""
     import idvae
+    from idvae.models.vade import ELBO_PIPELINE
 
     x, source = _mnist(root)
     x = x[:n_samples]
@@ -69,8 +70,7 @@ def mnist_epochs(root: str | None, device: str, n_samples: int) -> dict:
             decoder_sizes=(2000, 500, 500),
             activation="relu",
             likelihood="bernoulli",
-            pretrain_epochs=0,
-            epochs=EPOCHS,
+            **ELBO_PIPELINE | {"pretrain_epochs": 0, "epochs": EPOCHS},
             batch_size=batch,
             lr_decay=1.0,
             device=device,

@@ -332,12 +332,13 @@ def test_sigkill_mid_run_then_resume_gives_bitwise_the_uninterrupted_result(
     assert proc.poll() is None, "the run finished before it could be killed; make it longer"
     proc.send_signal(signal.SIGKILL)
     proc.wait()
+    # the 40 epochs run as two phases of 20 with a prior refit between (prior_refit_every)
     killed_at = load_checkpoint(ck / "checkpoint.pt")["epoch"]
-    assert killed_at < 40
+    assert killed_at <= 20
 
     subprocess.run([*run, "resume", tests_dir], check=True, env=env)
     final = load_checkpoint(ck / "checkpoint.pt")
-    assert final["phase"] == "train" and final["epoch"] == 40
+    assert final["phase"] == "train" and final["epoch"] == 20
     expected = uninterrupted.module_.state_dict()
     assert final["module"].keys() == expected.keys()
     assert all(torch.equal(final["module"][k], expected[k]) for k in expected)
