@@ -8,6 +8,10 @@
 ``Simulation`` holds the data (x, z, u) and the truth (the prior of Z as a ``GMM``, the
 decoder f as a ``torch.nn.Module``, the noise level and, for multivariate U, the graph and
 P(U)). How every parameter is drawn is documented on ``sample_model``.
+
+The module is long because model (3) is sampled in one place: the prior (k = 1, and
+multivariate U with its graph), the random decoder, and the checks of (P2), (P3) and the
+structure that a sampled instance is drawn to pass.
 """
 
 from __future__ import annotations

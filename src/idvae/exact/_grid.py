@@ -1,4 +1,8 @@
-"""Parameter grids of toy models and the exhaustive grid search of App. J.3.1."""
+"""Parameter grids of toy models and the exhaustive grid search of App. J.3.1.
+
+The module is long because the grid, its lattice tables and the vectorised search over them
+are written against one array layout; splitting them would spread that layout over modules.
+"""
 
 from __future__ import annotations
 

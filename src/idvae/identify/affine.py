@@ -18,6 +18,10 @@ share of the data).
 The recovered coordinates are then put in a canonical form — zero mean and unit variance
 under the mixture, non-negative skewness, ordered by decreasing between-component share
 of variance — so two fits related by an affine map give the same canonical coordinates.
+
+The module is long because Thm E.1 is one construction: the (P2) check, the pairwise and
+joint diagonalisers and the canonical form build on each other and share their private
+helpers.
 """
 
 from __future__ import annotations

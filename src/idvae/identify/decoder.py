@@ -20,6 +20,9 @@ For ReLU networks App. H's Lemma H.1 / Cor. H.2 (nondecreasing widths and dim f(
 are decided empirically — Jacobian ranks at sampled points, and a search for second
 preimages by solving the affine equations of every linear region met — and the report says
 which conclusions are proofs (``certified``) and which are evidence.
+
+The module is long because App. H's decision is one procedure: the layer parsing, the exact
+decision for m = 1 and the empirical search share one piecewise-linear representation of f.
 """
 
 from __future__ import annotations

@@ -1,4 +1,9 @@
-"""ΔL2 between Gaussian mixtures and its minimum over affine maps, distAff,L2 (eq. (34))."""
+"""ΔL2 between Gaussian mixtures and its minimum over affine maps, distAff,L2 (eq. (34)).
+
+The module is long because distAff,L2 is one optimisation whose pieces (whitening, the
+objective and its gradient, the matched initialisations, the search) share its private
+types.
+"""
 
 from __future__ import annotations
 

@@ -60,6 +60,10 @@ elsewhere), ``prior_`` (``idvae.GMM``), ``history_`` (list of per-epoch dicts),
 ``n_features_in_``, ``aux_dims_``, ``scaler_mean_``, ``scaler_scale_``, ``n_iter_``,
 ``stopped_early_``, ``collapsed_components_`` (list of (mixture, component) pairs),
 ``device_`` (the device trained on).
+
+The module is long because it is the contract and the one base of every model: the module's
+interface, the fit context and the estimator (validation, scaling, fit, inference, save) are
+read together when a model is written.
 """
 
 from __future__ import annotations

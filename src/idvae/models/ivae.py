@@ -11,6 +11,9 @@ for one-hot u, a small network otherwise). It is the baseline of Table 3: unlike
 of the paper it needs u. With discrete u taking values e_1, ..., e_J with frequencies
 w_1, ..., w_J, the marginal prior of z is the mixture sum_j w_j N(mu(e_j), diag lambda(e_j)),
 which is what ``IVAE.prior_`` exposes.
+
+The module is long because it holds one model whole, as vade.py does: the conditional prior,
+the torch module and the estimator with its handling of u.
 """
 
 from __future__ import annotations
