@@ -7,7 +7,7 @@ import pytest
 import torch
 from typer.testing import CliRunner
 
-from idvae import datasets
+from idvae._mnist import check_sha256
 from idvae.cli import app
 from idvae.datasets import (
     MNIST_FILES,
@@ -318,7 +318,7 @@ def test_mnist_hash_constants_are_sha256_of_the_right_files(tmp_path):
     data = idx_bytes(np.zeros(1))
     digest = hashlib.sha256(data).hexdigest()
     (tmp_path / "f.gz").write_bytes(gzip.compress(data))
-    datasets._verify(gzip.decompress((tmp_path / "f.gz").read_bytes()), digest, tmp_path)
+    check_sha256(gzip.decompress((tmp_path / "f.gz").read_bytes()), digest, tmp_path)
     assert all(len(v) == 64 and int(v, 16) >= 0 for v in MNIST_FILES.values())
 
 
