@@ -164,12 +164,44 @@ def load(path: str | Path) -> Any:
     path = Path(path)
     config = read_config(path)
     file = path / CONFIG
+    estimator = _unfitted_estimator(config, file)
+    fitted = config["fitted"]
+    n_features, aux_dims, scaler_mean, scaler_scale = _fitted_shapes(fitted, file)
+    state = _read_weights(path / WEIGHTS)
+    # seed 0: the initial weights are overwritten by the saved ones
+    try:
+        module = estimator._new_module(n_features, aux_dims, seed=0)
+    except (ValueError, TypeError, RuntimeError) as err:
+        raise ValueError(f"Expected a consistent model description in {file} but {err}") from None
+    try:
+        module.load_state_dict(state, strict=True)
+    except RuntimeError as err:
+        first = str(err).strip().splitlines()[0]
+        raise ValueError(
+            f"Expected the weights in {path / WEIGHTS} to match the model in {file} but they "
+            f"do not ({first})"
+        ) from None
+    module.eval()
+    estimator.module_ = module
+    estimator.n_features_in_ = n_features
+    estimator.aux_dims_ = list(aux_dims)
+    estimator.scaler_mean_ = scaler_mean
+    estimator.scaler_scale_ = scaler_scale
+    estimator.n_iter_ = int(fitted.get("n_iter_", 0))
+    estimator.stopped_early_ = bool(fitted.get("stopped_early_", False))
+    estimator.device_ = "cpu"
+    estimator.history_ = read_history(path / HISTORY)
+    _restore_derived_state(estimator, config, file)
+    return estimator
+
+
+def _unfitted_estimator(config: dict[str, Any], file: Path) -> Any:
+    """The estimator that ``config`` describes, its parameters checked, not fitted."""
     cls = REGISTRY.get(config["model"])
     if cls is None:
         raise ValueError(
             f"Expected a model in {sorted(REGISTRY)} in {file} but got {config['model']!r}"
         )
-    fitted = config["fitted"]
     try:
         # JSON has no tuples: parameters saved as lists (layer sizes) come back as tuples
         params = {k: tuple(v) if isinstance(v, list) else v for k, v in config["params"].items()}
@@ -180,6 +212,13 @@ def load(path: str | Path) -> Any:
         raise ValueError(f"Expected {name} in {file} to be {must} but got {got}") from None
     except (TypeError, ValueError) as err:
         raise ValueError(f"Expected a consistent model description in {file} but {err}") from None
+    return estimator
+
+
+def _fitted_shapes(
+    fitted: dict[str, Any], file: Path
+) -> tuple[int, tuple[int, ...], np.ndarray, np.ndarray]:
+    """n_features, the auxiliary widths and the scaler's mean and scale, checked."""
     try:
         n_features = int(fitted["n_features_in_"])
         aux_dims = tuple(int(d) for d in fitted["aux_dims_"])
@@ -192,8 +231,11 @@ def load(path: str | Path) -> Any:
             f"Expected scaler arrays of shape ({n_features},) in {file} but got "
             f"{scaler_mean.shape} and {scaler_scale.shape}"
         )
+    return n_features, aux_dims, scaler_mean, scaler_scale
 
-    weights_file = path / WEIGHTS
+
+def _read_weights(weights_file: Path) -> dict[str, torch.Tensor]:
+    """The saved state dict, tensors only (loaded with ``weights_only``)."""
     if not weights_file.is_file():
         raise OSError(f"Expected {weights_file} in the saved model but it is missing")
     state = load_torch_file(weights_file, "readable weights")
@@ -201,31 +243,12 @@ def load(path: str | Path) -> Any:
         raise ValueError(
             f"Expected a state dict of tensors in {weights_file} but got another object"
         )
+    return state
 
-    # seed 0: the initial weights are overwritten by the saved ones
-    try:
-        module = estimator._new_module(n_features, aux_dims, seed=0)
-    except (ValueError, TypeError, RuntimeError) as err:
-        raise ValueError(f"Expected a consistent model description in {file} but {err}") from None
-    try:
-        module.load_state_dict(state, strict=True)
-    except RuntimeError as err:
-        first = str(err).strip().splitlines()[0]
-        raise ValueError(
-            f"Expected the weights in {weights_file} to match the model in {file} but they do "
-            f"not ({first})"
-        ) from None
-    module.eval()
-    estimator.module_ = module
-    estimator.n_features_in_ = n_features
-    estimator.aux_dims_ = list(aux_dims)
-    estimator.scaler_mean_ = scaler_mean
-    estimator.scaler_scale_ = scaler_scale
-    estimator.n_iter_ = int(fitted.get("n_iter_", 0))
-    estimator.stopped_early_ = bool(fitted.get("stopped_early_", False))
-    estimator.device_ = "cpu"
-    estimator.history_ = read_history(path / HISTORY)
-    extra = fitted.get("extra", {})
+
+def _restore_derived_state(estimator: Any, config: dict[str, Any], file: Path) -> None:
+    """The model's extra fitted state and its prior, checked against the saved prior."""
+    extra = config["fitted"].get("extra", {})
     if not isinstance(extra, dict):
         raise ValueError(f"Expected fitted.extra in {file} to be a JSON object but it is not")
     try:
@@ -242,7 +265,6 @@ def load(path: str | Path) -> Any:
         saved_prior.means, estimator.prior_.means, atol=1e-5
     ):
         raise ValueError(f"Expected the prior in {file} to match the weights but it does not")
-    return estimator
 
 
 def read_history(file: Path) -> list[dict[str, Any]]:
