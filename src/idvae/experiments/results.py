@@ -76,6 +76,26 @@ class RunRecord:
     def ok(self) -> bool:
         return self.status == "ok"
 
+    @classmethod
+    def of(cls, output: Any, *, resumed: bool = False, digits: int | None = None) -> RunRecord:
+        """The record of a finished run (a ``RunOutput``), before any metric is computed.
+
+        Args:
+            output: the run's ``RunOutput``.
+            resumed: whether it was read back from an interrupted study.
+            digits: round ``fit_seconds`` to this many decimals (None: as measured).
+        """
+        seconds = float(output.fit_seconds)
+        return cls(
+            run_id=output.run_id,
+            seed=output.seed,
+            status=output.status,
+            error=output.error,
+            fit_seconds=seconds if digits is None else round(seconds, digits),
+            resumed=resumed,
+            vectorized=output.vectorized,
+        )
+
 
 def _mean_std(values: Sequence[float]) -> dict[str, float | int | None]:
     arr = np.asarray([v for v in values if v is not None and np.isfinite(v)], dtype=np.float64)

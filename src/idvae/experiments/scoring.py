@@ -125,15 +125,7 @@ def compute_result(
             notes.append(f"canonicalize truth: {type(err).__name__}: {err}")
     records = []
     for o in outputs:
-        record = RunRecord(
-            run_id=o.run_id,
-            seed=o.seed,
-            status=o.status,
-            error=o.error,
-            fit_seconds=round(float(o.fit_seconds), 3),
-            resumed=o.run_id in resumed,
-            vectorized=o.vectorized,
-        )
+        record = RunRecord.of(o, resumed=o.run_id in resumed, digits=3)
         if o.heldout_error is not None:
             notes.append(f"run {o.run_id} held-out score: {o.heldout_error}")
         if o.run_id in ok:

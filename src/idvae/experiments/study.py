@@ -405,16 +405,7 @@ def _keep(
     output.model_files = {}
     outputs[output.run_id] = output
     if progress is not None:
-        progress(
-            RunRecord(
-                run_id=output.run_id,
-                seed=output.seed,
-                status=output.status,
-                error=output.error,
-                fit_seconds=output.fit_seconds,
-                vectorized=output.vectorized,
-            )
-        )
+        progress(RunRecord.of(output))
 
 
 def _is_float32(x: Any) -> bool:

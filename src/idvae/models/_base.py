@@ -75,7 +75,7 @@ from collections.abc import Callable, Sequence
 from dataclasses import KW_ONLY, dataclass, field
 from numbers import Integral, Real
 from pathlib import Path
-from typing import Any, ClassVar
+from typing import TYPE_CHECKING, Any, ClassVar
 
 import numpy as np
 import scipy.sparse as sp
@@ -106,7 +106,6 @@ from idvae.training import (
     CHECKPOINT_NAME,
     ComponentCollapseWarning,
     Phase,
-    PhaseResult,
     PhaseRunner,
     TrainConfig,
     TrainingError,
@@ -118,6 +117,9 @@ from idvae.training import (
     save_checkpoint,
     set_numpy_rng_state,
 )
+
+if TYPE_CHECKING:
+    from idvae.training import PhaseResult
 
 __all__ = [
     "COLLAPSE_FACTOR",
