@@ -88,9 +88,32 @@ def stability_section(
             raise TypeError(
                 f"Expected a StabilityResult (with .{attribute}) but got {type(result).__name__}"
             )
-    summary = result.summary()
-    paper = dict(paper or {})
+    modes = getattr(result, "modes", None)
+    tables = [_summary_table(result, dict(paper or {}), paper_source, precision)]
+    if modes is not None and bool(getattr(modes, "modes", None)):
+        tables.append(_modes_table(modes, precision))
+    tables.append(_runs_table(result, precision))
+    figures = _latent_figures(result, labels, reference, reference_title, max_points)
+    figures += _matrix_figures(result)
 
+    notes = list(getattr(result, "notes", None) or [])
+    paragraphs = [text] if text else []
+    claims = []
+    if modes is not None:
+        paragraphs += [f"Modes: {line}" for line in modes.statements()]
+        paragraphs.append(AGREEMENT_CAVEAT)
+        claims.append(PAPER_AFFINE_CLAIM)
+    if notes:
+        paragraphs.append("Notes:\n" + "\n".join(notes))
+    body = "\n\n".join(paragraphs)
+    return Section(heading, text=body or None, tables=tables, figures=figures, claims=claims)
+
+
+def _summary_table(
+    result: Any, paper: dict[str, Any], paper_source: str | None, precision: int
+) -> Table:
+    """Mean, std and count of every metric, with the paper's between-runs values beside."""
+    summary = result.summary()
     paper_column = f"paper ({paper_source})" if paper_source else "paper"
     columns = ["metric", "", "mean", "std", "n"] + ([paper_column] if paper else [])
     rows = []
@@ -102,7 +125,7 @@ def stability_section(
             rows.append(row)
     n_runs = summary.get("n_runs", len(result.runs))
     n_failed = summary.get("n_failed", 0)
-    summary_table = Table(
+    return Table(
         columns,
         rows,
         caption=f"{n_runs} runs, {n_failed} failed; mean and std (ddof = 0) over pairs of "
@@ -110,6 +133,9 @@ def stability_section(
         precision=precision,
     )
 
+
+def _runs_table(result: Any, precision: int) -> Table:
+    """Every run, failed ones included: seed, status, time, mode, held-out ELBO, metrics."""
     truth_keys = sorted({k for r in result.runs for k in (getattr(r, "truth", None) or {})})
     cluster_keys = sorted({k for r in result.runs for k in (getattr(r, "clustering", None) or {})})
     modes = getattr(result, "modes", None)
@@ -144,38 +170,44 @@ def stability_section(
         *[_label(k) for k in cluster_keys],
         "error",
     ]
-    runs_table = Table(run_columns, run_rows, caption="Every run", precision=precision)
-    tables = [summary_table]
-    if show_modes:
-        tables.append(_modes_table(modes, precision))
-    tables.append(runs_table)
+    return Table(run_columns, run_rows, caption="Every run", precision=precision)
 
-    figures = []
+
+def _latent_figures(
+    result: Any, labels: Any, reference: Any, reference_title: str, max_points: int
+) -> list[Figure]:
+    """The latent spaces of every run, aligned (Figs. 2, 5-7); none without latents."""
     latents = list(getattr(result, "latents", None) or [])
-    if latents and any(z is not None for z in latents):
-        names = [f"run {i + 1}" for i in range(len(latents))]
-        colour = labels
-        if colour is None:
-            predictions = list(getattr(result, "predictions", None) or [])
-            if len(predictions) == len(latents) and any(p is not None for p in predictions):
-                colour = predictions
-        png = latent_grid_figure(
-            latents,
-            labels=colour,
-            reference=reference,
-            reference_title=reference_title,
-            titles=names,
-            max_points=max_points,
-        )
-        what = "the true clusters" if labels is not None else "each run's predicted clusters"
-        if colour is None:
-            what = "nothing"
-        target = reference_title if reference is not None else "first run"
-        caption = (
-            f"Latent spaces of every run, aligned to the {target} by a least-squares affine "
-            f"map; colour: {what} (cf. Figs. 2, 5-7)."
-        )
-        figures.append(Figure(png, caption))
+    if not latents or all(z is None for z in latents):
+        return []
+    names = [f"run {i + 1}" for i in range(len(latents))]
+    colour = labels
+    if colour is None:
+        predictions = list(getattr(result, "predictions", None) or [])
+        if len(predictions) == len(latents) and any(p is not None for p in predictions):
+            colour = predictions
+    png = latent_grid_figure(
+        latents,
+        labels=colour,
+        reference=reference,
+        reference_title=reference_title,
+        titles=names,
+        max_points=max_points,
+    )
+    what = "the true clusters" if labels is not None else "each run's predicted clusters"
+    if colour is None:
+        what = "nothing"
+    target = reference_title if reference is not None else "first run"
+    caption = (
+        f"Latent spaces of every run, aligned to the {target} by a least-squares affine "
+        f"map; colour: {what} (cf. Figs. 2, 5-7)."
+    )
+    return [Figure(png, caption)]
+
+
+def _matrix_figures(result: Any) -> list[Figure]:
+    """A heatmap of each between-runs matrix; failed runs are grey."""
+    figures = []
     for name, matrix in result.matrices.items():
         matrix = np.asarray(matrix, dtype=np.float64)
         run_names = [f"run {i + 1}" for i in range(matrix.shape[0])]
@@ -190,18 +222,7 @@ def stability_section(
         )
         failed = " (grey: a failed run)" if np.isnan(matrix).any() else ""
         figures.append(Figure(png, f"Pairwise {_label(name)}{failed}."))
-
-    notes = list(getattr(result, "notes", None) or [])
-    paragraphs = [text] if text else []
-    claims = []
-    if modes is not None:
-        paragraphs += [f"Modes: {line}" for line in modes.statements()]
-        paragraphs.append(AGREEMENT_CAVEAT)
-        claims.append(PAPER_AFFINE_CLAIM)
-    if notes:
-        paragraphs.append("Notes:\n" + "\n".join(notes))
-    body = "\n\n".join(paragraphs)
-    return Section(heading, text=body or None, tables=tables, figures=figures, claims=claims)
+    return figures
 
 
 def _modes_table(modes: Any, precision: int) -> Table:
