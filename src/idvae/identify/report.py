@@ -228,59 +228,12 @@ def identifiability_report(
     f2 = bool(dec is not None and dec.weakly_injective)
     f4 = bool(dec is not None and dec.injective)
 
-    canonical = None
-    struct = None
-    if p2.holds:
-        try:
-            canonical = disentangle(prior, strict=True)
-        except NotIdentifiableError as err:  # pragma: no cover - check_p2 agrees
-            notes.append(f"disentangle failed: {err}")
-    if canonical is not None and structure:
-        try:
-            struct = recover_structure(canonical.pushforward(prior))
-        except ValueError as err:
-            notes.append(f"structure not recovered: {err}")
+    canonical, struct = _canonical_structure(prior, p2.holds, structure, notes)
     p3 = bool(struct is not None and struct.meets_p3)
-    if struct is not None and struct.n_facets > 1 and not struct.gap_ratio >= DECISIVE_GAP:
-        notes.append(
-            f"the U structure rests on grouping nearly equal parameters (tolerance "
-            f"{struct.tolerance:.3g}, stable over a factor {struct.gap_ratio:.3g} only)"
-        )
 
-    if f2 and f4 and p2.holds and p3 and struct is not None and struct.n_facets > 1:
-        row = 4
-    elif f4 and p2.holds:
-        row = 3
-    elif f4:
-        row = 2
-    elif f2:
-        row = 1
-    else:
-        row = 0
+    row = _table1_row(f2, f4, p2.holds, p3, struct)
 
-    conclusions: list[str] = []
-    if f2:
-        conclusions.append("(F2): P(Z) is identifiable up to an affine map (Thm 3.3(a))")
-        if p2.holds:
-            conclusions.append(
-                "(F2)+(P2): P(Z) is identifiable up to permutation, scaling and translation "
-                "(Thm 3.3(b)); canonical coordinates given by Thm E.1"
-            )
-        if p2.holds and p3 and struct is not None:
-            conclusions.append(
-                f"(F2)+(P2)+(P3): k = {struct.n_facets}, d = {list(struct.facet_sizes)} and "
-                "P(U) are identifiable up to a permutation of U (Thm 3.3(c), Thm F.1)"
-            )
-        if f4:
-            conclusions.append(
-                "(F4), f continuous: f is identifiable up to an affine map (Thm 3.3(d))"
-                + ("; with (P2), up to permutation, scaling and translation" if p2.holds else "")
-            )
-    else:
-        conclusions.append(
-            "(F2) not established for the decoder: the paper gives no guarantee "
-            "(Remark 3.6 shows identifiability can fail without it)"
-        )
+    conclusions = _conclusions(f2, f4, p2.holds, p3, struct)
     if dec is None:
         notes.append("no decoder given: the decoder rows of Table 1 cannot be checked")
     if p2.holds and p2.n_components > 1 and p2.offdiagonality > 1e-8:
@@ -313,3 +266,68 @@ def identifiability_report(
         notes=notes,
         row_certified=row_certified,
     )
+
+
+def _canonical_structure(
+    prior: GMM, p2_holds: bool, structure: bool, notes: list[str]
+) -> tuple[Any, Any]:
+    """Thm E.1's canonical map when (P2) holds, and Thm F.1's U structure (or None each)."""
+    canonical = None
+    struct = None
+    if p2_holds:
+        try:
+            canonical = disentangle(prior, strict=True)
+        except NotIdentifiableError as err:  # pragma: no cover - check_p2 agrees
+            notes.append(f"disentangle failed: {err}")
+    if canonical is not None and structure:
+        try:
+            struct = recover_structure(canonical.pushforward(prior))
+        except ValueError as err:
+            notes.append(f"structure not recovered: {err}")
+    if struct is not None and struct.n_facets > 1 and not struct.gap_ratio >= DECISIVE_GAP:
+        notes.append(
+            f"the U structure rests on grouping nearly equal parameters (tolerance "
+            f"{struct.tolerance:.3g}, stable over a factor {struct.gap_ratio:.3g} only)"
+        )
+    return canonical, struct
+
+
+def _conclusions(f2: bool, f4: bool, p2_holds: bool, p3: bool, struct: Any) -> list[str]:
+    """What Thm 3.3 concludes from the assumptions that hold."""
+    conclusions: list[str] = []
+    if f2:
+        conclusions.append("(F2): P(Z) is identifiable up to an affine map (Thm 3.3(a))")
+        if p2_holds:
+            conclusions.append(
+                "(F2)+(P2): P(Z) is identifiable up to permutation, scaling and translation "
+                "(Thm 3.3(b)); canonical coordinates given by Thm E.1"
+            )
+        if p2_holds and p3 and struct is not None:
+            conclusions.append(
+                f"(F2)+(P2)+(P3): k = {struct.n_facets}, d = {list(struct.facet_sizes)} and "
+                "P(U) are identifiable up to a permutation of U (Thm 3.3(c), Thm F.1)"
+            )
+        if f4:
+            conclusions.append(
+                "(F4), f continuous: f is identifiable up to an affine map (Thm 3.3(d))"
+                + ("; with (P2), up to permutation, scaling and translation" if p2_holds else "")
+            )
+    else:
+        conclusions.append(
+            "(F2) not established for the decoder: the paper gives no guarantee "
+            "(Remark 3.6 shows identifiability can fail without it)"
+        )
+    return conclusions
+
+
+def _table1_row(f2: bool, f4: bool, p2_holds: bool, p3: bool, struct: Any) -> int:
+    """The highest row of Table 1 whose assumptions hold (0: none)."""
+    if f2 and f4 and p2_holds and p3 and struct is not None and struct.n_facets > 1:
+        return 4
+    if f4 and p2_holds:
+        return 3
+    if f4:
+        return 2
+    if f2:
+        return 1
+    return 0
