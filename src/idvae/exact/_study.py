@@ -195,6 +195,7 @@ def _simulation_record(
     eq_tol: float,
     tail_mass: float,
 ) -> dict[str, Any]:
+    """One simulation's record: the minimisers found, the ties and whether the truth is unique."""
     truth_is_min = truth_nll <= res.minimum + res.tol
     minimizers = list(res.minimizers)
     is_equiv = [equivalent(m, truth, eq_tol) for m in minimizers]
@@ -225,25 +226,9 @@ def _simulation_record(
     unique = bool(truth_is_min and not ties and not res.truncated)
     unique_tails = bool(truth_is_min and not unexplained and not res.truncated)
     unique_f2 = bool(truth_is_min and not unexplained_f2 and not res.truncated)
-    if unique:
-        reason = "unique up to equivalence"
-    elif not truth_is_min:
-        reason = "a non-equivalent point has a lower NLL than the truth"
-    elif res.truncated:
-        reason = f"more than {len(res.values)} points tie with the minimum"
-    elif unique_tails:
-        reason = (
-            f"{len(ties)} non-equivalent tie(s), all with a density distinct from the truth's "
-            f"(total variation {float(tvs.min()):.1e} to {tie_tv:.1e}): KL below float64 "
-            "resolution; unique in exact arithmetic"
-        )
-    else:
-        reason = (
-            f"{len(unexplained)} non-equivalent model(s) with the truth's density (to float64 "
-            f"rounding), differing on prior mass {max(mass for _, mass in ties):.2g}: not "
-            "identifiable"
-            + ("" if unexplained_f2 else "; their decoders are not weakly injective (F2)")
-        )
+    reason = _uniqueness_reason(
+        res, truth_is_min, unique, unique_tails, ties, unexplained, unexplained_f2, tvs
+    )
     return {
         "index": index,
         "n_components": truth.n_components,
@@ -269,6 +254,38 @@ def _simulation_record(
         "gap": best_other - res.minimum if math.isfinite(best_other) else None,
         "gap_lower_bound": float(res.values[-1] - res.minimum),
     }
+
+
+def _uniqueness_reason(
+    res: GridSearchResult,
+    truth_is_min: bool,
+    unique: bool,
+    unique_tails: bool,
+    ties: list[tuple[ToyModel, float]],
+    unexplained: list[ToyModel],
+    unexplained_f2: list[ToyModel],
+    tvs: np.ndarray,
+) -> str:
+    """Why the truth is, or is not, the unique minimiser (a sentence of the record)."""
+    if unique:
+        return "unique up to equivalence"
+    if not truth_is_min:
+        return "a non-equivalent point has a lower NLL than the truth"
+    if res.truncated:
+        return f"more than {len(res.values)} points tie with the minimum"
+    if unique_tails:
+        lowest, highest = float(tvs.min()), float(tvs.max(initial=0.0))
+        return (
+            f"{len(ties)} non-equivalent tie(s), all with a density distinct from the truth's "
+            f"(total variation {lowest:.1e} to {highest:.1e}): KL below float64 "
+            "resolution; unique in exact arithmetic"
+        )
+    return (
+        f"{len(unexplained)} non-equivalent model(s) with the truth's density (to float64 "
+        f"rounding), differing on prior mass {max(mass for _, mass in ties):.2g}: not "
+        "identifiable"
+        + ("" if unexplained_f2 else "; their decoders are not weakly injective (F2)")
+    )
 
 
 def _summarise(
