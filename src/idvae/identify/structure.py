@@ -329,16 +329,7 @@ def recover_structure(
     """
     if not isinstance(gmm, GMM):
         raise TypeError(f"Expected an idvae.GMM but got {type(gmm).__name__}")
-    covs = gmm.covariances
-    sd = np.sqrt(np.einsum("jtt->jt", covs))
-    corr = covs / (sd[:, :, None] * sd[:, None, :])
-    off = np.abs(corr[:, ~np.eye(gmm.dim, dtype=bool)]) if gmm.dim > 1 else np.zeros(1)
-    if off.size and off.max() > diagonal_tol:
-        raise ValueError(
-            "Expected components with diagonal covariances (canonical coordinates, see "
-            f"disentangle) but got a correlation of {off.max():.3g} > diagonal_tol "
-            f"{diagonal_tol:g}"
-        )
+    _check_diagonal(gmm, diagonal_tol)
     J = gmm.n_components
     links = _linkages(gmm) if J > 1 else []
     if tol is not None:
@@ -347,15 +338,7 @@ def recover_structure(
         candidates = [(float(tol), float(tol), float(tol))]
     else:
         candidates = _candidate_tolerances(links) if J > 1 else [(1.0, 1.0, 1.0)]
-    # group consecutive thresholds that give the same per-coordinate grouping: a run's
-    # width (upper / lower merge height) measures how stable its structure is
-    runs: list[dict[str, Any]] = []
-    for cand_tol, lo, hi in candidates:
-        levels = _levels(links, cand_tol, J, gmm.dim)
-        if runs and np.array_equal(runs[-1]["levels"], levels):
-            runs[-1]["hi"] = hi
-            continue
-        runs.append({"levels": levels, "tol": cand_tol, "lo": lo, "hi": hi})
+    runs = _grouping_runs(links, candidates, J, gmm.dim)
     failures = []
     good = []
     for run in runs:
@@ -376,33 +359,8 @@ def recover_structure(
         stable = [r for r in good if len(r["built"][0]) >= 2 and r["width"] >= 2.0]
         pool = stable or good
         best = max(pool, key=lambda r: (len(r["built"][0]) if stable else 0, r["width"]))
-        minimal, assignment = best["built"]
-        levels, cand_tol, ratio = best["levels"], best["tol"], best["width"]
-        sizes = tuple(int(d) for d in assignment.max(axis=0) + 1) if minimal else ()
-        joint = np.zeros(sizes)
-        for j in range(J):
-            joint[tuple(assignment[j])] = gmm.weights[j]
-        reasons = [
-            f"per-coordinate parameters grouped with tolerance {cand_tol:.3g}"
-            + (f" (stable over a factor {ratio:.3g})" if np.isfinite(ratio) else ""),
-            f"{len(minimal)} minimal difference sets = neighbourhoods; the {J} components "
-            f"form the product {' x '.join(map(str, sizes)) or '()'}",
-        ]
-        gap = float("inf") if (np.isfinite(ratio) and ratio > 1e6) else ratio
-        return Structure(
-            n_facets=len(minimal),
-            facet_sizes=sizes,
-            joint=joint,
-            neighbors=tuple(minimal),
-            assignment=assignment,
-            levels=levels,
-            meets_p3=True,
-            tolerance=cand_tol,
-            gap_ratio=gap,
-            reasons=tuple(reasons),
-        )
+        return _product_structure(gmm, best)
     # no product structure: the trivial one is always valid
-    tol0, ratio0 = decisive["tol"], decisive["width"]
     levels = decisive["levels"]
     varying = frozenset(np.flatnonzero(np.any(levels != levels[:1], axis=0)).tolist())
     return Structure(
@@ -413,10 +371,71 @@ def recover_structure(
         assignment=np.arange(J)[:, None],
         levels=levels,
         meets_p3=False,
-        tolerance=tol0,
-        gap_ratio=ratio0,
+        tolerance=decisive["tol"],
+        gap_ratio=decisive["width"],
         reasons=tuple(failures[:3])
         + ("U is identifiable only as one variable with J states (Kivva et al., 2021)",),
+    )
+
+
+def _check_diagonal(gmm: GMM, diagonal_tol: float) -> None:
+    """Raise ValueError when a component's largest |correlation| exceeds ``diagonal_tol``."""
+    covs = gmm.covariances
+    sd = np.sqrt(np.einsum("jtt->jt", covs))
+    corr = covs / (sd[:, :, None] * sd[:, None, :])
+    off = np.abs(corr[:, ~np.eye(gmm.dim, dtype=bool)]) if gmm.dim > 1 else np.zeros(1)
+    if off.size and off.max() > diagonal_tol:
+        raise ValueError(
+            "Expected components with diagonal covariances (canonical coordinates, see "
+            f"disentangle) but got a correlation of {off.max():.3g} > diagonal_tol "
+            f"{diagonal_tol:g}"
+        )
+
+
+def _grouping_runs(
+    links: list, candidates: list[tuple[float, float, float]], n_components: int, dim: int
+) -> list[dict[str, Any]]:
+    """Consecutive candidate tolerances that give the same per-coordinate grouping, merged.
+
+    A run's width (upper / lower merge height) measures how stable its structure is.
+    """
+    runs: list[dict[str, Any]] = []
+    for cand_tol, lo, hi in candidates:
+        levels = _levels(links, cand_tol, n_components, dim)
+        if runs and np.array_equal(runs[-1]["levels"], levels):
+            runs[-1]["hi"] = hi
+            continue
+        runs.append({"levels": levels, "tol": cand_tol, "lo": lo, "hi": hi})
+    return runs
+
+
+def _product_structure(gmm: GMM, best: dict[str, Any]) -> Structure:
+    """The structure of a grouping that factors the components into a product (meets (P3))."""
+    J = gmm.n_components
+    minimal, assignment = best["built"]
+    levels, cand_tol, ratio = best["levels"], best["tol"], best["width"]
+    sizes = tuple(int(d) for d in assignment.max(axis=0) + 1) if minimal else ()
+    joint = np.zeros(sizes)
+    for j in range(J):
+        joint[tuple(assignment[j])] = gmm.weights[j]
+    reasons = [
+        f"per-coordinate parameters grouped with tolerance {cand_tol:.3g}"
+        + (f" (stable over a factor {ratio:.3g})" if np.isfinite(ratio) else ""),
+        f"{len(minimal)} minimal difference sets = neighbourhoods; the {J} components "
+        f"form the product {' x '.join(map(str, sizes)) or '()'}",
+    ]
+    gap = float("inf") if (np.isfinite(ratio) and ratio > 1e6) else ratio
+    return Structure(
+        n_facets=len(minimal),
+        facet_sizes=sizes,
+        joint=joint,
+        neighbors=tuple(minimal),
+        assignment=assignment,
+        levels=levels,
+        meets_p3=True,
+        tolerance=cand_tol,
+        gap_ratio=gap,
+        reasons=tuple(reasons),
     )
 
 
