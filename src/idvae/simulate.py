@@ -290,6 +290,9 @@ def sample_model(
     Random draws happen in that order (prior, decoder, then the data), so the same seed with
     another ``n_samples`` gives the same prior and decoder.
 
+    Long for its documentation, which states how every part of the instance is drawn; the body
+    checks the arguments, draws the prior (_draw_prior) and the decoder, and samples.
+
     Args:
         n_samples: the number of points.
         latent_dim: m, the dimension of Z.
@@ -344,6 +347,55 @@ def sample_model(
         raise TypeError(f"Expected injective to be a bool but got {type(injective).__name__}")
     rng = check_random_state(random_state)
 
+    prior, facets_t, neighbors_t, joint_arr = _draw_prior(
+        n_components, latent_dim, covariance, facets, neighbors, joint, rng
+    )
+
+    calibration = prior.sample(CALIBRATION_SAMPLES, rng)
+    net = random_decoder(
+        latent_dim,
+        obs_dim,
+        hidden=hidden,
+        activation=decoder,
+        injective=injective,
+        calibration=calibration,
+        random_state=rng,
+    )
+    z, labels = prior.sample(n_samples, rng, return_labels=True)
+    x = _apply(net, z) + noise_std * rng.standard_normal((n_samples, obs_dim))
+    labels = labels.astype(np.int64)
+    if facets_t is None:
+        u = labels
+    else:
+        u = np.stack(np.unravel_index(labels, facets_t), axis=1).astype(np.int64)
+    return Simulation(
+        x=x,
+        z=z,
+        u=u,
+        prior=prior,
+        decoder=net,
+        noise_std=noise_std,
+        facets=facets_t,
+        neighbors=neighbors_t,
+        joint=joint_arr,
+    )
+
+
+def _draw_prior(
+    n_components: int | None,
+    latent_dim: int,
+    covariance: Covariance,
+    facets: Sequence[int] | None,
+    neighbors: Sequence[Sequence[int]] | None,
+    joint: Any,
+    rng: np.random.Generator,
+) -> tuple[GMM, tuple[int, ...] | None, tuple[tuple[int, ...], ...] | None, np.ndarray | None]:
+    """The prior of Z as ``sample_model`` draws it, with the checked facets, graph and P(U).
+
+    k = 1 (``facets`` None): a mixture of ``n_components``; multivariate U: the faceted
+    mixture of ``facets`` with neighbourhoods ``neighbors`` and law ``joint`` of U (drawn
+    when None). The facets, neighbourhoods and joint law are None for k = 1.
+    """
     if facets is None:
         if neighbors is not None or joint is not None:
             raise ValueError("Expected facets when neighbors or joint is given but got facets=None")
@@ -375,35 +427,7 @@ def sample_model(
         if joint_arr is None:
             joint_arr = _draw_weights(n_configurations, rng).reshape(facets_t)
         prior = _draw_faceted_mixture(facets_t, neighbors_t, joint_arr, latent_dim, rng)
-
-    calibration = prior.sample(CALIBRATION_SAMPLES, rng)
-    net = random_decoder(
-        latent_dim,
-        obs_dim,
-        hidden=hidden,
-        activation=decoder,
-        injective=injective,
-        calibration=calibration,
-        random_state=rng,
-    )
-    z, labels = prior.sample(n_samples, rng, return_labels=True)
-    x = _apply(net, z) + noise_std * rng.standard_normal((n_samples, obs_dim))
-    labels = labels.astype(np.int64)
-    if facets_t is None:
-        u = labels
-    else:
-        u = np.stack(np.unravel_index(labels, facets_t), axis=1).astype(np.int64)
-    return Simulation(
-        x=x,
-        z=z,
-        u=u,
-        prior=prior,
-        decoder=net,
-        noise_std=noise_std,
-        facets=facets_t,
-        neighbors=neighbors_t,
-        joint=joint_arr,
-    )
+    return prior, facets_t, neighbors_t, joint_arr
 
 
 # -- decoders -----------------------------------------------------------------------------
