@@ -269,6 +269,51 @@ def _exact_1d(ops: list[Op]) -> tuple[bool, bool, bool, list[str], Any] | None:
     adjacent = {(i, i + 1) for i in order[:-1]}
     if breaks.size == 0:
         adjacent = {(0, 1)}
+    double, overlap, witness, covered = _compare_pieces(pieces, flat, adjacent, tol)
+    reasons = [
+        f"m = 1, decided exactly: f has {breaks.size} kink(s); its {len(pieces)} linear "
+        "pieces were compared pairwise"
+    ]
+    unique_part = _has_unique_part(pieces, flat, covered)
+    any_flat = any(flat)
+    f4 = not (double or any_flat)
+    f3 = not overlap and not all(flat)
+    f2 = unique_part
+    if any_flat:
+        reasons.append("a linear piece is constant: its points have infinitely many preimages")
+    if overlap:
+        reasons.append("two linear pieces overlap along a segment: (F3) fails")
+    elif double:
+        reasons.append("two linear pieces meet at a point: (F4) fails, (F3) holds")
+    reasons.append(
+        "(F2) holds: some piece has points with a unique preimage"
+        if f2
+        else "(F2) fails: every point of the image has more than one preimage"
+    )
+    return f2, f3, f4, reasons, (witness, pieces, breaks)
+
+
+# --------------------------------------------------------------------------------------
+# the check
+# --------------------------------------------------------------------------------------
+def _rank(M: np.ndarray) -> int:
+    s = np.linalg.svd(M, compute_uv=False)
+    if s.size == 0 or s[0] == 0:
+        return 0
+    return int(np.sum(s > s[0] * max(M.shape) * 1e-10))
+
+
+def _compare_pieces(
+    pieces: list, flat: list[bool], adjacent: set[tuple[int, int]], tol: float
+) -> tuple[bool, bool, Any, list[list[tuple[float, float]]]]:
+    """Compare the linear pieces of f pairwise (m = 1).
+
+    Returns:
+        Whether two pieces share a point (a double point), whether two overlap along a
+        segment, a witness ``(i, s, j, t)`` of a double point (or None), and per piece the
+        parameter intervals that another piece covers too.
+    """
+    order = list(range(len(pieces)))
     double, overlap, witness = False, False, None
     covered: list[list[tuple[float, float]]] = [[] for _ in pieces]
     for i in order:
@@ -313,11 +358,13 @@ def _exact_1d(ops: list[Op]) -> tuple[bool, bool, bool, list[str], Any] | None:
                 double = True
                 if witness is None:
                     witness = (i, s, j, t)
-    reasons = [
-        f"m = 1, decided exactly: f has {breaks.size} kink(s); its {len(pieces)} linear "
-        "pieces were compared pairwise"
-    ]
-    unique_part = False
+    return double, overlap, witness, covered
+
+
+def _has_unique_part(
+    pieces: list, flat: list[bool], covered: list[list[tuple[float, float]]]
+) -> bool:
+    """Whether some non-constant piece has points that no other piece covers."""
     for i, (_, _, L) in enumerate(pieces):
         if flat[i]:
             continue
@@ -328,34 +375,8 @@ def _exact_1d(ops: list[Op]) -> tuple[bool, bool, bool, list[str], Any] | None:
                 break
             reach = max(reach, hi)
         if reach < L - 1e-9:
-            unique_part = True
-            break
-    any_flat = any(flat)
-    f4 = not (double or any_flat)
-    f3 = not overlap and not all(flat)
-    f2 = unique_part
-    if any_flat:
-        reasons.append("a linear piece is constant: its points have infinitely many preimages")
-    if overlap:
-        reasons.append("two linear pieces overlap along a segment: (F3) fails")
-    elif double:
-        reasons.append("two linear pieces meet at a point: (F4) fails, (F3) holds")
-    reasons.append(
-        "(F2) holds: some piece has points with a unique preimage"
-        if f2
-        else "(F2) fails: every point of the image has more than one preimage"
-    )
-    return f2, f3, f4, reasons, (witness, pieces, breaks)
-
-
-# --------------------------------------------------------------------------------------
-# the check
-# --------------------------------------------------------------------------------------
-def _rank(M: np.ndarray) -> int:
-    s = np.linalg.svd(M, compute_uv=False)
-    if s.size == 0 or s[0] == 0:
-        return 0
-    return int(np.sum(s > s[0] * max(M.shape) * 1e-10))
+            return True
+    return False
 
 
 def check_decoder(
