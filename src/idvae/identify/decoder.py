@@ -615,43 +615,51 @@ def _empirical_verdict(
 ) -> tuple[bool, bool, bool, dict[str, bool]]:
     """(F2), (F3), (F4) and which of them are certain, from what the search found."""
     n_t = search.n_targets
-    # injective (F4)
-    if search.fold is not None or search.kernel_witness is not None:
-        f4, c4 = False, True
-        reasons.append("(F4) fails: exhibited z != z' with f(z) = f(z') (see witness)")
-    else:
-        f4, c4 = True, False
-        reasons.append("(F4): no two preimages found (empirical, not a proof)")
-    # observably injective (F3)
-    if search.fold is not None and search.same_flat:
-        f3, c3 = False, True
-        reasons.append(
-            "(F3) fails: two linear regions map onto the same m-flat around a double point, so "
-            "double points fill an open subset of f(R^m)"
-        )
-    elif n_t == 0:
-        f3, c3 = False, False
-        reasons.append(
+    found = search.fold is not None or search.kernel_witness is not None
+    # each property: the first case whose condition holds gives (holds, certain, reason)
+    f4, c4, why4 = _first_case(
+        (found, False, True, "(F4) fails: exhibited z != z' with f(z) = f(z') (see witness)"),
+        (True, True, False, "(F4): no two preimages found (empirical, not a proof)"),
+    )
+    f3, c3, why3 = _first_case(
+        (
+            search.fold is not None and search.same_flat,
+            False,
+            True,
+            "(F3) fails: two linear regions map onto the same m-flat around a double point, "
+            "so double points fill an open subset of f(R^m)",
+        ),
+        (
+            n_t == 0,
+            False,
+            False,
             "(F3) fails (empirical): the Jacobian has rank < m at every sampled point, so the "
-            "image is lower-dimensional and its points have infinitely many preimages"
-        )
-    elif f4 and not c4:
-        f3, c3 = True, False
-    else:
-        f3, c3 = True, False
-        reasons.append("(F3): double points found only on lower-dimensional sets (empirical)")
-    # weakly injective (F2)
-    if n_t and search.n_double == n_t and search.same_flat:
-        f2, c2 = False, False
-        reasons.append(
+            "image is lower-dimensional and its points have infinitely many preimages",
+        ),
+        (f4 and not c4, True, False, None),
+        (True, True, False, "(F3): double points found only on lower-dimensional sets (empirical)"),
+    )
+    f2, c2, why2 = _first_case(
+        (
+            n_t and search.n_double == n_t and search.same_flat,
+            False,
+            False,
             "(F2) fails (empirical): every sampled image point has a second preimage, so no "
-            "ball of the image has unique preimages"
-        )
-    elif n_t == 0:
-        f2, c2 = False, False
-        reasons.append("(F2) fails (empirical): the Jacobian has rank < m at every sampled point")
-    else:
-        f2, c2 = True, False
-        reasons.append("(F2): some image points have a unique preimage (empirical)")
+            "ball of the image has unique preimages",
+        ),
+        (
+            n_t == 0,
+            False,
+            False,
+            "(F2) fails (empirical): the Jacobian has rank < m at every sampled point",
+        ),
+        (True, True, False, "(F2): some image points have a unique preimage (empirical)"),
+    )
+    reasons.extend(why for why in (why4, why3, why2) if why is not None)
     cert = {"weakly_injective": c2, "observably_injective": c3, "injective": c4}
     return f2, f3, f4, cert
+
+
+def _first_case(*cases: tuple[Any, bool, bool, str | None]) -> tuple[bool, bool, str | None]:
+    """``(holds, certain, reason)`` of the first ``(condition, holds, certain, reason)`` met."""
+    return next((holds, certain, why) for met, holds, certain, why in cases if met)
