@@ -167,19 +167,28 @@ def stability(
             z_true=z_true,
             prior_true=prior,
             labels=labels,
-            executor=executor,  # type: ignore[arg-type]
-            jobs=jobs,
-            address=address,
             out=out,
-            resume=resume,
             fit_kwargs=aux,
             transform_kwargs=aux,
-            vectorize=not no_vectorize,
             progress=advance,
+            **_where_to_run(executor, jobs, address, resume, no_vectorize),
             holdout=holdout,
             mode_threshold=mode_threshold,
         )
     _report_study(result, model, data, out, labels=labels, z_true=z_true)
+
+
+def _where_to_run(
+    executor: str, jobs: int, address: str | None, resume: bool, no_vectorize: bool
+) -> dict[str, Any]:
+    """The options that say where and how runs go, as ``stability`` and ``reproduce`` take them."""
+    return {
+        "executor": executor,
+        "jobs": jobs,
+        "address": address,
+        "resume": resume,
+        "vectorize": not no_vectorize,
+    }
 
 
 def _study_truth(data: Path, truth: Path | None) -> tuple[Any, Any, Any]:
@@ -386,14 +395,10 @@ def reproduce(
         out,
         quick=quick,
         n_runs=runs,
-        executor=executor,  # type: ignore[arg-type]
-        jobs=jobs,
-        address=address,
-        resume=resume,
         mnist_root=mnist_root,
         random_state=seed,
-        vectorize=not no_vectorize,
         progress=progress,
+        **_where_to_run(executor, jobs, address, resume, no_vectorize),
     )
     _print_reproduced(results, out)
 
