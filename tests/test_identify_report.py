@@ -26,13 +26,13 @@ def fitted():
     sim = sample_model(1500, latent_dim=2, obs_dim=5, n_components=3, random_state=0)
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
+        # Thm E.1 canonicalises a diagonal prior, (P2): the ELBO pipeline has one
         est = idvae.VaDE(
+            **ELBO_PIPELINE | {"pretrain_epochs": 4, "epochs": 8},
             latent_dim=2,
             n_components=3,
             encoder_sizes=(32,),
             decoder_sizes=(32,),
-            pretrain_epochs=4,
-            epochs=8,
             random_state=0,
         ).fit(sim.x)
     return sim, est
