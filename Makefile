@@ -6,7 +6,7 @@ BIN    := $(VENV)/bin
 # (see README) and sets TORCH_SPEC= to keep it.
 TORCH_SPEC ?= $(shell command -v nvidia-smi >/dev/null 2>&1 && echo "" || echo "torch==2.13.0")
 
-.PHONY: demo test test-all bench lint format browser clean
+.PHONY: demo test test-all bench bench-peer lint format browser clean
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -33,8 +33,15 @@ test-all: $(VENV)/.installed
 	$(BIN)/ruff format --check src tests benchmarks
 	$(BIN)/python -m pytest -q -m "" --durations=15
 
+# Every benchmarks/bench_*.py: figures to benchmarks/results.json; bench_vade_peer.py (idvae's
+# VaDE epoch against a plain PyTorch VaDE, side by side) also to results/bench/vade_peer.json.
+# MNIST from $IDVAE_MNIST_ROOT, else ../shared/data/mnist next to the repository.
 bench: $(VENV)/.installed
 	$(BIN)/python benchmarks/run.py
+
+# Only the side-by-side VaDE comparison (a few minutes on 2 cores).
+bench-peer: $(VENV)/.installed
+	$(BIN)/python benchmarks/bench_vade_peer.py
 
 lint: $(VENV)/.installed
 	$(BIN)/ruff check src tests benchmarks
