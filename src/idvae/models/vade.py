@@ -27,13 +27,16 @@ diagonal covariances, no refit, 10 + 40 epochs); docs/recovery_levers.md measure
 With ``n_init > 1`` this is repeated from fresh network weights and the trial with the
 highest bound on the training data is kept (like scikit-learn's
 ``GaussianMixture(n_init=...)``); see ``VaDE``.
+
+The module stays one file (about 680 lines, most of them docstrings): the torch module's
+objectives and the estimator's fitting phases are one model, and each side reads the other.
+The initial geometries from neighbour graphs live in ``idvae.models._geometries``.
 """
 
 from __future__ import annotations
 
 import math
 import os
-import warnings
 from collections.abc import Sequence
 from numbers import Integral, Real
 from pathlib import Path
@@ -57,6 +60,7 @@ from idvae.models._base import (
     register,
     reparameterize,
 )
+from idvae.models._geometries import EMBEDDINGS, isomap_embedding, spectral_embedding
 from idvae.models._prior import (
     GMM_INIT_SAMPLES,
     GaussianMixturePrior,
@@ -65,7 +69,13 @@ from idvae.models._prior import (
 )
 from idvae.training import PhaseResult, step_lr
 
-__all__ = ["ELBO_PIPELINE", "VaDE", "VaDEModule", "spectral_embedding"]
+__all__ = [
+    "ELBO_PIPELINE",
+    "VaDE",
+    "VaDEModule",
+    "isomap_embedding",
+    "spectral_embedding",
+]
 
 # The defaults before the recovery levers (docs/recovery_levers.md): the plain ELBO, a
 # diagonal prior, no refit, 10 + 40 epochs. ``VaDE(**ELBO_PIPELINE)`` fits that pipeline;
@@ -203,67 +213,6 @@ class VaDEModule(LatentModule):
     def sample(self, n: int, generator: torch.Generator) -> tuple[torch.Tensor, torch.Tensor]:
         z, _ = self.prior.sample(n, generator)
         return self.decoder.mean(z), z
-
-
-def spectral_embedding(x: torch.Tensor, latent_dim: int) -> torch.Tensor:
-    """Laplacian eigenmaps of the k-nearest-neighbour graph of x, standardised per column.
-
-    Deterministic (a fixed ARPACK start); O(n k) memory, meant for a few thousand points.
-
-    Args:
-        x: array of shape (n, n_features).
-        latent_dim: m, the number of eigenvectors kept.
-
-    Returns:
-        Array of shape (n, m) on the device and dtype of x.
-    """
-    from sklearn.manifold import SpectralEmbedding
-
-    points = x.detach().cpu().double().numpy()
-    n_neighbors = max(2, min(15, len(points) - 1))
-    with warnings.catch_warnings():
-        # far-apart clusters disconnect the graph; the embedding then separates them, which
-        # is all an initialisation needs
-        warnings.filterwarnings("ignore", message="Graph is not fully connected")
-        embedding = SpectralEmbedding(
-            latent_dim, affinity="nearest_neighbors", n_neighbors=n_neighbors, random_state=0
-        ).fit_transform(points)
-    embedding = (embedding - embedding.mean(0)) / np.maximum(embedding.std(0), 1e-12)
-    return torch.as_tensor(embedding, dtype=x.dtype, device=x.device)
-
-
-# Isomap's geodesic distances cost O(n^2) memory; larger data are embedded out of sample
-ISOMAP_FIT_SAMPLES = 2000
-
-
-def isomap_embedding(x: torch.Tensor, latent_dim: int) -> torch.Tensor:
-    """Isomap coordinates of x (15-nearest-neighbour graph), standardised per column.
-
-    Isomap keeps geodesic distances along the data manifold, so for an injective piecewise-
-    affine decoder its coordinates are close to an affine image of Z (weak MCC 0.80-0.96 on
-    the simulator's seeds 0-9, docs/recovery_levers.md), a globally consistent initial
-    geometry. Fitted on at most ``ISOMAP_FIT_SAMPLES`` evenly spaced points; the rest are
-    embedded with ``Isomap.transform``. Deterministic.
-
-    Args:
-        x: array of shape (n, n_features).
-        latent_dim: m, the number of coordinates.
-
-    Returns:
-        Array of shape (n, m) on the device and dtype of x.
-    """
-    from sklearn.manifold import Isomap
-
-    points = x.detach().cpu().double().numpy()
-    step = max(1, -(-len(points) // ISOMAP_FIT_SAMPLES))
-    n_neighbors = max(2, min(15, len(points[::step]) - 1))
-    isomap = Isomap(n_neighbors=n_neighbors, n_components=latent_dim).fit(points[::step])
-    embedding = isomap.embedding_ if step == 1 else isomap.transform(points)
-    embedding = (embedding - embedding.mean(0)) / np.maximum(embedding.std(0), 1e-12)
-    return torch.as_tensor(embedding, dtype=x.dtype, device=x.device)
-
-
-_EMBEDDINGS = {"spectral": spectral_embedding, "isomap": isomap_embedding}
 
 
 @register
@@ -516,7 +465,7 @@ class VaDE(ClusterMixin, LatentEstimator):
             return [pretrain]
         names = list(pretrain) if isinstance(pretrain, list | tuple) else []
         if names and all(isinstance(name, str) for name in names):
-            unknown = sorted(set(names) - {"vae", "ae", *_EMBEDDINGS})
+            unknown = sorted(set(names) - {"vae", "ae", *EMBEDDINGS})
             if unknown:
                 raise ValueError(
                     f"Expected pretrain names among 'vae', 'ae', 'spectral', 'isomap' but got "
@@ -548,7 +497,7 @@ class VaDE(ClusterMixin, LatentEstimator):
                 if pretrain == "given":
                     target = self._given_embedding(geometry, data[0])
                 else:
-                    target = _EMBEDDINGS[pretrain](data[0], self.latent_dim)
+                    target = EMBEDDINGS[pretrain](data[0], self.latent_dim)
                 data = (data[0], target)
             ctx.run_phase(
                 "pretrain",
