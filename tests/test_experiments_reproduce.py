@@ -90,7 +90,7 @@ def _blobs() -> StudyData:
     labels = rng.integers(0, 3, size=300)
     z = np.array([[0.0, 0.0], [4.0, 0.0], [0.0, 4.0]])[labels] + rng.normal(size=(300, 2))
     x = z @ rng.normal(size=(2, 4)) + 0.01 * rng.normal(size=(300, 4))
-    return StudyData(x=x, z_true=z, labels=labels, description={"dataset": "blobs"})
+    return StudyData(x=x, z=z, labels=labels, description={"dataset": "blobs"})
 
 
 def test_experiment_writes_results_with_failed_runs_counted(tmp_path):

@@ -694,7 +694,7 @@ def test_table2_report_in_chromium_sets_the_papers_numbers_apart(tmp_path, toy, 
     z, labels, _ = toy
     exp = experiment("table2", quick=True)
     result = _toy_stability_result(toy)
-    data = StudyData(x=z, z_true=z, labels=labels, description={"dataset": "toy"})
+    data = StudyData(x=z, z=z, labels=labels, description={"dataset": "toy"})
     studies = {s.key: (s, data, result) for s in exp.studies}
     page = tmp_path / "report.html"
     write_experiment_report(page, exp, studies, {"wall_seconds": 1.0})

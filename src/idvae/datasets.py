@@ -4,17 +4,20 @@
 * ``parallelograms``: uniform points in random parallelograms (App. J.3.2, Table 2).
 * ``load_mnist`` / ``load_mnist_combined``: MNIST from the four IDX files, hash-checked
   (App. J.3.3, Table 3); the reader is ``idvae._mnist``, re-exported here.
-* ``load_array``: ``.npy``, ``.npz`` (key ``x``; optional ``z``, ``u``, ``labels``) and
-  ``.csv`` files, checked.
+* ``load_array``: ``.npy``, ``.npz`` (key ``x``; optional ``z``, ``u``, ``labels``, the
+  prior) and ``.csv`` files, checked; defined in ``idvae.data`` with the ``Data`` type it
+  returns, re-exported here.
+
+``pinwheel`` and ``parallelograms`` return a :class:`Dataset`, an ``idvae.data.Data`` whose
+z are the 2-D points (the ground-truth latent space) and whose u and labels are the class of
+each point.
 """
 
 from __future__ import annotations
 
 import math
 import numbers
-import zlib
 from dataclasses import dataclass
-from pathlib import Path
 from typing import Any, Literal
 
 import numpy as np
@@ -31,17 +34,17 @@ from idvae._mnist import (
 )
 from idvae._validation import (
     RandomState,
-    check_array,
     check_positive_int,
     check_random_state,
 )
+from idvae.data import Data, load_array
 from idvae.simulate import random_decoder
 
 __all__ = [
     "MNIST_FILES",
     "MNIST_MIRRORS",
+    "Data",
     "Dataset",
-    "LoadedArray",
     "Mnist",
     "load_array",
     "load_mnist",
@@ -54,26 +57,41 @@ __all__ = [
 Embedding = Literal["leaky_relu", "linear"]
 
 
-@dataclass(frozen=True, eq=False)
-class Dataset:
-    """A synthetic dataset built from 2-D points.
+@dataclass(frozen=True, eq=False, kw_only=True)
+class Dataset(Data):
+    """A synthetic dataset built from 2-D points: a :class:`~idvae.data.Data` whose z are
+    the points.
 
     Attributes:
         x: float64 array of shape (n_samples, obs_dim): the observations.
+        z: float64 array of shape (n_samples, 2): the 2-D points before the embedding and the
+            noise (the ground-truth latent space).
+        u: int64 array of shape (n_samples,): the class of each point (the hidden state);
+            the same array as ``labels``.
         labels: int64 array of shape (n_samples,): the cluster of each point.
-        points: float64 array of shape (n_samples, 2): the 2-D points before the embedding
-            and the noise (the ground-truth latent space).
+        prior: None (the points are not drawn from a Gaussian mixture).
         embedding: the map from the plane to R^obs_dim (a float64 ``nn.Module``), or None
             when ``obs_dim == 2`` and x = points (+ noise).
         vertices: for ``parallelograms``, float64 array of shape (n_parallelograms, 4, 2),
             the corners of each parallelogram in order; else None.
     """
 
-    x: np.ndarray
-    labels: np.ndarray
-    points: np.ndarray
     embedding: nn.Module | None = None
     vertices: np.ndarray | None = None
+
+    @property
+    def points(self) -> np.ndarray:
+        """The 2-D points, ``z`` (the name the paper's App. J.3 and earlier code use)."""
+        return self.z
+
+    def arrays(self) -> dict[str, np.ndarray]:
+        """``Data.arrays`` and, for ``parallelograms``, ``vertices``; also ``points`` (= z),
+        the key files written before ``z`` had one name."""
+        out = super().arrays()
+        out["points"] = out["z"]
+        if self.vertices is not None:
+            out["vertices"] = np.asarray(self.vertices)
+        return out
 
 
 def pinwheel(
@@ -132,7 +150,7 @@ def pinwheel(
     cos, sin = np.cos(angle), np.sin(angle)
     points = np.stack([cos * radial - sin * tangential, sin * radial + cos * tangential], 1)
     x, net = _embed(points, obs_dim, embedding, noise_std, rng)
-    return Dataset(x=x, labels=labels, points=points, embedding=net)
+    return Dataset(x=x, z=points, u=labels, labels=labels, embedding=net)
 
 
 def parallelograms(
@@ -184,7 +202,7 @@ def parallelograms(
     )
     points = origin[labels] + st[:, :1] * side_a[labels] + st[:, 1:] * side_b[labels]
     x, net = _embed(points, obs_dim, embedding, noise_std, rng)
-    return Dataset(x=x, labels=labels, points=points, embedding=net, vertices=vertices)
+    return Dataset(x=x, z=points, u=labels, labels=labels, embedding=net, vertices=vertices)
 
 
 def _random_parallelograms(k: int, rng: np.random.Generator) -> np.ndarray:
@@ -257,187 +275,6 @@ def _embed(
     if noise_std > 0:
         x = x + noise_std * rng.standard_normal(x.shape)
     return x, net
-
-
-# -- user data ----------------------------------------------------------------------------
-@dataclass(frozen=True, eq=False)
-class LoadedArray:
-    """Data read by ``load_array``.
-
-    Attributes:
-        x: float64 array of shape (n_samples, n_features).
-        z: float64 array of shape (n_samples, latent_dim), or None.
-        u: array of shape (n_samples,) or (n_samples, p) (int64 when integer-valued, else
-            float64), or None.
-        labels: int64 array of shape (n_samples,), or None.
-    """
-
-    x: np.ndarray
-    z: np.ndarray | None = None
-    u: np.ndarray | None = None
-    labels: np.ndarray | None = None
-
-
-def load_array(path: str | Path) -> LoadedArray:
-    """Read observations (and optional truth) from ``.npy``, ``.npz`` or ``.csv``.
-
-    * ``.npy``: a 2-D numeric array, x.
-    * ``.npz``: key ``x`` (2-D); optional ``z`` (2-D), ``u`` (1-D or 2-D) and ``labels``
-      (1-D, integers), each with as many rows as x. Other keys are ignored.
-    * ``.csv``: rows of comma-separated numbers (whitespace-separated when no comma occurs),
-      an optional header line of column names.
-
-    Pickled (object) arrays are refused. Errors (ValueError, or FileNotFoundError for a
-    missing file) name the file and say what was expected.
-
-    Example:
-        >>> import numpy as np, tempfile, os
-        >>> from idvae.datasets import load_array
-        >>> path = os.path.join(tempfile.mkdtemp(), "data.npz")
-        >>> np.savez(path, x=np.ones((3, 2)), labels=[0, 1, 1])
-        >>> data = load_array(path)
-        >>> data.x.shape, data.labels.tolist()
-        ((3, 2), [0, 1, 1])
-    """
-    path = Path(path)
-    try:
-        return _load_array(path)
-    except TypeError as err:  # wrong content of a file is a value error, like any other
-        raise ValueError(str(err)) from None
-
-
-def _load_array(path: Path) -> LoadedArray:
-    suffix = path.suffix.lower()
-    if suffix not in (".npy", ".npz", ".csv"):
-        raise ValueError(f"Expected a data file ending in .npy, .npz or .csv but got {str(path)!r}")
-    if not path.exists():
-        raise FileNotFoundError(f"Expected a data file at {path} but it does not exist")
-    if not path.is_file():
-        raise ValueError(f"Expected {path} to be a file but it is a directory")
-    if path.stat().st_size == 0:
-        raise ValueError(f"Expected data in {path} but the file is empty")
-    if suffix == ".csv":
-        return LoadedArray(x=_check_x(_read_csv(path), path))
-    try:
-        loaded = np.load(path, allow_pickle=False)
-    except (ValueError, OSError, EOFError, zlib.error) as err:
-        raise _numpy_error(err, path) from None
-    is_archive = isinstance(loaded, np.lib.npyio.NpzFile)
-    if is_archive != (suffix == ".npz"):
-        if is_archive:
-            loaded.close()
-        kind = "a .npz archive" if is_archive else "a single .npy array"
-        raise ValueError(f"Expected a {suffix} file at {path} but it holds {kind}")
-    if suffix == ".npy":
-        return LoadedArray(x=_check_x(loaded, path))
-    with loaded:
-        keys = set(loaded.files)
-        if "x" not in keys:
-            raise ValueError(
-                f"Expected a key 'x' in {path} but it has keys {sorted(keys) or 'none'}"
-            )
-        try:
-            arrays = {key: loaded[key] for key in ("x", "z", "u", "labels") if key in keys}
-        except (ValueError, OSError, EOFError, zlib.error) as err:
-            raise _numpy_error(err, path) from None
-    x = _check_x(arrays["x"], path)
-    n = x.shape[0]
-    z = u = labels = None
-    if "z" in arrays:
-        z = check_array(arrays["z"], f"z in {path}", ndim=2)
-        _check_rows(z, n, "z", path)
-    if "u" in arrays:
-        u = _check_u(arrays["u"], n, path)
-    if "labels" in arrays:
-        labels = _check_labels(arrays["labels"], n, path)
-    return LoadedArray(x=x, z=z, u=u, labels=labels)
-
-
-def _numpy_error(err: BaseException, path: Path) -> ValueError:
-    if "Object arrays" in str(err):
-        return ValueError(
-            f"Expected numeric arrays in {path} but it holds pickled objects (refused)"
-        )
-    return ValueError(
-        f"Expected a valid {path.suffix} file at {path} but it could not be read "
-        f"(corrupted, or not written by numpy): {err}"
-    )
-
-
-def _check_x(x: Any, path: Path) -> np.ndarray:
-    arr = np.asarray(x)
-    if arr.ndim != 2:
-        raise ValueError(
-            f"Expected x in {path} to be a 2-D array (n_samples, n_features) but got "
-            f"{arr.ndim}-D with shape {arr.shape}"
-        )
-    return check_array(arr, f"x in {path}", ndim=2)
-
-
-def _check_rows(arr: np.ndarray, n: int, name: str, path: Path) -> None:
-    if arr.shape[0] != n:
-        raise ValueError(
-            f"Expected {name} in {path} to have {n} rows like x but got {arr.shape[0]}"
-        )
-
-
-def _check_u(u: Any, n: int, path: Path) -> np.ndarray:
-    arr = np.asarray(u)
-    if arr.ndim not in (1, 2):
-        raise ValueError(f"Expected u in {path} to be 1-D or 2-D but got {arr.ndim}-D")
-    values = check_array(arr, f"u in {path}", ndim=arr.ndim)
-    _check_rows(values, n, "u", path)
-    if np.issubdtype(arr.dtype, np.integer) or np.issubdtype(arr.dtype, np.bool_):
-        return arr.astype(np.int64)
-    return values
-
-
-def _check_labels(labels: Any, n: int, path: Path) -> np.ndarray:
-    values = check_array(labels, f"labels in {path}", ndim=1)
-    _check_rows(values, n, "labels", path)
-    if not np.all(values == np.round(values)):
-        raise ValueError(f"Expected integer labels in {path} but got non-integer values")
-    return values.astype(np.int64)
-
-
-def _read_csv(path: Path) -> np.ndarray:
-    try:
-        text = path.read_text(encoding="utf-8")
-    except UnicodeDecodeError:
-        raise ValueError(f"Expected a text CSV file at {path} but it is not UTF-8 text") from None
-    lines = [(i + 1, line.strip()) for i, line in enumerate(text.splitlines()) if line.strip()]
-    if not lines:
-        raise ValueError(f"Expected data in {path} but the file has no rows")
-    sep = "," if any("," in line for _, line in lines) else None
-    rows: list[list[float]] = []
-    for index, (lineno, line) in enumerate(lines):
-        fields = [f.strip() for f in (line.split(sep) if sep else line.split())]
-        try:
-            rows.append([float(f) for f in fields])
-        except ValueError:
-            if index == 0:
-                continue  # a header line of column names
-            bad = next(f for f in fields if not _is_number(f))
-            raise ValueError(
-                f"Expected numbers in {path} but line {lineno} holds {bad!r}"
-            ) from None
-    if not rows:
-        raise ValueError(f"Expected rows of numbers in {path} but found only a header")
-    width = len(rows[0])
-    for (lineno, _), row in zip(lines[len(lines) - len(rows) :], rows, strict=True):
-        if len(row) != width:
-            raise ValueError(
-                f"Expected {width} columns on every line of {path} but line {lineno} has {len(row)}"
-            )
-    return np.asarray(rows, dtype=np.float64)
-
-
-def _is_number(text: str) -> bool:
-    try:
-        float(text)
-    except ValueError:
-        return False
-    return True
 
 
 def _check_finite(value: Any, name: str) -> float:

@@ -5,9 +5,10 @@
     X = f(Z) + ε, ε ~ N(0, σ² I)    f a ReLU / LeakyReLU MLP, (F1); App. H for injectivity
 
 ``sample_model`` draws a random instance of the model and samples from it; the returned
-``Simulation`` holds the data (x, z, u) and the truth (the prior of Z as a ``GMM``, the
-decoder f as a ``torch.nn.Module``, the noise level and, for multivariate U, the graph and
-P(U)). How every parameter is drawn is documented on ``sample_model``.
+``Simulation``, an ``idvae.data.Data``, holds the data (x, z, u, labels) and the truth (the
+prior of Z as a ``GMM``, the decoder f as a ``torch.nn.Module``, the noise level and, for
+multivariate U, the graph and P(U)). How every parameter is drawn is documented on
+``sample_model``.
 
 The module is long because model (3) is sampled in one place: the prior (k = 1, and
 multivariate U with its graph), the random decoder, and the checks of (P2), (P3) and the
@@ -29,11 +30,11 @@ from torch import nn
 
 from idvae._validation import (
     RandomState,
-    atomic_write,
     check_array,
     check_positive_int,
     check_random_state,
 )
+from idvae.data import Data
 from idvae.mixture import GMM
 from idvae.nets import LEAKY_SLOPE, Activation, activation_module, mlp
 
@@ -62,9 +63,13 @@ RATIO_GAP = 0.1  # (P2): distinct log-variance ratios differ by at least RATIO_G
 MAX_REDRAWS = 100
 
 
-@dataclass(frozen=True, eq=False)
-class Simulation:
+@dataclass(frozen=True, eq=False, kw_only=True)
+class Simulation(Data):
     """A sample of model (3) together with the truth that generated it.
+
+    A :class:`~idvae.data.Data` whose z, u, prior and labels are always known, with the
+    decoder and the noise as well: anything that takes a ``Data`` (``idvae.stability``,
+    ``Data.save`` / ``idvae.datasets.load_array``) takes a simulation as it is.
 
     Attributes:
         x: array of shape (n_samples, obs_dim), float64: the observations f(z) + ε.
@@ -74,6 +79,8 @@ class Simulation:
         prior: the law of Z as a ``GMM``. For multivariate U its J = ∏ d_i components are the
             configurations of U in row-major order (component ``np.ravel_multi_index(u,
             facets)``), with weights ``joint.ravel()``.
+        labels: int64 array of shape (n_samples,): the component of ``prior`` each point
+            came from; computed from u (and facets) when not given.
         decoder: the decoder f, a float64 ``torch.nn.Sequential`` (parameters frozen).
         noise_std: σ, the standard deviation of each coordinate of ε.
         facets: (d_1, …, d_k) for multivariate U, else None.
@@ -81,27 +88,22 @@ class Simulation:
         joint: array of shape facets, P(U = u), for multivariate U.
     """
 
-    x: np.ndarray
-    z: np.ndarray
-    u: np.ndarray
-    prior: GMM
     decoder: nn.Module
     noise_std: float
     facets: tuple[int, ...] | None = None
     neighbors: tuple[tuple[int, ...], ...] | None = None
     joint: np.ndarray | None = None
 
-    @property
-    def labels(self) -> np.ndarray:
-        """Int64 array of shape (n_samples,): the component of ``prior`` each point came from."""
-        if self.facets is None:
-            return self.u
-        return np.ravel_multi_index(tuple(self.u.T), self.facets).astype(np.int64)
-
-    @property
-    def n_samples(self) -> int:
-        """The number of points."""
-        return int(self.x.shape[0])
+    def __post_init__(self) -> None:
+        missing = [name for name in ("z", "u", "prior") if getattr(self, name) is None]
+        if missing:
+            raise ValueError(f"Expected a Simulation with z, u and prior but {missing} are None")
+        if self.labels is None:
+            labels = self.u
+            if self.facets is not None:
+                labels = np.ravel_multi_index(tuple(self.u.T), self.facets).astype(np.int64)
+            object.__setattr__(self, "labels", labels)
+        super().__post_init__()
 
     def decode(self, z: Any) -> np.ndarray:
         """f(z) without noise.
@@ -128,19 +130,12 @@ class Simulation:
         Returns:
             The path written.
         """
-        path = Path(path)
-        if path.suffix != ".npz":
-            raise ValueError(f"Expected a path ending in .npz but got {str(path)!r}")
-        arrays: dict[str, np.ndarray] = {
-            "x": self.x,
-            "z": self.z,
-            "u": self.u,
-            "labels": self.labels,
-            "noise_std": np.asarray(self.noise_std),
-            "prior_weights": self.prior.weights,
-            "prior_means": self.prior.means,
-            "prior_covariances": self.prior.covariances,
-        }
+        return super().save(path)
+
+    def arrays(self) -> dict[str, np.ndarray]:
+        """The ``.npz`` keys and arrays that :meth:`save` writes (see there)."""
+        arrays = super().arrays()
+        arrays["noise_std"] = np.asarray(self.noise_std)
         linears = [m for m in self.decoder.modules() if isinstance(m, nn.Linear)]
         activations = [m for m in self.decoder.modules() if isinstance(m, nn.LeakyReLU | nn.ReLU)]
         name = "none"  # a single Linear layer: f is affine
@@ -155,9 +150,7 @@ class Simulation:
             for i, ne in enumerate(self.neighbors):
                 adjacency[i, list(ne)] = True
             arrays.update(facets=np.asarray(self.facets), joint=self.joint, neighbors=adjacency)
-        with atomic_write(path, "wb") as fh:
-            np.savez(fh, **arrays)
-        return path
+        return arrays
 
     @classmethod
     def load(cls, path: str | Path) -> Simulation:

@@ -8,7 +8,6 @@ from pathlib import Path
 import numpy as np
 import typer
 
-from idvae._validation import atomic_write
 from idvae.cli import check_memory, command, int_list
 
 __all__ = ["dataset", "simulate"]
@@ -119,7 +118,7 @@ def simulate(
 def dataset(
     name: str = typer.Argument(..., help="pinwheel, parallelograms or mnist."),
     out: Path | None = typer.Option(
-        None, "--out", help="Output .npz file (x, labels; points for synthetic data)."
+        None, "--out", help="Output .npz file (x, labels; z, u, points for synthetic data)."
     ),
     n_samples: int = typer.Option(5000, "--n-samples", help="Number of points (synthetic)."),
     n_classes: int = typer.Option(3, "--classes", help="Arms / parallelograms (synthetic)."),
@@ -138,7 +137,7 @@ def dataset(
         _check_out(out)
     if name == "mnist":
         x, labels = datasets.load_mnist_combined(root, download=download)
-        arrays = {"x": x, "labels": labels}
+        data = datasets.Data(x, labels=labels)
     elif name in ("pinwheel", "parallelograms"):
         if name == "pinwheel":
             data = datasets.pinwheel(
@@ -156,15 +155,11 @@ def dataset(
                 0.05 if noise_std is None else noise_std,
                 random_state=seed,
             )
-        arrays = {"x": data.x, "labels": data.labels, "points": data.points}
-        if data.vertices is not None:
-            arrays["vertices"] = data.vertices
     else:
         raise ValueError(f"Expected a dataset pinwheel, parallelograms or mnist but got {name!r}")
-    summary = f"{name}: x {arrays['x'].shape}, {len(np.unique(arrays['labels']))} classes"
+    summary = f"{name}: x {data.x.shape}, {len(np.unique(data.labels))} classes"
     if out is None:
         typer.echo(f"{summary} (nothing written: no --out)")
         return
-    with atomic_write(out, "wb") as fh:
-        np.savez(fh, **arrays)
+    data.save(out)
     typer.echo(f"wrote {out}: {summary}")

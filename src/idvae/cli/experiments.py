@@ -5,14 +5,14 @@ from __future__ import annotations
 import inspect
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
-import numpy as np
 import typer
 from rich.console import Console
 
-from idvae.cli import command, load_data, reading
+from idvae.cli import command, load_data
 
 __all__ = ["demo", "reproduce", "stability"]
 
@@ -92,23 +92,6 @@ def _set_threads(threads: int) -> None:
     torch.set_num_threads(threads)
 
 
-def _load_truth(path: Path | None) -> dict[str, Any]:
-    """z, labels and the prior (``prior_weights``/``_means``/``_covariances``) of a .npz."""
-    if path is None:
-        return {}
-    loaded = load_data(path)
-    truth: dict[str, Any] = {"z": loaded.z, "labels": loaded.labels}
-    if path.suffix == ".npz":
-        with reading(path), np.load(path, allow_pickle=False) as npz:
-            if {"prior_weights", "prior_means", "prior_covariances"} <= set(npz.files):
-                from idvae import GMM
-
-                truth["prior"] = GMM(
-                    npz["prior_weights"], npz["prior_means"], npz["prior_covariances"]
-                )
-    return truth
-
-
 @command("stability")
 def stability(
     data: Path = typer.Argument(..., help="Data file: .npz (key x), .npy or .csv."),
@@ -147,8 +130,7 @@ def stability(
     from idvae.experiments.modes import ModeWarning
 
     _check_executor(executor, address)
-    loaded = load_data(data)
-    z_true, labels, prior = _study_truth(data, truth)
+    loaded = _with_truth(load_data(data), truth)
     spec, aux = _study_spec(
         model, loaded, latent_dim, components, epochs, pretrain_epochs, holdout, data
     )
@@ -161,12 +143,9 @@ def stability(
         warnings.simplefilter("ignore", ModeWarning)
         result = run_stability(
             spec,
-            loaded.x,
+            loaded,
             n_runs=runs,
             random_state=seed,
-            z_true=z_true,
-            prior_true=prior,
-            labels=labels,
             out=out,
             fit_kwargs=aux,
             transform_kwargs=aux,
@@ -175,7 +154,7 @@ def stability(
             holdout=holdout,
             mode_threshold=mode_threshold,
         )
-    _report_study(result, model, data, out, labels=labels, z_true=z_true)
+    _report_study(result, model, data, out, labels=loaded.labels, z_true=loaded.z)
 
 
 def _where_to_run(
@@ -191,16 +170,18 @@ def _where_to_run(
     }
 
 
-def _study_truth(data: Path, truth: Path | None) -> tuple[Any, Any, Any]:
-    """The true z, labels and prior: from --truth where it has them, else from DATA."""
-    own = _load_truth(data) if data.suffix == ".npz" else {}
-    given = _load_truth(truth) if truth is not None else {}
-    z_true = given.get("z", own.get("z"))
-    labels = given.get("labels", own.get("labels"))
-    prior = given.get("prior", own.get("prior"))
-    if prior is not None and z_true is not None and prior.dim != z_true.shape[1]:
+def _with_truth(loaded: Any, truth: Path | None) -> Any:
+    """DATA as ``load_array`` reads it, with the true z, labels and prior of --truth where
+    that file has them; a prior whose dimension is not the true z's is dropped."""
+    if truth is None:
+        return loaded
+    given = load_data(truth)
+    z = loaded.z if given.z is None else given.z
+    labels = loaded.labels if given.labels is None else given.labels
+    prior = loaded.prior if given.prior is None else given.prior
+    if prior is not None and z is not None and prior.dim != z.shape[1]:
         prior = None
-    return z_true, labels, prior
+    return replace(loaded, z=z, labels=labels, prior=prior)
 
 
 def _study_spec(

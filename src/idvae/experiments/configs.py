@@ -13,13 +13,11 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-import numpy as np
-
 from idvae._validation import check_positive_int
+from idvae.data import Data
 from idvae.experiments.mnist import check_mnist_root, load_mnist_all
 from idvae.experiments.paper import PAPER_PINWHEEL, PAPER_SETUPS, PAPER_TABLE2, PAPER_TABLE3
 from idvae.experiments.runs import EstimatorSpec
-from idvae.mixture import GMM
 from idvae.models.vade import ELBO_PIPELINE
 from idvae.nets import architecture
 
@@ -38,24 +36,20 @@ __all__ = [
 EXPERIMENTS: tuple[str, ...] = ("table2", "pinwheel", "table3", "mle")
 
 
-@dataclass(frozen=True)
-class StudyData:
-    """The data of one study and the truth behind it, when known.
+@dataclass(frozen=True, eq=False, kw_only=True)
+class StudyData(Data):
+    """The data of one study and the truth behind it, when known: an ``idvae.data.Data``
+    (x; z, u, prior and labels where known) with how its runs are fitted and described.
+
+    ``stability(spec, data)`` takes it as it is (its z, prior and labels are the truth the
+    runs are scored against).
 
     Attributes:
-        x: array of shape (n_samples, n_features).
-        z_true: array of shape (n_samples, d), the true latent points, or None.
-        prior_true: the true law of Z, or None.
-        labels: array of shape (n_samples,), the true clusters, or None.
         fit_kwargs: extra keyword arguments of ``fit`` (iVAE's u).
         transform_kwargs: extra keyword arguments of ``transform`` (iVAE's u).
         description: how the data were made (JSON).
     """
 
-    x: np.ndarray
-    z_true: np.ndarray | None = None
-    prior_true: GMM | None = None
-    labels: np.ndarray | None = None
     fit_kwargs: Mapping[str, Any] = field(default_factory=dict)
     transform_kwargs: Mapping[str, Any] = field(default_factory=dict)
     description: Mapping[str, Any] = field(default_factory=dict)
@@ -198,7 +192,7 @@ def _parallelogram_loader(index: int, n_samples: int) -> Callable[[], StudyData]
         data = parallelograms(n_samples, 3, random_state=index)
         return StudyData(
             x=data.x,
-            z_true=data.points,
+            z=data.z,
             labels=data.labels,
             description={
                 "dataset": "parallelograms",
@@ -218,7 +212,7 @@ def _pinwheel_loader(n_samples: int) -> Callable[[], StudyData]:
         data = pinwheel(n_samples, 3, random_state=0)
         return StudyData(
             x=data.x,
-            z_true=data.points,
+            z=data.z,
             labels=data.labels,
             description={"dataset": "pinwheel", "n_samples": n_samples, "n_classes": 3},
         )

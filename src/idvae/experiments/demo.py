@@ -237,12 +237,9 @@ def run_demo(
             warnings.simplefilter("ignore", ModeWarning)
             result = stability(
                 spec,
-                sim.x,
+                sim,
                 n_runs=n_runs,
                 random_state=random_state,
-                z_true=sim.z,
-                prior_true=sim.prior,
-                labels=sim.labels,
                 executor=executor,
                 jobs=jobs,
                 address=address,

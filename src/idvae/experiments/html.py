@@ -142,7 +142,7 @@ def _study_section(
             heading=study.title,
             text=text,
             labels=data.labels,
-            reference=data.z_true,
+            reference=data.z,
             paper=paper or None,
             paper_source=paper_source,
         )

@@ -181,12 +181,9 @@ def _run_experiment(
 
         result = stability(
             study.estimator,
-            data.x,
+            data,
             n_runs=exp.n_runs,
             random_state=random_state,
-            z_true=data.z_true,
-            prior_true=data.prior_true,
-            labels=data.labels,
             executor=executor,
             jobs=jobs,
             address=address,

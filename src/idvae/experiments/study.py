@@ -42,6 +42,7 @@ from typing import Any
 import numpy as np
 
 from idvae._validation import RandomState, check_array, check_positive_int
+from idvae.data import Data
 from idvae.experiments.agreement import MODE_THRESHOLD, check_threshold
 from idvae.experiments.executors import ExecutorName, execute_runs
 from idvae.experiments.modes import warn_modes
@@ -128,7 +129,10 @@ def stability(
             picklable for ``jobs > 1`` or Ray: use :class:`~idvae.experiments.EstimatorSpec`
             or a module-level function.
         X: array of shape (n_samples, n_features), the data; every run is fitted on the
-            same rows of it (all but the held-out ones) and transforms all of it.
+            same rows of it (all but the held-out ones) and transforms all of it. Or an
+            :class:`idvae.data.Data` (a ``Simulation``, a ``Dataset``, what ``load_array``
+            reads): its x, and its z, prior and labels as ``z_true``, ``prior_true`` and
+            ``labels`` where it knows them (giving one both ways is an error).
         n_runs: number of seeds.
         random_state: int (reproducible), Generator or None; run i gets seed
             ``derive_seeds(random_state, n_runs)[i]`` and the out-of-sample splits of the
@@ -176,6 +180,7 @@ def stability(
             f"Expected make_estimator to be callable (seed -> estimator) but got "
             f"{type(make_estimator).__name__}"
         )
+    X, z_true, prior_true, labels = _unpack_data(X, z_true, prior_true, labels)
     x = check_array(X, "X", min_samples=2, dtype=np.float32 if _is_float32(X) else np.float64)
     n_runs = check_positive_int(n_runs, "n_runs")
     jobs = check_positive_int(jobs, "jobs")
@@ -335,6 +340,23 @@ def _check_builds(make_estimator: Callable[[int], Any], seed: int) -> None:
             f"Expected make_estimator(seed) to build an estimator but it raised "
             f"{type(err).__name__}: {err}"
         ) from None
+
+
+def _unpack_data(
+    X: Any, z_true: Any, prior_true: GMM | None, labels: Any
+) -> tuple[Any, Any, GMM | None, Any]:
+    """X, z_true, prior_true and labels, taken from X's fields when X is a ``Data``."""
+    if not isinstance(X, Data):
+        return X, z_true, prior_true, labels
+    given = {"z_true": z_true, "prior_true": prior_true, "labels": labels}
+    known = {"z_true": X.z, "prior_true": X.prior, "labels": X.labels}
+    both = [name for name in given if given[name] is not None and known[name] is not None]
+    if both:
+        raise ValueError(
+            f"Expected the truth either in the Data or as arguments but got {both} both ways"
+        )
+    truth = {name: known[name] if given[name] is None else given[name] for name in given}
+    return X.x, truth["z_true"], truth["prior_true"], truth["labels"]
 
 
 def _check_truth(
