@@ -11,10 +11,12 @@ __version__ = "0.1.0"
 
 __all__ = [
     "GMM",
+    "Data",
     "IVAE",
     "MFCVAE",
     "VAE",
     "VaDE",
+    "data",
     "datasets",
     "exact",
     "identify",
@@ -27,12 +29,14 @@ __all__ = [
 # public name -> (module, attribute or None for the module itself)
 _LAZY: dict[str, tuple[str, str | None]] = {
     "GMM": ("idvae.mixture", "GMM"),
+    "Data": ("idvae.data", "Data"),
     "VaDE": ("idvae.models", "VaDE"),
     "VAE": ("idvae.models", "VAE"),
     "MFCVAE": ("idvae.models", "MFCVAE"),
     "IVAE": ("idvae.models", "IVAE"),
     "load": ("idvae.models", "load"),
     "stability": ("idvae.experiments", "stability"),
+    "data": ("idvae.data", None),
     "datasets": ("idvae.datasets", None),
     "exact": ("idvae.exact", None),
     "identify": ("idvae.identify", None),
