@@ -37,6 +37,10 @@ from pathlib import Path
 import numpy as np
 import torch
 
+# the machine's matmul rate and a network's flops, measured the same way as the peer benchmark
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from bench_vade_peer import linear_flops_per_sample, matmul_gflops  # noqa: E402
+
 N_SAMPLES = 70_000
 N_FEATURES = 784
 # whole epochs of all N_SAMPLES timed per case and batch size (median and spread reported)
@@ -64,32 +68,6 @@ def _data() -> tuple[np.ndarray, str]:
     return rng.random((N_SAMPLES, N_FEATURES), dtype=np.float32), "random"
 
 
-def _matmul_gflops(size: int = 1024, repeats: int = 5, trials: int = 5) -> list[float]:
-    """float32 matrix-multiply rates of ``trials`` timed trials, all of them (not the best)."""
-    a, b = torch.randn(size, size), torch.randn(size, size)
-    a @ b
-    rates = []
-    for _ in range(trials):
-        start = time.perf_counter()
-        for _ in range(repeats):
-            a @ b
-        rates.append(2 * size**3 * repeats / (time.perf_counter() - start) / 1e9)
-    return rates
-
-
-def _flops_per_sample(module: torch.nn.Module) -> float:
-    """Training flops of the Linear layers: 2 x multiply-adds forward, twice that backward.
-
-    An input layer (reading the data, which needs no gradient) costs 4 x instead of 6 x.
-    """
-    total = 0.0
-    for m in module.modules():
-        if isinstance(m, torch.nn.Linear):
-            factor = 4.0 if m.in_features >= N_FEATURES else 6.0
-            total += factor * m.in_features * m.out_features
-    return total
-
-
 def _seconds_per_epoch(estimator, x: np.ndarray, aux: tuple[np.ndarray, ...], batch: int):
     """The wall times of ``EPOCHS`` whole epochs over all of ``x``, and an epoch's flops."""
     from idvae.training import TrainConfig, train
@@ -105,7 +83,7 @@ def _seconds_per_epoch(estimator, x: np.ndarray, aux: tuple[np.ndarray, ...], ba
         start = time.perf_counter()
         train(module, data, config, generator=gen)
         seconds.append(time.perf_counter() - start)
-    return seconds, _flops_per_sample(module) * len(x)
+    return seconds, linear_flops_per_sample(module) * len(x)
 
 
 def fit_fixed_cost(x: np.ndarray, epochs: tuple[int, ...] = (1, 2)) -> dict:
@@ -145,7 +123,7 @@ def run() -> dict:
     fit_figures = fit_fixed_cost(x)
     rng = np.random.default_rng(0)
     u = np.eye(10, dtype=np.float32)[rng.integers(0, 10, size=len(x))]
-    rates = _matmul_gflops()
+    rates = matmul_gflops()
     figures: dict = {
         "data": source,
         "threads": torch.get_num_threads(),
@@ -189,7 +167,7 @@ def run() -> dict:
                 figures[f"{name}_batch{batch}_error"] = f"{type(err).__name__}: {err}"[:200]
                 continue
             # the matmul rate right after, so a busy moment shows in both figures
-            rate = statistics.median(_matmul_gflops(trials=3))
+            rate = statistics.median(matmul_gflops(trials=3))
             seconds = statistics.median(epochs)
             figures[f"{name}_batch{batch}_s_per_epoch"] = round(seconds, 2)
             figures[f"{name}_batch{batch}_s_per_epoch_min"] = round(min(epochs), 2)
