@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 import inspect
+import json
 from itertools import combinations
 
+import numpy as np
 import pytest
 
 import idvae
@@ -73,3 +75,40 @@ def test_table2_configuration_agrees_between_runs_and_with_the_truth(obs_dim, to
     truth = [mcc(data.points, a, alignment="affine", random_state=0) for a in z]
     assert min(between) >= 0.98, between
     assert min(truth) >= to_truth, truth
+
+
+def test_defaults_variants_fit_the_same_data_with_vades_defaults_and_stay_out_of_all():
+    """``table2-defaults`` / ``pinwheel-defaults``: the paper's studies and data, VaDE given
+    only m and J (issue 8, item 5); ``reproduce all`` runs the paper's configuration only."""
+    from idvae.experiments.configs import DEFAULTS_VARIANTS, EXPERIMENTS
+
+    assert set(DEFAULTS_VARIANTS).isdisjoint(EXPERIMENTS)
+    for name, paper in (("table2-defaults", "table2"), ("pinwheel-defaults", "pinwheel")):
+        variant, original = experiment(name), experiment(paper)
+        assert variant.name == name and "defaults" in variant.title
+        assert [s.key for s in variant.studies] == [s.key for s in original.studies]
+        assert variant.n_runs == original.n_runs
+        for study, same in zip(variant.studies, original.studies, strict=True):
+            assert study.estimator.params == {"latent_dim": 2, "n_components": 3}
+            np.testing.assert_array_equal(study.load().x, same.load().x)
+    with pytest.raises(ValueError, match="table2-defaults"):
+        experiment("table2-default")
+
+
+def test_reproduce_pinwheel_defaults_quick_writes_its_own_folder(tmp_path):
+    from idvae.experiments.reproduce import reproduce
+
+    results = reproduce("pinwheel-defaults", tmp_path, quick=True, n_runs=2)
+    payload = results["pinwheel-defaults"]
+    assert (tmp_path / "pinwheel-defaults" / "results.json").exists()
+    assert not (tmp_path / "pinwheel").exists()
+    summary = payload["studies"]["pinwheel"]["result"]["summary"]
+    assert summary["n_failed"] == 0
+    # the quick networks of vade_defaults_params, VaDE's defaults otherwise
+    config = json.loads(
+        (
+            tmp_path / "pinwheel-defaults" / "pinwheel" / "runs" / "000" / "model" / "config.json"
+        ).read_text()
+    )
+    assert config["params"]["importance_samples"] == 10
+    assert config["params"]["encoder_sizes"] == [16, 16]

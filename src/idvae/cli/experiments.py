@@ -318,7 +318,9 @@ def demo(
 @command("reproduce")
 def reproduce(
     name: str = typer.Argument(
-        ..., help="table2, pinwheel, table3, mle, all (the paper's), or recovery."
+        ...,
+        help="table2, pinwheel, table3, mle, all (the paper's); table2-defaults, "
+        "pinwheel-defaults (VaDE's defaults); or recovery.",
     ),
     out: Path = typer.Option(..., "--out", help="Output directory (one folder per experiment)."),
     quick: bool = typer.Option(False, "--quick", help="A small version that runs in minutes."),
@@ -350,7 +352,7 @@ def reproduce(
     results.csv and runs/<instance>/<method>.json.
     """
     _set_threads(threads)
-    from idvae.experiments.reproduce import EXPERIMENTS
+    from idvae.experiments.reproduce import DEFAULTS_VARIANTS, EXPERIMENTS
     from idvae.experiments.reproduce import reproduce as run_reproduce
 
     _check_executor(executor, address)
@@ -363,8 +365,9 @@ def reproduce(
         return
     if instances is not None or methods is not None or families is not None:
         raise ValueError("Expected --instances, --methods and --families only with recovery")
-    if name != "all" and name not in EXPERIMENTS:
-        raise ValueError(f"Expected an experiment in {[*EXPERIMENTS, 'all']} but got {name!r}")
+    if name != "all" and name not in EXPERIMENTS + DEFAULTS_VARIANTS:
+        known = [*EXPERIMENTS, "all", *DEFAULTS_VARIANTS, "recovery"]
+        raise ValueError(f"Expected an experiment in {known} but got {name!r}")
     console = Console(stderr=True)
 
     def progress(key: str, record: Any) -> None:

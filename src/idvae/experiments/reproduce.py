@@ -38,6 +38,7 @@ from typing import Any
 
 from idvae._validation import jsonable, write_json_atomic, write_text_atomic
 from idvae.experiments.configs import (
+    DEFAULTS_VARIANTS,
     EXPERIMENTS,
     Experiment,
     StudyConfig,
@@ -61,6 +62,7 @@ from idvae.experiments.tables import (
 
 __all__ = [
     "CSV_COLUMNS",
+    "DEFAULTS_VARIANTS",
     "EXPERIMENTS",
     "PAPER_MLE",
     "PAPER_PINWHEEL",
@@ -120,7 +122,9 @@ def reproduce(
     """Run one experiment of App. J (or ``"all"``) and write its results and report.
 
     Args:
-        name: ``"table2"``, ``"pinwheel"``, ``"table3"``, ``"mle"`` or ``"all"``.
+        name: ``"table2"``, ``"pinwheel"``, ``"table3"``, ``"mle"`` or ``"all"`` (the
+            paper's), or ``"table2-defaults"`` / ``"pinwheel-defaults"`` (the same data fitted
+            with VaDE's defaults).
         out: the output directory; experiment ``e`` writes to ``out/e/``.
         quick: the small version (minutes), for tests.
         n_runs: runs per study (default: the paper's).
