@@ -25,10 +25,16 @@ Figures per n:
 alone, as medians of whole fits (not best-of): 1 seed and 10 seeds (``fit_seeds``) of the
 Table 2 VaDE on the n = 10 data, 3 + 4 epochs, fitted in turn ``rounds`` times (default 3)
 so that both see the same machine load, with ``threads`` torch threads (default 1).
+
+``python benchmarks/bench_vectorize.py --profile``: where a step's time goes, one seed
+(``ModuleStepper``) vs 10 seeds stacked (``StackStepper``), 20 steps of the ELBO phase of
+the same VaDE on the n = 10 data, one thread: wall ms per step and the matmul kernels' ms
+per step (``torch.profiler``).
 """
 
 from __future__ import annotations
 
+import copy
 import os
 import statistics
 import sys
@@ -42,7 +48,7 @@ from idvae.datasets import parallelograms
 from idvae.metrics import mcc
 from idvae.models import VaDE
 from idvae.models.vade import ELBO_PIPELINE
-from idvae.training import Phase, PhaseResult, run_phase
+from idvae.training import ModuleStepper, Phase, PhaseResult, StackStepper, run_phase
 from idvae.vectorize import fit_seeds
 
 QUICK = os.environ.get("IDVAE_BENCH_QUICK") == "1"
@@ -168,6 +174,73 @@ def timing(rounds: int = 3, n_seeds: int = 10, n_threads: int = 1) -> dict:
     }
 
 
+class _Captured(Exception):
+    pass
+
+
+def profile_steps(n_seeds: int = 10, steps: int = 20) -> dict:
+    """Wall and matmul ms per step of the ELBO phase: one module vs ``n_seeds`` stacked."""
+    from torch.profiler import ProfilerActivity, profile
+
+    torch.set_num_threads(1)
+    data = parallelograms(5000, 3, obs_dim=10, random_state=1)
+    captured: list[Phase] = []
+
+    def capture(phase: Phase) -> PhaseResult:
+        if phase.name != "train":
+            return run_phase(phase)
+        captured.append(phase)
+        raise _Captured
+
+    try:
+        table2_vade(1, 1).set_params(random_state=0).fit_with(data.x, (), phase_runner=capture)
+    except _Captured:
+        pass
+    phase = captured[0]
+
+    def generators() -> tuple[torch.Generator, torch.Generator]:
+        return torch.Generator().manual_seed(0), torch.Generator().manual_seed(1)
+
+    module = phase.module
+    g, noise = generators()
+    single = ModuleStepper(
+        module, phase.data, phase.config, generator=g, noise_generator=noise,
+        loss_fn=module.loss, parameters=list(module.parameters()),
+    )  # fmt: skip
+    modules = [copy.deepcopy(module) for _ in range(n_seeds)]
+    pairs = [generators() for _ in modules]
+    stack = StackStepper(
+        modules, [phase.data] * n_seeds, phase.config, method="loss",
+        trained=[n for n, _ in module.named_parameters()],
+        generators=[a for a, _ in pairs], noise_generators=[b for _, b in pairs],
+    )  # fmt: skip
+    batch = phase.config.batch_size
+    out = {}
+    for name, stepper in (("one_seed", single), (f"seeds_{n_seeds}", stack)):
+        stepper.set_lr(phase.config.lr)
+        stepper.start_epoch()
+        for k in range(3):  # warm-up
+            stepper.step(k * batch, (k + 1) * batch)
+        with profile(activities=[ProfilerActivity.CPU]) as prof:
+            start = time.perf_counter()
+            for k in range(3, 3 + steps):
+                stepper.step(k * batch, (k + 1) * batch)
+            wall = time.perf_counter() - start
+        events = prof.key_averages()
+        matmul = sum(
+            e.self_cpu_time_total
+            for e in events
+            if e.key in ("aten::mm", "aten::addmm", "aten::bmm", "aten::baddbmm")
+        )
+        total = sum(e.self_cpu_time_total for e in events)
+        out[name] = {
+            "wall_ms_per_step": round(wall / steps * 1e3, 1),
+            "matmul_ms_per_step": round(matmul / steps / 1e3, 1),
+            "matmul_share_of_op_time": round(matmul / total, 2),
+        }
+    return out
+
+
 def run() -> dict:
     threads = torch.get_num_threads()
     torch.set_num_threads(1)
@@ -180,7 +253,9 @@ def run() -> dict:
 if __name__ == "__main__":
     import json
 
-    if sys.argv[1:2] == ["--timing"]:
+    if sys.argv[1:2] == ["--profile"]:
+        print(json.dumps(profile_steps(), indent=2))
+    elif sys.argv[1:2] == ["--timing"]:
         args = [int(a) for a in sys.argv[2:4]]
         print(json.dumps(timing(*args[:1], n_threads=args[1] if len(args) > 1 else 1), indent=2))
     else:
