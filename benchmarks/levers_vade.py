@@ -220,7 +220,7 @@ def fit_one(config: str, seed: int) -> dict:
     host = f"{platform.node()} ({os.cpu_count()} cpus, torch {torch.__version__})"
     weak = float(mcc(sim.z, z, alignment="affine", random_state=0))
     accuracy = float(cluster_accuracy(sim.u, labels))
-    given = params.get("pretrain") if config != PCA else None
+    given = params.get("pretrain")
     extra = {}
     if isinstance(given, np.ndarray):  # how far an oracle start is from the truth
         extra["start_weak_mcc"] = float(mcc(sim.z, given, alignment="affine", random_state=0))
