@@ -128,12 +128,10 @@ def vade_params(quick: bool, n_features: int, *, paper_faithful: bool = False) -
       of a learned noise variance. The data's noise (std 0.05 on coordinates of std ~1.5-2)
       is about 0.001 there. With a learned variance, runs reach a local optimum where a
       cluster's spread in one direction is explained as observation noise: its latents
-      collapse onto a segment, differently in every run (measured on parallelograms-2, 5
-      runs: affine R^2 between runs 0.83, weak MCC 0.86, distAff 0.43). A fixed-scale
+      collapse onto a segment, differently in every run (docs/vade_table2.md). A fixed-scale
       reconstruction loss is also what VaDE's reference implementations optimise.
     * ``covariance_type="full"``: the clusters are rotated parallelograms, which a
-      diagonal-covariance component cannot follow, so runs disagreed on the prior (distAff
-      0.23 with the fixed noise and diagonal covariances, 0.13 with full ones).
+      diagonal-covariance component cannot follow, so runs disagreed more on the prior.
 
     ``paper_faithful=True`` gives ``ELBO_PIPELINE``'s learned noise variance and diagonal
     covariances.
