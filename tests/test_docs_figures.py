@@ -177,6 +177,47 @@ def test_metrics_speed_table_equals_benchmarks_results_json() -> None:
         ("RESULTS.md", "exact/figures/mle_study_50_s", "{} s"),
         ("RESULTS.md", "experiments/figures/vectorized_10_over_1", "{}×"),
         ("RESULTS.md", "experiments/figures/demo_weak_mcc_between", "{:.3f}"),
+        # docs/models.md, docs/models_mfcvae_ivae.md: seconds per epoch on MNIST
+        (
+            "docs/models.md",
+            "models/figures/vade_784-500-500-2000-10_batch100_s_per_epoch",
+            "{:.1f} s",
+        ),
+        (
+            "docs/models.md",
+            "models/figures/vade_784-500-500-2000-10_batch512_s_per_epoch",
+            "{:.1f} s",
+        ),
+        (
+            "docs/models_mfcvae_ivae.md",
+            "models/figures/mfcvae_arch1_J25_batch100_s_per_epoch",
+            "| {} s",
+        ),
+        (
+            "docs/models_mfcvae_ivae.md",
+            "models/figures/mfcvae_arch1_J25_batch512_s_per_epoch",
+            "| {} s",
+        ),
+        ("docs/models_mfcvae_ivae.md", "models/figures/ivae_arch1_batch100_s_per_epoch", "| {} s"),
+        ("docs/models_mfcvae_ivae.md", "models/figures/ivae_arch1_batch512_s_per_epoch", "| {} s"),
+        # docs/exact.md: performance
+        ("docs/exact.md", "exact/figures/closed_form_speedup", "| {}× faster"),
+        ("docs/exact.md", "exact/figures/closed_form_speedup_one_call_each", "| {}× ("),
+        ("docs/exact.md", "exact/figures/warm_search_s", "| {} s:"),
+        ("docs/exact.md", "exact/figures/mle_study_50_s", "| {} s /"),
+        ("docs/exact.md", "exact/figures/mle_study_50_f2_s", "/ {:.1f} s |"),
+        # docs/experiments.md: the experiments benchmark
+        ("docs/experiments.md", "experiments/figures/vectorized_10_seeds_seconds", "{} s vs"),
+        ("docs/experiments.md", "experiments/figures/vectorized_1_seed_seconds", "vs {} s ="),
+        ("docs/experiments.md", "experiments/figures/vectorized_10_over_1", "= {}x"),
+        ("docs/experiments.md", "experiments/figures/stability_jobs1_seconds", "| {} s vs"),
+        ("docs/experiments.md", "experiments/figures/stability_jobs2_seconds", "vs {} s (the pool"),
+        # docs/identify.md: structure recovery
+        (
+            "docs/identify.md",
+            "identify/figures/structure_recovery_em_(2,3)_overlapping/2000",
+            "{} runs",
+        ),
         # docs/identify.md: Thm E.1 error vs n
         (
             "docs/identify.md",
@@ -203,7 +244,11 @@ def test_quoted_benchmark_figures_equal_results_json(doc: str, figure: str, fmt:
         ("docs/models.md", "results/levers/default/seed5.json", ("weak_mcc", "accuracy")),
         ("docs/models.md", "results/levers/default/seed0.json", ("weak_mcc", "accuracy")),
         ("docs/models.md", "results/models/vade-m5/seed0.json", ("weak_mcc", "accuracy")),
-        ("docs/vade_restarts.md", "results/levers/default/seed0.json", ("weak_mcc", "accuracy")),
+        (
+            "docs/models.md",
+            "results/levers/vae50-iw10-refit-full/seed1.json",
+            ("weak_mcc", "accuracy"),
+        ),
         (
             "docs/identify.md",
             "results/models/vade-canonical/seed1.json",
@@ -218,3 +263,65 @@ def test_per_fit_figures_equal_their_result_files(doc: str, results: str, keys: 
     assert folder in text, f"{doc} does not name {folder}"
     for key in keys:
         assert f"{row[key]:.3f}" in text, f"{doc}: {key} of {results} is {row[key]:.3f}"
+
+
+def _between(experiment: str, study: str) -> dict:
+    data = json.loads((ROOT / "results" / experiment / "results.json").read_text())
+    return data["studies"][study]["result"]["summary"]["between_runs"]
+
+
+@pytest.mark.parametrize(
+    ("experiment", "study", "label"),
+    [
+        ("table2", "parallelograms-1", "parallelograms-1"),
+        ("table2", "parallelograms-2", "parallelograms-2"),
+        ("table2", "parallelograms-3", "parallelograms-3"),
+        ("pinwheel", "pinwheel", "pinwheel"),
+    ],
+)
+def test_vade_table2_rows_equal_the_reproduce_results(experiment, study, label) -> None:
+    doc = (ROOT / "docs" / "vade_table2.md").read_text()
+    row = next(r for r in doc.splitlines() if r.startswith(f"| {label} |"))
+    summary = _between(experiment, study)
+    for key in ("strong_mcc", "weak_mcc", "canonical_mcc", "dist_aff"):
+        mean, std = summary[key]["mean"], summary[key]["std"]
+        assert f"{mean:.3f} ({std:.3f})" in row, (label, key)
+    defaults = _between(f"{experiment}-defaults", study)
+    figure = f"{defaults['weak_mcc']['mean']:.3f} / {defaults['dist_aff']['mean']:.3f}"
+    assert figure in row, (label, "defaults")
+
+
+def test_demo_row_of_experiments_equals_results_demo() -> None:
+    doc = (ROOT / "docs" / "experiments.md").read_text()
+    data = json.loads((ROOT / "results" / "demo" / "results.json").read_text())
+    between = data["summary"]["between_runs"]
+    figure = (
+        f"{between['weak_mcc']['mean']:.3f} / {between['strong_mcc']['mean']:.3f} / "
+        f"{between['dist_aff']['mean']:.3f} in {data['wall_seconds']:.0f} s"
+    )
+    assert figure in doc
+
+
+def test_vade_restarts_rows_equal_results_levers() -> None:
+    doc = (ROOT / "docs" / "vade_restarts.md").read_text()
+    summary = json.loads((ROOT / "results" / "levers" / "summary.json").read_text())
+    rows = [r for r in doc.splitlines() if re.match(r"\| `[\w+.-]+` \|", r)]
+    assert len(rows) >= 5
+    for row in rows:
+        config = row.split("`")[1]
+        fit = json.loads((ROOT / "results" / "levers" / config / "seed0.json").read_text())
+        cells = [c.strip() for c in row.strip().strip("|").split("|")]
+        assert cells[2:6] == [
+            f"{fit['weak_mcc']:.3f}",
+            f"{fit['accuracy']:.3f}",
+            f"{fit['score']:.2f}",
+            f"{summary[config]['recovered']} / {summary[config]['fits']}",
+        ], config
+
+
+def test_mfcvae_and_ivae_ranges_equal_results_models_summary() -> None:
+    doc = (ROOT / "docs" / "models_mfcvae_ivae.md").read_text()
+    summary = json.loads((MODELS / "summary.json").read_text())
+    for config in ("mfcvae-joint", "mfcvae-blocks"):
+        weak = summary[config]["weak_mcc"]
+        assert f"{min(weak):.3f}–{max(weak):.3f}" in doc, config
