@@ -79,6 +79,7 @@ def run() -> dict:
     figures: dict = {"quick": QUICK, "n_instances": len(instances), "results": results}
     for method, entry in result.summary.items():
         fails, seeds = entry["baseline_fails"], entry["families"].get("seeds")
+        feasible = entry["ceiling_met"]
         figures[method] = {
             "recovered": f"{entry['n_recovered']}/{entry['n']}",
             "recovery_rate": entry["recovery_rate"],
@@ -86,6 +87,9 @@ def run() -> dict:
             "median_accuracy": entry["median_accuracy"],
             "median_seconds": entry["median_seconds"],
             "recovered_where_pca_fails": f"{fails['n_recovered']}/{fails['n']}" if fails else None,
+            "recovered_where_feasible": (
+                f"{feasible['n_recovered']}/{feasible['n']}" if feasible else None
+            ),
             "recovered_seeds_0_9": f"{seeds['n_recovered']}/{seeds['n']}" if seeds else None,
             "n_failed": entry["n_failed"],
         }

@@ -158,6 +158,20 @@ def test_summary_counts_rates_medians_and_the_subset_where_pca_fails():
     assert m["families"]["seeds"]["n_recovered"] == 0
     assert m["families"]["random"]["n_recovered"] == 2
     assert summarize(rows, baseline="none")["m"]["baseline_fails"] is None
+    assert m["ceiling_met"] is None  # no ceiling rows
+
+
+def test_summary_restricts_to_the_instances_the_ceiling_recovers():
+    rows = [
+        _row("a", "true-posterior", 0.99, 0.99), _row("b", "true-posterior", 0.99, 0.93),
+        _row("c", "true-posterior", 0.97, 0.96),
+        _row("a", "m", 0.98, 0.97), _row("b", "m", 0.96, 0.90), _row("c", "m", 0.90, 0.96),
+    ]  # fmt: skip
+    summary = summarize(rows)
+    # b is infeasible (the true posterior's accuracy is 0.93): m is scored on a and c
+    feasible = summary["m"]["ceiling_met"]
+    assert (feasible["n"], feasible["n_recovered"]) == (2, 1)
+    assert summary["true-posterior"]["ceiling_met"]["n_recovered"] == 2
 
 
 def test_is_recovered_needs_both_scores_and_a_successful_fit():

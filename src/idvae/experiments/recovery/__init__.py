@@ -18,7 +18,10 @@ Instances (:func:`recovery_instances`, each a small JSON dict with an ``id``):
   independent facets, ne(U_i) contiguous blocks; for MFCVAE, scored per facet.
 
 Methods (:data:`CONFIGURATIONS`, name -> (estimator, params)): ``"pca"`` and ``"pca+gmm"``
-(scikit-learn, params passed to ``PCA`` / ``GaussianMixture``), or a name of
+(scikit-learn, params passed to ``PCA`` / ``GaussianMixture``), ``"true-posterior"`` (the
+true model's own posterior, :mod:`~idvae.experiments.recovery.ceiling`: the Bayes classifier
+and E[z | x], a ceiling that tells which instances can be recovered from x at all), or a
+name of
 ``idvae.models.REGISTRY`` (``"vade"``, ``"mfcvae"``, ``"ivae"``, ``"vae"``) or
 ``"package.module:Class"``, built with ``latent_dim`` = m, ``n_components`` = J (or
 ``facet_dims``/``facet_components`` from the instance's facets), ``random_state`` = the
