@@ -29,16 +29,28 @@ so that both see the same machine load, with ``threads`` torch threads (default 
 ``python benchmarks/bench_vectorize.py --profile``: where a step's time goes, one seed
 (``ModuleStepper``) vs 10 seeds stacked (``StackStepper``), 20 steps of the ELBO phase of
 the same VaDE on the n = 10 data, one thread: wall ms per step and the matmul kernels' ms
-per step (``torch.profiler``).
+per step (``torch.profiler``), and figures derived from them: the matmul FLOPs of one seed's
+step counted from the layer sizes, the matmul rate, the time outside the matmuls, and the
+stacked matmuls' time over one seed's whole step.
+
+``--timing`` and ``--profile`` print their figures and also write them, with the date, the
+machine, the load average and the arguments, to ``results/bench/vectorize_profile.json``,
+``results/bench/vectorize_timing_1thread.json`` or
+``results/bench/vectorize_timing_<threads>threads.json`` (written to a ``.tmp`` file first,
+then moved into place).
 """
 
 from __future__ import annotations
 
 import copy
+import datetime
+import json
 import os
+import platform
 import statistics
 import sys
 import time
+from pathlib import Path
 
 import numpy as np
 import torch
@@ -54,6 +66,34 @@ from idvae.vectorize import fit_seeds
 QUICK = os.environ.get("IDVAE_BENCH_QUICK") == "1"
 N_SEEDS = 3 if QUICK else 10
 N_SEPARATE = 2  # separate fits actually run (seeds 0, 1); 10 separate is extrapolated
+RESULTS_DIR = Path(__file__).resolve().parent.parent / "results" / "bench"
+
+
+def write_results(
+    name: str, script: str, arguments: dict, figures: dict, threads: int, load_start: float
+) -> Path:
+    """Write ``figures`` to ``results/bench/<name>.json`` atomically (a .tmp, then replace)."""
+    record = {
+        "command": " ".join(["python", f"benchmarks/{script}", *sys.argv[1:]]),
+        "date": datetime.date.today().isoformat(),
+        "machine": {
+            "platform_machine": platform.machine(),
+            "cpu_count": os.cpu_count(),
+            "torch_threads": threads,
+            "torch_version": torch.__version__,
+            "python_version": platform.python_version(),
+            "load_average_1min_start": round(load_start, 2),
+            "load_average_1min_end": round(os.getloadavg()[0], 2),
+        },
+        "arguments": arguments,
+        "figures": figures,
+    }
+    RESULTS_DIR.mkdir(parents=True, exist_ok=True)
+    out = RESULTS_DIR / f"{name}.json"
+    tmp = out.with_suffix(".tmp")
+    tmp.write_text(json.dumps(record, indent=2) + "\n")
+    tmp.replace(out)
+    return out
 
 
 def table2_vade(pretrain_epochs: int = 15, epochs: int = 20) -> VaDE:
@@ -170,6 +210,8 @@ def timing(rounds: int = 3, n_seeds: int = 10, n_threads: int = 1) -> dict:
         "torch_threads": n_threads,
         "one_seed_s": [round(t, 2) for t in one],
         f"seeds_{n_seeds}_s": [round(t, 2) for t in many],
+        "one_seed_median_s": round(statistics.median(one), 2),
+        f"seeds_{n_seeds}_median_s": round(statistics.median(many), 2),
         "ratio_of_medians": round(statistics.median(many) / statistics.median(one), 2),
     }
 
@@ -215,7 +257,12 @@ def profile_steps(n_seeds: int = 10, steps: int = 20) -> dict:
         generators=[a for a, _ in pairs], noise_generators=[b for _, b in pairs],
     )  # fmt: skip
     batch = phase.config.batch_size
-    out = {}
+    # matmul FLOPs of one seed's step: forward (2 * batch * in * out per linear layer) and
+    # backward (twice the forward), counted from the layer sizes
+    weights = sum(m.in_features * m.out_features for m in module.modules()
+                  if isinstance(m, torch.nn.Linear))  # fmt: skip
+    mflop = 6 * batch * weights / 1e6
+    out: dict = {}
     for name, stepper in (("one_seed", single), (f"seeds_{n_seeds}", stack)):
         stepper.set_lr(phase.config.lr)
         stepper.start_epoch()
@@ -238,6 +285,22 @@ def profile_steps(n_seeds: int = 10, steps: int = 20) -> dict:
             "matmul_ms_per_step": round(matmul / steps / 1e3, 1),
             "matmul_share_of_op_time": round(matmul / total, 2),
         }
+    one, many = out["one_seed"], out[f"seeds_{n_seeds}"]
+    # derived from the rounded figures above, so that they agree with them as printed
+    out["derived"] = {
+        "matmul_mflop_per_seed_step": round(mflop),
+        "matmul_gflop_per_s_one_seed": round(mflop / one["matmul_ms_per_step"]),
+        f"matmul_gflop_per_s_seeds_{n_seeds}": round(n_seeds * mflop / many["matmul_ms_per_step"]),
+        "non_matmul_ms_per_step_one_seed": round(
+            one["wall_ms_per_step"] - one["matmul_ms_per_step"], 1
+        ),
+        f"non_matmul_ms_per_step_seeds_{n_seeds}": round(
+            many["wall_ms_per_step"] - many["matmul_ms_per_step"], 1
+        ),
+        f"seeds_{n_seeds}_matmul_over_one_seed_wall": round(
+            many["matmul_ms_per_step"] / one["wall_ms_per_step"], 1
+        ),
+    }
     return out
 
 
@@ -251,12 +314,22 @@ def run() -> dict:
 
 
 if __name__ == "__main__":
-    import json
-
+    load = os.getloadavg()[0]
     if sys.argv[1:2] == ["--profile"]:
-        print(json.dumps(profile_steps(), indent=2))
+        figures = profile_steps()
+        print(json.dumps(figures, indent=2))
+        arguments = {"n_seeds": 10, "steps": 20, "phase": "train (ELBO)", "obs_dim": 10}
+        path = write_results("vectorize_profile", "bench_vectorize.py", arguments, figures, 1, load)
+        print(f"written to {path}")
     elif sys.argv[1:2] == ["--timing"]:
         args = [int(a) for a in sys.argv[2:4]]
-        print(json.dumps(timing(*args[:1], n_threads=args[1] if len(args) > 1 else 1), indent=2))
+        rounds, threads = (args[0] if args else 3), (args[1] if len(args) > 1 else 1)
+        figures = timing(rounds, n_threads=threads)
+        print(json.dumps(figures, indent=2))
+        name = f"vectorize_timing_{threads}thread{'s' if threads > 1 else ''}"
+        arguments = {"rounds": rounds, "torch_threads": threads, "n_seeds": 10, "obs_dim": 10,
+                     "samples": 5000, "pretrain_epochs": 3, "epochs": 4}  # fmt: skip
+        path = write_results(name, "bench_vectorize.py", arguments, figures, threads, load)
+        print(f"written to {path}")
     else:
         print(json.dumps(run(), indent=2))

@@ -19,12 +19,21 @@ parallelograms with ``--n`` observed dimensions and ``--samples`` points, one to
 Usage: ``python benchmarks/vectorize_divergence.py [--n 10] [--samples 5000] [--seeds 0,1]
 [--pipeline elbo|defaults] [--skip-epochs]``. ``--pipeline defaults`` uses VaDE's defaults
 (importance-weighted loss, full covariances) with 15 + 30 epochs and a prior refit every 10.
+
+It prints its figures and also writes them, with the date, the machine, the load average and
+the arguments, to ``results/bench/vectorize_divergence_<pipeline>_n<n>_samples<samples>_``
+``seeds<a-b>.json`` (``..._first_step.json`` with ``--skip-epochs``), written to a ``.tmp``
+file first and then moved into place. Per seed and run the file holds ``dz``,
+``dprior_means``, ``dloss_per_epoch`` and ``first_epoch_dloss_over_1`` (the first epoch,
+counted from 1 over pretraining and then the VaDE epochs, whose loss differs by more than
+1 nat).
 """
 
 from __future__ import annotations
 
 import argparse
 import copy
+import os
 import sys
 from pathlib import Path
 
@@ -34,7 +43,7 @@ from sklearn.base import clone
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from bench_vectorize import table2_vade  # noqa: E402
+from bench_vectorize import table2_vade, write_results  # noqa: E402
 from idvae.datasets import parallelograms  # noqa: E402
 from idvae.models import VaDE  # noqa: E402
 from idvae.training import Phase, PhaseResult, run_phase  # noqa: E402
@@ -141,13 +150,17 @@ def epochs(est, x: np.ndarray, seeds: list[int]) -> dict:
         }
         out[seed] = {"latent_scale": float(np.abs(z).max())}
         for name, other in runs.items():
+            dloss = [
+                abs(a["loss"] - b["loss"])
+                for a, b in zip(other.history_, ref.history_, strict=True)
+            ]
             out[seed][name] = {
                 "dz": float(np.abs(other.transform(x) - z).max()),
                 "dprior_means": float(np.abs(other.prior_.means - ref.prior_.means).max()),
-                "dloss_per_epoch": [
-                    abs(a["loss"] - b["loss"])
-                    for a, b in zip(other.history_, ref.history_, strict=True)
-                ],
+                "dloss_per_epoch": dloss,
+                "first_epoch_dloss_over_1": next(
+                    (i + 1 for i, d in enumerate(dloss) if d > 1.0), None
+                ),
             }
     return out
 
@@ -160,6 +173,7 @@ def main() -> None:
     parser.add_argument("--pipeline", choices=("elbo", "defaults"), default="elbo")
     parser.add_argument("--skip-epochs", action="store_true")
     args = parser.parse_args()
+    load = os.getloadavg()[0]
     torch.set_num_threads(1)
     x = parallelograms(args.samples, 3, obs_dim=args.n, random_state=1).x
     est = table2_vade()
@@ -180,16 +194,28 @@ def main() -> None:
         f"max |dweight| {w['dparam']:.2g} in {w['name']}, whose gradient is "
         f"{w['grad_single']:.3g} (single) vs {w['grad_batched']:.3g} (batched)"
     )
+    seeds = [int(s) for s in args.seeds.split(",")]
+    figures: dict = {"first_step": step}
+    name = f"vectorize_divergence_{args.pipeline}_n{args.n}_samples{args.samples}"
     if args.skip_epochs:
-        return
-    for seed, res in epochs(est, x, [int(s) for s in args.seeds.split(",")]).items():
-        print(f"seed {seed}: latent scale {res.pop('latent_scale'):.3g}")
-        for name, r in res.items():
+        name += "_first_step"
+    else:
+        name += "_seeds" + "-".join(str(s) for s in seeds)
+        figures["epochs"] = {str(k): v for k, v in epochs(est, x, seeds).items()}
+    for seed, res in figures.get("epochs", {}).items():
+        print(f"seed {seed}: latent scale {res['latent_scale']:.3g}")
+        for name_, r in res.items():
+            if name_ == "latent_scale":
+                continue
             per_epoch = " ".join(f"{d:.0e}" for d in r["dloss_per_epoch"])
             print(
-                f"  {name:10s} dz {r['dz']:.3g}  dprior_means {r['dprior_means']:.3g}\n"
+                f"  {name_:10s} dz {r['dz']:.3g}  dprior_means {r['dprior_means']:.3g}\n"
                 f"    |dloss| per epoch: {per_epoch}"
             )
+    arguments = vars(args) | {"seeds": seeds, "pretrain_epochs": est.pretrain_epochs,
+                              "epochs": est.epochs, "torch_threads": 1}  # fmt: skip
+    path = write_results(name, "vectorize_divergence.py", arguments, figures, 1, load)
+    print(f"written to {path}")
 
 
 if __name__ == "__main__":

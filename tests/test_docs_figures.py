@@ -7,7 +7,8 @@ docs/*.md:
   ``python benchmarks/...``, ``idvae ...``, ``bash benchmarks/...`` or ``make bench`` line),
   or says plainly that its figures are historical and not regenerable;
 * key figures, quoted in the docs, equal the values of the results files their commands
-  write (``benchmarks/results.json``, ``results/models/``, ``results/levers/``).
+  write (``benchmarks/results.json``, ``results/models/``, ``results/levers/``,
+  ``results/bench/``).
 """
 
 from __future__ import annotations
@@ -325,3 +326,173 @@ def test_mfcvae_and_ivae_ranges_equal_results_models_summary() -> None:
     for config in ("mfcvae-joint", "mfcvae-blocks"):
         weak = summary[config]["weak_mcc"]
         assert f"{min(weak):.3f}–{max(weak):.3f}" in doc, config
+
+
+# ------------------------------------- docs/vectorize.md vs results/bench/vectorize_*.json
+
+VECTORIZE_DOC = ROOT / "docs" / "vectorize.md"
+
+
+def _bench_record(name: str) -> dict:
+    """A results file of benchmarks/bench_vectorize.py or vectorize_divergence.py; the doc
+    must name it and the command that writes it."""
+    record = json.loads((ROOT / "results" / "bench" / f"{name}.json").read_text())
+    text = " ".join(VECTORIZE_DOC.read_text().split())
+    assert f"results/bench/{name}.json" in text, f"docs/vectorize.md does not name {name}.json"
+    assert record["command"] in text, f"docs/vectorize.md does not quote {record['command']!r}"
+    return record
+
+
+def _cells(doc: str, first_cell: str) -> list[str]:
+    row = next(r for r in doc.splitlines() if r.startswith(f"| {first_cell} |"))
+    return [c.strip() for c in row.strip().strip("|").split("|")][1:]
+
+
+def _sci(value: float, digits: int) -> str:
+    """``1.5e-4`` for 0.000154 at 2 digits (no zero-padded exponent, as the doc writes it)."""
+    mantissa, exponent = f"{value:.{digits - 1}e}".split("e")
+    return f"{mantissa}e{int(exponent)}"
+
+
+def test_vectorize_profile_table_equals_results_bench() -> None:
+    doc = VECTORIZE_DOC.read_text()
+    text = " ".join(doc.split())
+    record = _bench_record("vectorize_profile")
+    figures = record["figures"]
+    for label, key in (
+        ("1 seed (`ModuleStepper`, `mm`/`addmm`)", "one_seed"),
+        ("10 seeds stacked (`StackStepper`, `bmm`)", "seeds_10"),
+    ):
+        f = figures[key]
+        assert _cells(doc, label) == [
+            f"{f['wall_ms_per_step']} ms",
+            f"{f['matmul_ms_per_step']} ms",
+            f"{round(100 * f['matmul_share_of_op_time'])} %",
+        ], label
+    derived = figures["derived"]
+    for fmt, key in (
+        ("at {} GFLOP/s (1 seed)", "matmul_gflop_per_s_one_seed"),
+        ("and {} GFLOP/s (10 seeds stacked)", "matmul_gflop_per_s_seeds_10"),
+        ("{} MFLOP per seed and step", "matmul_mflop_per_seed_step"),
+        ("alone take {}x a whole step of one seed", "seeds_10_matmul_over_one_seed_wall"),
+        ("under ~{}x one seed per step", "seeds_10_matmul_over_one_seed_wall"),
+        ("({} ms: the fused Adam", "non_matmul_ms_per_step_seeds_10"),
+        ("single seed's {} ms", "non_matmul_ms_per_step_one_seed"),
+        ("a fraction of those {} ms", "non_matmul_ms_per_step_seeds_10"),
+    ):
+        assert fmt.format(derived[key]) in text, key
+    machine = record["machine"]
+    assert (
+        f"load average {machine['load_average_1min_start']} at the start and "
+        f"{machine['load_average_1min_end']} at the end" in text
+    )
+    assert record["date"] in text
+    # the conclusion: the stacked matmuls alone exceed 3x one seed's step
+    assert derived["seeds_10_matmul_over_one_seed_wall"] > 3
+    assert "**is not reachable here**" in text
+
+
+@pytest.mark.parametrize(("threads", "name"), [(1, "1thread"), (2, "2threads")])
+def test_vectorize_timing_rows_equal_results_bench(threads: int, name: str) -> None:
+    doc = VECTORIZE_DOC.read_text()
+    record = _bench_record(f"vectorize_timing_{name}")
+    f = record["figures"]
+    assert f["torch_threads"] == threads
+    cells = _cells(doc, f"`{record['command']}`")
+    assert cells == [
+        str(threads),
+        f"{f['one_seed_median_s']} s",
+        f"{f['seeds_10_median_s']} s",
+        f"{f['ratio_of_medians']}x",
+    ]
+    machine = record["machine"]
+    load = f"{machine['load_average_1min_start']}–{machine['load_average_1min_end']}"
+    assert load in doc, load
+
+
+def test_vectorize_first_step_figures_equal_results_bench() -> None:
+    text = " ".join(VECTORIZE_DOC.read_text().split())
+    step = _bench_record("vectorize_divergence_elbo_n10_samples1000_first_step")["figures"][
+        "first_step"
+    ]
+    worst = step["worst"]
+    assert worst["name"] == "decoder.net.4.weight"  # "the 512 x 512 decoder weight"
+    assert f"differ by at most {_sci(step['max_dgrad'], 2)}" in text
+    assert (
+        f"gradient {_sci(worst['grad_single'], 3)} (single) vs "
+        f"{_sci(worst['grad_batched'], 3)} (batched)" in text
+    )
+    assert f"moves {_sci(worst['dparam'], 2)} further in one step at lr {step['lr']:g}" in text
+
+
+def test_vectorize_divergence_table_equals_results_bench() -> None:
+    doc = VECTORIZE_DOC.read_text()
+    epochs = _bench_record("vectorize_divergence_elbo_n10_samples5000_seeds0-1")["figures"][
+        "epochs"
+    ]
+    for seed, res in epochs.items():
+        cells = _cells(doc, f"{seed} ({res['latent_scale']:.3g})")
+        assert cells == [
+            f"{res[run]['dz']:.3g}" for run in ("vectorized", "ulp_first", "ulp_all", "threads_2")
+        ], seed
+
+
+def test_vectorize_defaults_divergence_equals_results_bench() -> None:
+    text = " ".join(VECTORIZE_DOC.read_text().split())
+    res = _bench_record("vectorize_divergence_defaults_n10_samples1000_seeds0")["figures"][
+        "epochs"
+    ]["0"]
+    dz = {
+        run: f"{res[run]['dz']:.2g}" for run in ("vectorized", "ulp_first", "ulp_all", "threads_2")
+    }
+    assert (
+        f"latents {dz['vectorized']} from the separate fit when vectorised, {dz['ulp_first']} "
+        f"and {dz['ulp_all']} when nudged by 1 ulp (first weight matrix / every parameter), "
+        f"{dz['threads_2']} on 2 threads, at latent scale {res['latent_scale']:.3g}" in text
+    )
+    runs = [res[run]["dloss_per_epoch"][25] for run in dz]
+    assert f"part by {min(runs):.0f}–{max(runs):.0f} nats at the first refit (epoch 26)" in text
+
+
+def test_vectorize_loss_differences_grow_over_pretraining() -> None:
+    text = " ".join(VECTORIZE_DOC.read_text().split())
+    assert "is larger at the end of pretraining than after its first epoch" in text
+    for name in (
+        "vectorize_divergence_elbo_n10_samples5000_seeds0-1",
+        "vectorize_divergence_defaults_n10_samples1000_seeds0",
+    ):
+        record = _bench_record(name)
+        pretrain = record["arguments"]["pretrain_epochs"]
+        for seed, res in record["figures"]["epochs"].items():
+            for run in ("vectorized", "ulp_first", "ulp_all", "threads_2"):
+                dloss = res[run]["dloss_per_epoch"]
+                assert dloss[pretrain - 1] > dloss[0], (name, seed, run)
+
+
+def test_vectorize_ratio_range_covers_the_timing_and_benchmark_ratios() -> None:
+    text = " ".join(VECTORIZE_DOC.read_text().split())
+    ratios = [
+        _bench_record(f"vectorize_timing_{name}")["figures"]["ratio_of_medians"]
+        for name in ("1thread", "2threads")
+    ] + [_bench(f"vectorize/figures/table2_n{n}/ratio_vectorized_to_one") for n in (2, 10)]
+    assert "the ratio is 8–9x" in text
+    assert all(8 <= r <= 9 for r in ratios), ratios
+
+
+def test_vectorize_sensitive_seed_figures_equal_results_bench() -> None:
+    text = " ".join(VECTORIZE_DOC.read_text().split())
+    record = _bench_record("vectorize_divergence_elbo_n10_samples5000_seeds0-1")
+    res = record["figures"]["epochs"]["1"]
+    runs = ("vectorized", "ulp_first", "ulp_all", "threads_2")
+    dz = [res[run]["dz"] for run in runs]
+    assert f"latents by {min(dz):.3g} to {max(dz):.3g}" in text
+    # epoch 16: the GaussianMixture initialisation after 15 pretraining epochs
+    assert record["arguments"]["pretrain_epochs"] == 15
+    at_init = [res[run]["dloss_per_epoch"][15] for run in runs]
+    assert f"part by {min(at_init):.1f}–{max(at_init):.1f} nats at the GaussianMixture" in text
+    # the earlier benchmark record quoted beside it (benchmarks/results.json)
+    n10 = "vectorize/figures/table2_n10"
+    earlier = (
+        f'"{_bench(n10 + "/dz_vs_separate/1")} at latent scale {_bench(n10 + "/latent_scale/0")}"'
+    )
+    assert earlier in text
