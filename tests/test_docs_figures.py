@@ -496,3 +496,16 @@ def test_vectorize_sensitive_seed_figures_equal_results_bench() -> None:
         f'"{_bench(n10 + "/dz_vs_separate/1")} at latent scale {_bench(n10 + "/latent_scale/0")}"'
     )
     assert earlier in text
+
+
+@pytest.mark.parametrize("doc", ["README.md", "RESULTS.md"])
+def test_vectorize_cost_in_readme_and_results_equals_results_bench(doc: str) -> None:
+    text = " ".join((ROOT / doc).read_text().split())
+    profile = json.loads((ROOT / "results" / "bench" / "vectorize_profile.json").read_text())
+    ratio = profile["figures"]["derived"]["seeds_10_matmul_over_one_seed_wall"]
+    assert f"matmuls alone take {ratio}×" in text, f"{doc} does not quote {ratio}×"
+    if doc == "RESULTS.md":
+        timing = json.loads(
+            (ROOT / "results" / "bench" / "vectorize_timing_1thread.json").read_text()
+        )
+        assert f"{timing['figures']['ratio_of_medians']}×" in text
