@@ -7,10 +7,14 @@ and three questions about its latents z_hat against the true z:
 * ``global_affine``: one affine map z_hat -> z, fitted on the even rows, scored on the odd
   rows (mean over latent coordinates of |corr(z_d, predicted z_d)|; the weak MCC's idea);
 * ``per_true_cluster``: the same with one affine map per true component, and
-  ``per_fitted_cluster`` with one per cluster the fit predicts. When these are near 1 while
-  ``global_affine`` is not, each cluster is an affine image of the truth and only the
-  clusters' arrangement relative to each other is wrong: the creases or folds of the map
-  z -> z_hat lie between the clusters, where few points are.
+  ``per_fitted_cluster`` with one per cluster the fit predicts. Their intercepts alone
+  place each cluster's mean, which explains the spread between clusters whatever z_hat is:
+  ``means_only`` is that floor (one constant per true component, no slope).
+* ``within_true_cluster``: the weak MCC (``mcc(..., alignment="affine")``, held-out half)
+  of z_hat against z inside each true component, averaged with the components' sizes as
+  weights: correlations of the spread within a cluster only, with no credit for placing
+  the clusters. Near 1 while ``global_affine`` is not: each cluster is an affine image of
+  the truth, and the clusters' arrangement relative to each other is what is wrong.
 * ``cluster_map_det``: the determinant of each true component's map z_hat -> z. Mixed signs
   mean one cluster is mirrored relative to another (a fold).
 * ``posterior_read``: the weak MCC and accuracy when the latents are read with the fitted
@@ -54,6 +58,16 @@ def affine_fit_score(z: np.ndarray, z_hat: np.ndarray, groups: np.ndarray) -> fl
     )
 
 
+def within_clusters(z: np.ndarray, z_hat: np.ndarray, labels: np.ndarray) -> float:
+    """Weak MCC inside each true component, weighted by the components' sizes."""
+    parts = [
+        (np.sum(labels == k), mcc(z[labels == k], z_hat[labels == k], alignment="affine",
+                                  random_state=0))
+        for k in np.unique(labels)
+    ]  # fmt: skip
+    return float(sum(n * v for n, v in parts) / sum(n for n, _ in parts))
+
+
 def cluster_map_det(z: np.ndarray, z_hat: np.ndarray, labels: np.ndarray) -> list[float]:
     dets = []
     for k in np.unique(labels):
@@ -93,6 +107,8 @@ def anatomy(seed: int) -> dict:
         "global_affine": affine_fit_score(sim.z, z_hat, np.zeros(len(z_hat), dtype=int)),
         "per_true_cluster": affine_fit_score(sim.z, z_hat, sim.u),
         "per_fitted_cluster": affine_fit_score(sim.z, z_hat, predicted),
+        "means_only": affine_fit_score(sim.z, np.zeros_like(z_hat), sim.u),
+        "within_true_cluster": within_clusters(sim.z, z_hat, sim.u),
         "cluster_map_det": cluster_map_det(sim.z, z_hat, sim.u),
         "encoder": scored(z_hat, predicted),
         "posterior_read": scored(z_post, probs.argmax(1)),
@@ -106,7 +122,9 @@ def main() -> None:
         rows[seed] = r = anatomy(seed)
         print(
             f"seed {seed}: affine global {r['global_affine']:.3f}, per true cluster "
-            f"{r['per_true_cluster']:.3f}, per fitted cluster {r['per_fitted_cluster']:.3f}; "
+            f"{r['per_true_cluster']:.3f} (means only {r['means_only']:.3f}), per fitted "
+            f"cluster {r['per_fitted_cluster']:.3f}, within true clusters "
+            f"{r['within_true_cluster']:.3f}; "
             f"dets {[round(d, 2) for d in r['cluster_map_det']]}; encoder "
             f"{r['encoder']['weak_mcc']:.3f} / {r['encoder']['accuracy']:.3f}, posterior read "
             f"{r['posterior_read']['weak_mcc']:.3f} / {r['posterior_read']['accuracy']:.3f}",
