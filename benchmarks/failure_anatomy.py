@@ -1,4 +1,4 @@
-"""How VaDE's default fit misses the truth on the lever instances: per cluster it does not.
+"""Where VaDE's default fit misses the truth on the lever instances: inside or between clusters.
 
 For the simulator's seeds 0-9 (``levers_vade._instance``: 3,000 points, m = 2, n = 10,
 J = 3), one ``VaDE(latent_dim=2, n_components=3, random_state=0)`` fit with the defaults,
