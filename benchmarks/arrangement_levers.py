@@ -2,10 +2,11 @@
 
 ``failure_anatomy.py`` found that VaDE's default fit, where it misses the truth on seeds 0-9,
 places the clusters wrongly relative to each other (on seeds 4, 5 and 7 that is all that is
-wrong; on seeds 0 and 2 one cluster is also mirrored). Per seed (``levers_vade._instance``: 3,000 points, m = 2,
-n = 10, J = 3), each fit scored by weak MCC and accuracy against the truth and by its bound
-(``VaDE.score``, the importance-weighted bound of the defaults) on the training data and on
-3,000 held-out points of the same instance:
+wrong; on seeds 0 and 2 one cluster is also mirrored). Per seed
+(``levers_vade._instance``: 3,000 points, m = 2, n = 10, J = 3), each fit is scored by weak
+MCC and accuracy against the truth and by its bound (``VaDE.score``, the importance-weighted
+bound of the defaults) on the training data and on 3,000 held-out points of the same
+instance:
 
 * ``default``: ``VaDE(latent_dim=2, n_components=3, random_state=0)``;
 * ``truth_start``: the same defaults started at the true z (``pretrain=z``, 20 pretraining
