@@ -62,8 +62,8 @@ CONFIGURATIONS: dict[str, tuple[str, dict[str, Any]]] = {
     # full covariances, 50 + 100 epochs), and the ELBO pipeline that was the default before
     "vade-default": ("vade", {}),
     "vade-elbo": ("vade", dict(ELBO_PIPELINE)),
-    # Placeholder for the pipeline of App. J.3.2 (network n-64-512-64-m / m-64-512-512-n,
-    # 15 + 20 epochs, autoencoder pretraining as in VaDE's code), kept for comparison.
+    # the pipeline of App. J.3.2 (network n-64-512-64-m / m-64-512-512-n, 15 + 20 epochs,
+    # autoencoder pretraining as in VaDE's code) on top of today's defaults, for comparison
     "vade-paper-pipeline": (
         "vade",
         {
