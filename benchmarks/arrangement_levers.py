@@ -28,7 +28,6 @@ Usage (resumable: one JSON file per seed under ``results/levers/arrangement/``):
 
 from __future__ import annotations
 
-import json
 import sys
 import time
 
@@ -37,6 +36,7 @@ import torch
 from torch import nn
 
 from idvae import VaDE
+from idvae._validation import write_json_atomic
 from idvae.metrics import cluster_accuracy, mcc
 from levers_vade import ROOT, SEEDS, _instance
 
@@ -146,9 +146,7 @@ def main(seeds: list[int]) -> None:
         if path.exists():
             continue
         row = run_seed(seed)
-        tmp = path.with_suffix(".tmp")
-        tmp.write_text(json.dumps(row, indent=1) + "\n")
-        tmp.replace(path)
+        write_json_atomic(path, row)
         d, t, f = row["default"], row["truth_start"], row["fold_flips"]
         print(
             f"seed {seed}: default {d['weak_mcc']:.3f}/{d['accuracy']:.3f} held-out bound "

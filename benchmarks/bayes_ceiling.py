@@ -28,13 +28,13 @@ Usage::
 
 from __future__ import annotations
 
-import json
 import math
 
 import numpy as np
 import torch
 from sklearn.discriminant_analysis import QuadraticDiscriminantAnalysis
 
+from idvae._validation import write_json_atomic
 from idvae.experiments.recovery.ceiling import true_posterior
 from levers_vade import ROOT, SEEDS, _instance
 
@@ -88,9 +88,7 @@ def main() -> None:
             flush=True,
         )
     out = ROOT / "bayes_ceiling.json"
-    tmp = out.with_suffix(".tmp")
-    tmp.write_text(json.dumps(rows, indent=1) + "\n")
-    tmp.replace(out)
+    write_json_atomic(out, rows)
 
 
 if __name__ == "__main__":

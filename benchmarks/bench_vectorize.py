@@ -36,8 +36,7 @@ stacked matmuls' time over one seed's whole step.
 ``--timing`` and ``--profile`` print their figures and also write them, with the date, the
 machine, the load average and the arguments, to ``results/bench/vectorize_profile.json``,
 ``results/bench/vectorize_timing_1thread.json`` or
-``results/bench/vectorize_timing_<threads>threads.json`` (written to a ``.tmp`` file first,
-then moved into place).
+``results/bench/vectorize_timing_<threads>threads.json`` (written atomically).
 """
 
 from __future__ import annotations
@@ -56,6 +55,7 @@ import numpy as np
 import torch
 from sklearn.base import clone
 
+from idvae._validation import write_json_atomic
 from idvae.datasets import parallelograms
 from idvae.metrics import mcc
 from idvae.models import VaDE
@@ -72,7 +72,7 @@ RESULTS_DIR = Path(__file__).resolve().parent.parent / "results" / "bench"
 def write_results(
     name: str, script: str, arguments: dict, figures: dict, threads: int, load_start: float
 ) -> Path:
-    """Write ``figures`` to ``results/bench/<name>.json`` atomically (a .tmp, then replace)."""
+    """Write ``figures`` to ``results/bench/<name>.json`` atomically."""
     record = {
         "command": " ".join(["python", f"benchmarks/{script}", *sys.argv[1:]]),
         "date": datetime.date.today().isoformat(),
@@ -90,9 +90,7 @@ def write_results(
     }
     RESULTS_DIR.mkdir(parents=True, exist_ok=True)
     out = RESULTS_DIR / f"{name}.json"
-    tmp = out.with_suffix(".tmp")
-    tmp.write_text(json.dumps(record, indent=2) + "\n")
-    tmp.replace(out)
+    write_json_atomic(out, record)
     return out
 
 

@@ -31,13 +31,13 @@ Usage::
 from __future__ import annotations
 
 import copy
-import json
 import types
 
 import numpy as np
 import torch
 
 from idvae import VaDE
+from idvae._validation import write_json_atomic
 from idvae.experiments.recovery.ceiling import true_posterior
 from idvae.metrics import cluster_accuracy, mcc
 from levers_vade import ROOT, SEEDS, _instance
@@ -131,9 +131,7 @@ def main() -> None:
             flush=True,
         )
     out = ROOT / "failure_anatomy.json"
-    tmp = out.with_suffix(".tmp")
-    tmp.write_text(json.dumps(rows, indent=1) + "\n")
-    tmp.replace(out)
+    write_json_atomic(out, rows)
 
 
 if __name__ == "__main__":

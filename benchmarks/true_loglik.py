@@ -26,6 +26,7 @@ import math
 import numpy as np
 import torch
 
+from idvae._validation import write_json_atomic
 from levers_vade import ROOT, SEEDS, _instance
 
 DRAWS = 256
@@ -99,9 +100,7 @@ def main() -> None:
             flush=True,
         )
     out = ROOT / "true_loglik.json"
-    tmp = out.with_suffix(".tmp")
-    tmp.write_text(json.dumps(rows, indent=1) + "\n")
-    tmp.replace(out)
+    write_json_atomic(out, rows)
 
 
 if __name__ == "__main__":

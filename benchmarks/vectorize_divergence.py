@@ -22,8 +22,8 @@ Usage: ``python benchmarks/vectorize_divergence.py [--n 10] [--samples 5000] [--
 
 It prints its figures and also writes them, with the date, the machine, the load average and
 the arguments, to ``results/bench/vectorize_divergence_<pipeline>_n<n>_samples<samples>_``
-``seeds<a-b>.json`` (``..._first_step.json`` with ``--skip-epochs``), written to a ``.tmp``
-file first and then moved into place. Per seed and run the file holds ``dz``,
+``seeds<a-b>.json`` (``..._first_step.json`` with ``--skip-epochs``), written atomically.
+Per seed and run the file holds ``dz``,
 ``dprior_means``, ``dloss_per_epoch`` and ``first_epoch_dloss_over_1`` (the first epoch,
 counted from 1 over pretraining and then the VaDE epochs, whose loss differs by more than
 1 nat).
