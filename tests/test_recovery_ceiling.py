@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import numpy as np
+import pytest
 import torch
 from torch import nn
 
@@ -73,3 +74,15 @@ def test_facet_marginals_of_independent_facets_give_back_each_facet():
     m1, m2 = facet_marginals(joint, (2, 3))
     np.testing.assert_allclose(m1, p1, atol=1e-12)
     np.testing.assert_allclose(m2, p2, atol=1e-12)
+
+
+def test_true_posterior_refuses_data_without_the_truth_and_bad_settings():
+    from idvae.data import Data
+
+    sim = _linear_simulation(n=20)
+    with pytest.raises(TypeError, match="decoder"):
+        true_posterior(Data(sim.x, z=sim.z, prior=sim.prior))
+    with pytest.raises(ValueError, match="draws"):
+        true_posterior(sim, draws=0)
+    with pytest.raises(ValueError, match="inflate"):
+        true_posterior(sim, inflate=-1.0)

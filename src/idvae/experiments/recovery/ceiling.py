@@ -25,6 +25,8 @@ from typing import Any
 import numpy as np
 import torch
 
+from idvae._validation import check_positive_int
+
 __all__ = ["bayes_predictions", "facet_marginals", "true_posterior"]
 
 DRAWS = 256
@@ -45,7 +47,24 @@ def true_posterior(
     Returns:
         ``probs``, array of shape (n_samples, J): P(component | x) for the components of
         ``sim.prior``; and ``z_mean``, array of shape (n_samples, latent_dim): E[z | x].
+
+    Raises:
+        TypeError: ``sim`` lacks one of x, z, prior, decoder, noise_std.
+        ValueError: ``draws`` is not a positive integer or ``inflate`` is not positive.
     """
+    missing = [
+        name
+        for name in ("x", "z", "prior", "decoder", "noise_std")
+        if getattr(sim, name, None) is None
+    ]
+    if missing:
+        raise TypeError(
+            "Expected a simulation with x, z, prior, decoder and noise_std (the truth) but "
+            f"{missing} are missing"
+        )
+    draws = check_positive_int(draws, "draws")
+    if not float(inflate) > 0:
+        raise ValueError(f"Expected inflate > 0 but got {inflate!r}")
     gen = torch.Generator().manual_seed(int(random_state))
     prior = sim.prior
     comps = torch.distributions.MultivariateNormal(
