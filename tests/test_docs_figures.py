@@ -509,3 +509,35 @@ def test_vectorize_cost_in_readme_and_results_equals_results_bench(doc: str) -> 
             (ROOT / "results" / "bench" / "vectorize_timing_1thread.json").read_text()
         )
         assert f"{timing['figures']['ratio_of_medians']}×" in text
+
+
+def test_vade_mnist_rows_and_summary_equal_the_stability_file() -> None:
+    """RESULTS.md's per-seed table of VaDE's ELBO pipeline on MNIST, and its medians, equal
+    results/vade-mnist/vade-mnist-elbo/stability.json (and the epoch times their file)."""
+    result = json.loads(
+        (ROOT / "results" / "vade-mnist" / "vade-mnist-elbo" / "stability.json").read_text()
+    )
+    text = (ROOT / "RESULTS.md").read_text()
+    for run, prior in zip(result["runs"], result["priors"], strict=True):
+        c, weights = run["clustering"], prior["weights"]
+        row = (
+            f"| {run['run_id']} | {c['accuracy']:.3f} | {c['nmi']:.3f} | {c['ari']:.3f} | "
+            f"−{-run['heldout_elbo']:.2f} | {max(weights):.3f} | "
+            f"{sum(w > 0.01 for w in weights)} |"
+        )
+        assert row in text, row
+    clustering = result["summary"]["clustering"]
+    accuracy = clustering["accuracy"]
+    assert (
+        f"**Median accuracy {accuracy['median']:.3f}** (range {accuracy['min']:.3f}–"
+        f"{accuracy['max']:.3f}), NMI median {clustering['nmi']['median']:.3f}, ARI median "
+        f"{clustering['ari']['median']:.3f}" in text
+    )
+    weak = result["summary"]["between_runs"]["weak_mcc"]
+    assert f"{weak['mean']:.3f} on average ({weak['min']:.3f}–{weak['max']:.3f}" in text
+    epochs = json.loads((ROOT / "results" / "gpu" / "vade_mnist_epochs.json").read_text())
+    stacked, one = epochs["defaults-10"]["epochs_s"], epochs["defaults-1"]["epochs_s"]
+    assert f"a pretraining epoch {stacked[0]:.2f} s" in text
+    assert f"{min(stacked[1:]):.2f}–{max(stacked[1:]):.2f} s" in text
+    assert f"{min(one[1:]):.2f}–{max(one[1:]):.2f} s per training epoch" in text
+    assert f"{epochs['defaults-10']['wall_s']:.1f} s for the 3-epoch fit" in text

@@ -126,6 +126,11 @@ def test_matrices_symmetric_unit_diagonal_and_in_range(blobs):
     pairs = result.pair_values("weak_mcc")
     assert summary["between_runs"]["weak_mcc"]["n"] == 3
     assert summary["between_runs"]["weak_mcc"]["std"] == pytest.approx(pairs.std())
+    # the spread over seeds: median and range of the same values
+    accuracy = [r.clustering["accuracy"] for r in result.runs]
+    stat = summary["clustering"]["accuracy"]
+    assert stat["median"] == pytest.approx(np.median(accuracy))
+    assert (stat["min"], stat["max"]) == (min(accuracy), max(accuracy))
     assert [r.seed for r in result.runs] == derive_seeds(0, 3)
     assert len(result.latents) == 3 and result.latents[0].shape == (600, 2)
 

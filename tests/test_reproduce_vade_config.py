@@ -112,3 +112,55 @@ def test_reproduce_pinwheel_defaults_quick_writes_its_own_folder(tmp_path):
     )
     assert config["params"]["importance_samples"] == 10
     assert config["params"]["encoder_sizes"] == [16, 16]
+
+
+@pytest.fixture
+def mnist_dir(tmp_path):
+    """A folder with the four MNIST file names (the configuration only checks the names)."""
+    for name in ("train-images", "train-labels", "t10k-images", "t10k-labels"):
+        (tmp_path / f"{name}-idx-ubyte.gz").write_bytes(b"")
+    return tmp_path
+
+
+def test_vade_mnist_is_vades_defaults_and_its_elbo_pipeline_on_vades_mnist_network(mnist_dir):
+    """``vade-mnist`` (issue 11): only what VaDE's MNIST setup fixes is set, besides the batch
+    size; the second study is ELBO_PIPELINE on the same network; 10 seeds, out of "all"."""
+    from idvae.experiments.configs import DEFAULTS_VARIANTS, EXPERIMENTS
+
+    assert "vade-mnist" in DEFAULTS_VARIANTS and "vade-mnist" not in EXPERIMENTS
+    exp = experiment("vade-mnist", mnist_root=mnist_dir)
+    assert exp.n_runs == 10
+    defaults, elbo = exp.studies
+    assert (defaults.key, elbo.key) == ("vade-mnist", "vade-mnist-elbo")
+    fixed = {
+        "latent_dim": 10,
+        "n_components": 10,
+        "encoder_sizes": [500, 500, 2000],
+        "decoder_sizes": [2000, 500, 500],
+        "activation": "relu",
+        "likelihood": "bernoulli",
+        "batch_size": 512,
+    }
+    assert defaults.estimator.params == fixed
+    assert elbo.estimator.params == ELBO_PIPELINE | fixed
+    assert defaults.paper["accuracy"] == (0.9446, None)
+    with pytest.raises(ValueError, match="mnist-root"):
+        experiment("vade-mnist")
+
+
+def test_reproduce_runs_only_the_studies_asked_for_with_the_same_seeds(tmp_path):
+    from idvae.experiments.reproduce import reproduce
+
+    whole = reproduce("table2-defaults", tmp_path / "whole", quick=True, n_runs=1)
+    part = reproduce(
+        "table2-defaults", tmp_path / "part", quick=True, n_runs=1, studies=["parallelograms-2"]
+    )
+    studies = part["table2-defaults"]["studies"]
+    assert list(studies) == ["parallelograms-2"]
+    assert not (tmp_path / "part" / "table2-defaults" / "parallelograms-1").exists()
+    run = studies["parallelograms-2"]["result"]["runs"][0]
+    same = whole["table2-defaults"]["studies"]["parallelograms-2"]["result"]["runs"][0]
+    assert run["seed"] == same["seed"]
+    assert run["clustering"] == pytest.approx(same["clustering"])
+    with pytest.raises(ValueError, match="parallelograms-1"):
+        reproduce("table2-defaults", tmp_path / "bad", quick=True, studies=["nope"])

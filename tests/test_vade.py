@@ -342,7 +342,9 @@ def test_spectral_pretraining_puts_the_encoder_on_the_embedding() -> None:
     np.testing.assert_allclose(vec.transform(X), ref.transform(X), atol=1e-4)
 
 
-def test_the_mixture_initialisation_subsamples_large_data_only(monkeypatch) -> None:
+@pytest.fixture
+def mixture_sizes(monkeypatch) -> list[int]:
+    """The number of points each GaussianMixture fit of VaDE sees, with GMM_INIT_SAMPLES 200."""
     import idvae.models.vade as vade_module
 
     sizes: list[int] = []
@@ -354,6 +356,11 @@ def test_the_mixture_initialisation_subsamples_large_data_only(monkeypatch) -> N
 
     monkeypatch.setattr(VaDE, "_mixture_on", spy)
     monkeypatch.setattr(vade_module, "GMM_INIT_SAMPLES", 200)
+    return sizes
+
+
+def test_the_mixture_initialisation_subsamples_large_data_only(mixture_sizes) -> None:
+    sizes = mixture_sizes
     X, _ = _blobs(n=300)
     params = CONFIG | {"epochs": 0}  # prior_ is then the initialisation itself
     first, second = VaDE(**params).fit(X), VaDE(**params).fit(X)
@@ -364,3 +371,13 @@ def test_the_mixture_initialisation_subsamples_large_data_only(monkeypatch) -> N
     VaDE(**params).fit(X[:200])
     VaDE(**params).fit(X[:150])
     assert sizes[2:] == [200, 150]  # at or below the threshold every point is used
+
+
+def test_the_prior_refits_subsample_large_data_as_the_initialisation_does(mixture_sizes) -> None:
+    sizes = mixture_sizes
+    X, _ = _blobs(n=300)
+    params = CONFIG | {"epochs": 3, "prior_refit_every": 1}
+    VaDE(**params).fit(X)
+    assert sizes == [200, 200, 200]  # the initialisation, then a refit after epochs 1 and 2
+    VaDE(**params).fit(X[:150])
+    assert sizes[3:] == [150, 150, 150]  # at or below the threshold every point is used

@@ -320,7 +320,7 @@ def reproduce(
     name: str = typer.Argument(
         ...,
         help="table2, pinwheel, table3, mle, all (the paper's); table2-defaults, "
-        "pinwheel-defaults (VaDE's defaults); or recovery.",
+        "pinwheel-defaults, vade-mnist (VaDE's defaults); or recovery.",
     ),
     out: Path = typer.Option(..., "--out", help="Output directory (one folder per experiment)."),
     quick: bool = typer.Option(False, "--quick", help="A small version that runs in minutes."),
@@ -330,7 +330,7 @@ def reproduce(
     address: str | None = ADDRESS_OPTION,
     resume: bool = typer.Option(False, "--resume", help="Continue an interrupted run."),
     mnist_root: Path | None = typer.Option(
-        None, "--mnist-root", help="Folder with the MNIST IDX files (table3)."
+        None, "--mnist-root", help="Folder with the MNIST IDX files (table3, vade-mnist)."
     ),
     seed: int = typer.Option(0, "--seed", help="Seed of every study."),
     no_vectorize: bool = NO_VECTORIZE_OPTION,
@@ -343,6 +343,9 @@ def reproduce(
     ),
     families: str | None = typer.Option(
         None, "--families", help="recovery: seeds,random,facets (default all; --quick random)."
+    ),
+    studies: str | None = typer.Option(
+        None, "--studies", help="Only these studies of the experiment, comma-separated."
     ),
 ) -> None:
     """Rerun the paper's experiments (App. J); writes results.json/.csv and report.html.
@@ -357,8 +360,8 @@ def reproduce(
 
     _check_executor(executor, address)
     if name == "recovery":
-        if runs is not None or mnist_root is not None:
-            raise ValueError("Expected no --runs or --mnist-root with recovery")
+        if runs is not None or mnist_root is not None or studies is not None:
+            raise ValueError("Expected no --runs, --mnist-root or --studies with recovery")
         _reproduce_recovery(out / "recovery", quick=quick, executor=executor, jobs=jobs,
                             address=address, resume=resume, seed=seed, instances=instances,
                             methods=methods, families=families)  # fmt: skip
@@ -382,6 +385,7 @@ def reproduce(
         mnist_root=mnist_root,
         random_state=seed,
         progress=progress,
+        studies=None if studies is None else [k.strip() for k in studies.split(",") if k.strip()],
         **_where_to_run(executor, jobs, address, resume, no_vectorize),
     )
     _print_reproduced(results, out)

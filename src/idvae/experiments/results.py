@@ -98,10 +98,18 @@ class RunRecord:
 
 
 def _mean_std(values: Sequence[float]) -> dict[str, float | int | None]:
+    """Mean, std, and the median and range (the spread over seeds), of the finite values."""
     arr = np.asarray([v for v in values if v is not None and np.isfinite(v)], dtype=np.float64)
     if arr.size == 0:
-        return {"mean": None, "std": None, "n": 0}
-    return {"mean": float(arr.mean()), "std": float(arr.std()), "n": int(arr.size)}
+        return dict.fromkeys(("mean", "std", "median", "min", "max")) | {"n": 0}
+    return {
+        "mean": float(arr.mean()),
+        "std": float(arr.std()),
+        "median": float(np.median(arr)),
+        "min": float(arr.min()),
+        "max": float(arr.max()),
+        "n": int(arr.size),
+    }
 
 
 def format_stat(stat: Mapping[str, Any] | None, digits: int = 3) -> str:
@@ -182,7 +190,8 @@ class StabilityResult:
         """Means and standard deviations (population, ddof=0) as the paper's Table 2.
 
         Returns:
-            ``{"n_runs", "n_ok", "n_failed", "between_runs": {metric: {mean, std, n}},
+            ``{"n_runs", "n_ok", "n_failed", "between_runs": {metric: {mean, std, median,
+            min, max, n}},
             "to_truth": {...}, "clustering": {...}}``; ``n`` counts pairs or runs.
         """
         ok_runs = [r for r in self.runs if r.ok]

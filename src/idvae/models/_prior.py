@@ -39,7 +39,7 @@ __all__ = [
     "subsample_rows",
 ]
 
-# the GaussianMixture that initialises a prior is fitted to the encoder means of at most
+# the GaussianMixture that initialises (or refits) a prior is fitted to the encoder means of at most
 # this many training points (a seeded random subset of larger data): on 70,000 MNIST images
 # the full set cost ~5 s of encoding and EM before the first epoch, and tens of thousands
 # of points pin down 10-50 components as well

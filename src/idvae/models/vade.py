@@ -277,8 +277,10 @@ class VaDE(ClusterMixin, LatentEstimator):
             bound with K draws per point (``VaDEModule.iw_loss``; about K times the
             decoder's cost: on wide decoders such as MNIST's, set 1).
         prior_refit_every: None, or (default 20) every this many epochs a seeded
-            ``GaussianMixture`` (``gmm_n_init`` restarts) is fitted to the encoder means and
-            replaces the prior when its mean log-likelihood on them is higher: an EM step
+            ``GaussianMixture`` (``gmm_n_init`` restarts) is fitted to the encoder means (of
+            a seeded subset of ``GMM_INIT_SAMPLES`` points when there are more, as for the
+            initialisation) and replaces the prior when its mean log-likelihood on them is
+            higher: an EM step
             on the prior that can split and merge components, which gradient steps cannot.
         n_init: number of trials (restarts of the whole fit, like scikit-learn's
             ``GaussianMixture(n_init=...)``). Trial 0 starts from the seed's network
@@ -610,26 +612,29 @@ class VaDE(ClusterMixin, LatentEstimator):
         return fit_mixture(z, self.n_components, covariance_type, n_init=n_init, seed=seed)
 
     def _initialize_prior(self, ctx: FitContext) -> None:
-        """Fit a seeded GaussianMixture to the encoder means; copy it into the prior.
-
-        Above ``GMM_INIT_SAMPLES`` training points, only a random subset of that size
-        (drawn from the same seed) is encoded and fitted.
-        """
+        """Fit a seeded GaussianMixture to the encoder means; copy it into the prior."""
         seed = int(ctx.rng.integers(0, 2**31 - 1))
-        x = ctx.data[0]
-        rows = subsample_rows(len(x), seed, GMM_INIT_SAMPLES)
-        if rows is not None:
-            x = x[torch.as_tensor(rows, device=x.device)]
-        ctx.module.prior.load_gmm(self._mixture_on(self._encoder_means(ctx, x), seed))
+        z = self._sampled_encoder_means(ctx, seed)
+        ctx.module.prior.load_gmm(self._mixture_on(z, seed))
 
     def _refit_prior(self, ctx: FitContext) -> None:
         """Replace the prior by a GaussianMixture on the encoder means if that fits them better."""
         seed = int(ctx.rng.integers(0, 2**31 - 1))
-        z = self._encoder_means(ctx)
+        z = self._sampled_encoder_means(ctx, seed)
         current = ctx.module.prior.to_gmm()
         candidate = self._mixture_on(z, seed)
         if float(candidate.logpdf(z).mean()) > float(current.logpdf(z).mean()):
             ctx.module.prior.load_gmm(candidate)
+
+    def _sampled_encoder_means(self, ctx: FitContext, seed: int) -> np.ndarray:
+        """The encoder means of the training points, or, above ``GMM_INIT_SAMPLES`` of them,
+        of a random subset of that size drawn from ``seed`` (the mixture fits and their
+        comparison see the same rows)."""
+        x = ctx.data[0]
+        rows = subsample_rows(len(x), seed, GMM_INIT_SAMPLES)
+        if rows is not None:
+            x = x[torch.as_tensor(rows, device=x.device)]
+        return self._encoder_means(ctx, x)
 
     def _after_fit(self, data: tuple[torch.Tensor, ...]) -> None:
         # the training tensors as already scaled: equal to predict(X), without redoing X
