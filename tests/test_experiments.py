@@ -334,3 +334,37 @@ def test_vectorized_seeds_match_separate_runs():
         assert np.all(ours >= ref.min() - spread) and np.all(ours <= ref.max() + spread)
         # the same seed gives the same fit up to floating-point rounding
         np.testing.assert_allclose(ours, ref, atol=0.05)
+
+
+def test_score_rows_scores_and_stores_a_seeded_subset_only(blobs, tmp_path):
+    """``score_rows``: every run is transformed, predicted and scored on the same seeded
+    subset, which is all the store keeps; a resume from the store gives the same result."""
+    from idvae.experiments.seeds import base_entropy, score_subset
+
+    x, z, labels = blobs
+    out = tmp_path / "study"
+    kwargs = {"n_runs": 3, "random_state": 4, "z_true": z, "labels": labels, "out": out}
+    result = stability(toy_factory, x, score_rows=200, **kwargs)
+    rows = result.score_rows
+    assert rows is not None and rows.size == 200 and np.all(np.diff(rows) > 0)
+    assert [lat.shape for lat in result.latents] == [(200, 2)] * 3
+    # the subset is the study's, from its seed: the same for every run and every call
+    whole = stability(toy_factory, x, n_runs=3, random_state=4, z_true=z, labels=labels)
+    np.testing.assert_array_equal(rows, score_subset(600, 200, base_entropy(4)))
+    for i, run in enumerate(result.runs):
+        np.testing.assert_allclose(result.latents[i], whole.latents[i][rows])
+        np.testing.assert_array_equal(result.predictions[i], whole.predictions[i][rows])
+        assert run.clustering["ari"] == adjusted_rand_score(labels[rows], result.predictions[i])
+        assert run.truth["weak_mcc"] != whole.runs[i].truth["weak_mcc"]  # on the subset
+    assert np.load(out / "runs" / "000" / "latents.npy").shape == (200, 2)
+    assert json.loads((out / "study.json").read_text())["fingerprint"]["score_rows"] == 200
+    assert result.scored(labels).shape == (200,) and result.scored(None) is None
+    resumed = stability(toy_factory, x, score_rows=200, resume=True, **kwargs)
+    assert all(r.resumed for r in resumed.runs)
+    np.testing.assert_allclose(resumed.weak_mcc, result.weak_mcc)
+    # another subset size is another study; at or above n every row is scored, as without it
+    with pytest.raises(ValueError, match="another one"):
+        stability(toy_factory, x, score_rows=300, resume=True, **kwargs)
+    assert stability(toy_factory, x, n_runs=1, score_rows=600).score_rows is None
+    with pytest.raises(ValueError, match="score_rows >= 2"):
+        stability(toy_factory, x, n_runs=1, score_rows=1)

@@ -164,3 +164,13 @@ def test_reproduce_runs_only_the_studies_asked_for_with_the_same_seeds(tmp_path)
     assert run["clustering"] == pytest.approx(same["clustering"])
     with pytest.raises(ValueError, match="parallelograms-1"):
         reproduce("table2-defaults", tmp_path / "bad", quick=True, studies=["nope"])
+
+
+def test_table3_scores_its_runs_on_a_subset_so_its_store_can_be_committed(mnist_dir):
+    from idvae.experiments.configs import TABLE3_SCORE_ROWS
+
+    studies = experiment("table3", mnist_root=mnist_dir).studies
+    assert len(studies) == 9 and {s.score_rows for s in studies} == {TABLE3_SCORE_ROWS}
+    # the other experiments score every row
+    assert {s.score_rows for s in experiment("vade-mnist", mnist_root=mnist_dir).studies} == {None}
+    assert {s.score_rows for s in experiment("table2").studies} == {None}

@@ -120,6 +120,9 @@ def stability(
     mode_threshold: float = typer.Option(
         0.95, "--mode-threshold", help="Weak MCC (affine) at which two runs share a mode."
     ),
+    score_rows: int | None = typer.Option(
+        None, "--score-rows", help="Score the runs on at most this many rows (a seeded subset)."
+    ),
 ) -> None:
     """Fit a model --runs times, measure how alike the latent spaces are (MCC, distAff) and
     group the runs into modes with their held-out ELBO: agreement is not recovery."""
@@ -153,6 +156,7 @@ def stability(
             **_where_to_run(executor, jobs, address, resume, no_vectorize),
             holdout=holdout,
             mode_threshold=mode_threshold,
+            score_rows=score_rows,
         )
     _report_study(result, model, data, out, labels=loaded.labels, z_true=loaded.z)
 
@@ -235,7 +239,10 @@ def _report_study(
             console.print(line, soft_wrap=True, markup=False)
     write_text_atomic(out / "results.csv", results_csv(stability_rows("stability", "data", result)))
     section = stability_section(
-        result, heading=f"{model} on {data.name}", labels=labels, reference=z_true
+        result,
+        heading=f"{model} on {data.name}",
+        labels=result.scored(labels),
+        reference=result.scored(z_true),
     )
     write_html_report(out / "report.html", title=f"Stability: {data.name}", sections=[section])
     typer.echo(f"wrote {out / 'stability.json'}, results.csv, report.html and runs/")

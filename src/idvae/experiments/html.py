@@ -141,8 +141,8 @@ def _study_section(
             result,
             heading=study.title,
             text=text,
-            labels=data.labels,
-            reference=data.z,
+            labels=result.scored(data.labels),
+            reference=result.scored(data.z),
             paper=paper or None,
             paper_source=paper_source,
         )
@@ -189,7 +189,8 @@ def _image_figures(
         figures = [Figure(png, "Samples from the learned components, heaviest first (Fig. 8)")]
         clusters = result.predictions[run]
         if clusters is not None:
-            png = _reconstructions_figure(model, data.x, result.latents[run], clusters, title, run)
+            x = result.scored(data.x)
+            png = _reconstructions_figure(model, x, result.latents[run], clusters, title, run)
             figures.append(Figure(png, "Pairs (x, x̂) for 4 images of each cluster (Fig. 9)"))
     except Exception as err:  # figures are a bonus; the numbers are already saved
         result.notes.append(f"image figures not drawn: {type(err).__name__}: {err}")

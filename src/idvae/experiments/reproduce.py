@@ -226,6 +226,7 @@ def _run_experiment(
             transform_kwargs=data.transform_kwargs,
             vectorize=vectorize,
             progress=report_run,
+            score_rows=study.score_rows,
         )
         study_results[study.key] = (study, data, result)
         studies[study.key] = {

@@ -128,8 +128,10 @@ class StabilityResult:
         matrices: metric name -> array of shape (n_runs, n_runs) between runs (NaN in the
             rows and columns of failed runs; MCCs have unit diagonal, distAff zero diagonal).
         latents: per run, array of shape (n_samples, latent_dim) of ``transform(X)``, or
-            None for a failed run (not part of the JSON; stored in ``DIR/runs/``).
-        predictions: per run, array of shape (n_samples,) of ``predict(X)`` or None.
+            None for a failed run (not part of the JSON; stored in ``DIR/runs/``); of the
+            rows ``score_rows`` only when the study scored a subset.
+        predictions: per run, array of shape (n_samples,) of ``predict(X)`` or None (the
+            same rows as the latents).
         priors: per run, the learned ``prior_`` (``GMM``) or None.
         config: the study's description (estimator, data fingerprint, seeds, options).
         notes: warnings collected while computing metrics (a metric that failed on a pair).
@@ -138,6 +140,9 @@ class StabilityResult:
             (:class:`~idvae.experiments.modes.ModeReport`).
         holdout_rows: int array of the rows of X kept out of every fit, or None (not part of
             the JSON; ``holdout_split`` regenerates it).
+        score_rows: int array of the rows of X the latents, predictions and metrics are
+            of, or None for all rows (not part of the JSON; ``seeds.score_subset``
+            regenerates it).
     """
 
     runs: list[RunRecord]
@@ -150,6 +155,14 @@ class StabilityResult:
     histories: list[Any] = field(default_factory=list, repr=False)
     modes: ModeReport | None = None
     holdout_rows: np.ndarray | None = field(default=None, repr=False)
+    score_rows: np.ndarray | None = field(default=None, repr=False)
+
+    def scored(self, values: Any) -> Any:
+        """Per-sample ``values`` (one row per row of X) cut to the rows the runs were scored
+        on, to set beside ``latents``; None stays None."""
+        if values is None or self.score_rows is None:
+            return values
+        return np.asarray(values)[self.score_rows]
 
     @property
     def n_runs(self) -> int:

@@ -95,7 +95,7 @@ class RunContext:
     Args:
         make_estimator: seed -> unfitted estimator.
         x: array of shape (n_samples, n_features), the study's data; every run transforms
-            all of it.
+            all of it, or the rows ``score_rows``.
         fit_kwargs: extra keyword arguments of ``fit`` (e.g. ``u`` for iVAE).
         transform_kwargs: extra keyword arguments of ``transform``.
         save_models: whether to return the saved model's files.
@@ -103,6 +103,9 @@ class RunContext:
             all rows). The rows are scored with the fitted estimator's ``score`` (its
             held-out ELBO). Fit keyword arguments with one row per sample (``u``) are split
             with ``x``.
+        score_rows: int array of the rows of ``x`` each run is transformed and predicted on
+            (its latents and predictions), or None (all rows). Transform keyword arguments
+            with one row per sample are cut with ``x``.
     """
 
     make_estimator: Callable[[int], Any]
@@ -111,6 +114,7 @@ class RunContext:
     transform_kwargs: Mapping[str, Any] = field(default_factory=dict)
     save_models: bool = True
     holdout_rows: np.ndarray | None = None
+    score_rows: np.ndarray | None = None
 
     def fit_arguments(self) -> tuple[np.ndarray, dict[str, Any]]:
         """``x`` and ``fit_kwargs`` without the held-out rows: what ``fit`` is given."""
@@ -126,13 +130,21 @@ class RunContext:
             return None
         return self._rows(np.asarray(self.holdout_rows))
 
-    def _rows(self, rows: np.ndarray) -> tuple[np.ndarray, dict[str, Any]]:
+    def scored_arguments(self) -> tuple[np.ndarray, dict[str, Any]]:
+        """The rows of ``x`` each run is transformed and predicted on, with ``transform_kwargs``."""
+        if self.score_rows is None:
+            return self.x, dict(self.transform_kwargs)
+        return self._rows(np.asarray(self.score_rows), self.transform_kwargs)
+
+    def _rows(
+        self, rows: np.ndarray, kwargs: Mapping[str, Any] | None = None
+    ) -> tuple[np.ndarray, dict[str, Any]]:
         n = self.x.shape[0]
-        kwargs = {
+        cut = {
             key: np.asarray(value)[rows] if _per_sample(value, n) else value
-            for key, value in self.fit_kwargs.items()
+            for key, value in (self.fit_kwargs if kwargs is None else kwargs).items()
         }
-        return self.x[rows], kwargs
+        return self.x[rows], cut
 
 
 def _per_sample(value: Any, n_samples: int) -> bool:
@@ -208,20 +220,18 @@ def _record_failure(out: RunOutput, err: BaseException) -> None:
 
 def _collect(estimator: Any, context: RunContext, out: RunOutput) -> None:
     """Fill ``out`` from a fitted estimator: latents, predictions, prior, history, files."""
-    latents = np.asarray(
-        estimator.transform(context.x, **dict(context.transform_kwargs)), dtype=np.float64
-    )
-    if latents.ndim != 2 or latents.shape[0] != context.x.shape[0]:
+    x, transform_kwargs = context.scored_arguments()
+    latents = np.asarray(estimator.transform(x, **transform_kwargs), dtype=np.float64)
+    if latents.ndim != 2 or latents.shape[0] != x.shape[0]:
         raise ValueError(
-            f"Expected transform to return shape ({context.x.shape[0]}, latent_dim) "
-            f"but got {latents.shape}"
+            f"Expected transform to return shape ({x.shape[0]}, latent_dim) but got {latents.shape}"
         )
     if not np.all(np.isfinite(latents)):
         raise ValueError("Expected finite latents but transform returned NaN or infinity")
     out.latents = latents
     if hasattr(estimator, "predict"):
         try:
-            out.predictions = _as_cluster_labels(np.asarray(estimator.predict(context.x)))
+            out.predictions = _as_cluster_labels(np.asarray(estimator.predict(x)))
         except Exception:  # a model without clusters (VAE, iVAE): no clustering scores
             out.predictions = None
     prior = getattr(estimator, "prior_", None)

@@ -1,8 +1,9 @@
 """The seeds of a study's runs and the rows it keeps out of every fit.
 
 Everything random in a study derives from one ``SeedSequence(random_state)``: run i's seed is
-its stream i, the held-out rows come from stream ``HOLDOUT_STREAM`` and the out-of-sample
-splits of the metrics from stream ``METRIC_STREAM``. Seed i does not depend on the number of
+its stream i, the held-out rows come from stream ``HOLDOUT_STREAM``, the rows a large study
+scores its runs on from ``SCORE_STREAM`` and the out-of-sample splits of the metrics from
+stream ``METRIC_STREAM``. Seed i does not depend on the number of
 runs, so a study extended to more runs keeps its first runs, and an int ``random_state``
 gives the same seeds and split on every machine.
 """
@@ -21,11 +22,13 @@ __all__ = [
     "HOLDOUT_STREAM",
     "METRIC_STREAM",
     "MIN_HOLDOUT_SAMPLES",
+    "SCORE_STREAM",
     "base_entropy",
     "check_holdout",
     "child_seed",
     "derive_seeds",
     "holdout_split",
+    "score_subset",
     "split_rows",
     "study_holdout",
 ]
@@ -38,6 +41,7 @@ MIN_HOLDOUT_SAMPLES = 10
 # stream indices of SeedSequence(random_state) beside the runs' 0, 1, ...
 METRIC_STREAM = 2**31 - 1
 HOLDOUT_STREAM = 2**31 - 2
+SCORE_STREAM = 2**31 - 3
 
 
 def base_entropy(random_state: RandomState) -> int:
@@ -131,3 +135,18 @@ def study_holdout(
         warnings.warn(note, ModeWarning, stacklevel=3)
         return None, note
     return rows, None
+
+
+def score_subset(n_samples: int, score_rows: int | None, base: int) -> np.ndarray | None:
+    """The sorted rows a study's runs are transformed and scored on, or None for all of them.
+
+    None when ``score_rows`` is None or the data have at most that many rows; else
+    ``score_rows`` rows drawn without replacement from stream ``SCORE_STREAM`` of ``base``.
+    """
+    if score_rows is None:
+        return None
+    score_rows = check_positive_int(score_rows, "score_rows", minimum=2)
+    if n_samples <= score_rows:
+        return None
+    rng = np.random.default_rng(child_seed(base, SCORE_STREAM))
+    return np.sort(rng.choice(n_samples, score_rows, replace=False))

@@ -65,6 +65,7 @@ from idvae.experiments.seeds import (
     child_seed,
     derive_seeds,
     holdout_split,
+    score_subset,
     study_holdout,
 )
 from idvae.experiments.store import StudyStore, array_digest, describe_estimator, kwargs_digest
@@ -110,6 +111,7 @@ def stability(
     progress: Callable[[RunRecord], None] | None = None,
     holdout: float = HOLDOUT,
     mode_threshold: float = MODE_THRESHOLD,
+    score_rows: int | None = None,
 ) -> StabilityResult:
     """Fit ``n_runs`` seeds of one model and measure how alike their latent spaces are.
 
@@ -119,7 +121,7 @@ def stability(
     recovery: a ``ModeWarning`` is issued when the runs agree but a run outside the largest
     mode reached a higher held-out ELBO, and when the modes disagree.
 
-    Long for its nineteen arguments and their documentation; the body is a sequence of steps,
+    Long for its twenty arguments and their documentation; the body is a sequence of steps,
     each a call to a helper: check the inputs, describe the study, open its store, fit the
     runs not yet done, score them.
 
@@ -164,6 +166,11 @@ def stability(
             ``ModeWarning`` says so) and the modes carry no held-out ELBO.
         mode_threshold: the weak MCC (affine alignment, both directions) at which two runs
             are in one mode, in (0, 1].
+        score_rows: None (each run is transformed, predicted and scored on every row of X),
+            or at most this many rows: above it, the same seeded subset of the rows for every
+            run (``seeds.score_subset``). Each run's latents and predictions, in memory and
+            in ``out``, are then those of the subset, and so are the metrics between runs, to
+            the truth and to the labels: a study of 70,000 images keeps 5,000 rows per run.
 
     Returns:
         A :class:`StabilityResult`.
@@ -195,6 +202,7 @@ def stability(
     seeds = [child_seed(base, i) for i in range(n_runs)]
     _check_builds(make_estimator, seeds[0])
     holdout_rows, heldout_note = study_holdout(x.shape[0], holdout, base)
+    scored = score_subset(x.shape[0], score_rows, base)
     config = _study_config(
         make_estimator,
         x,
@@ -205,6 +213,7 @@ def stability(
         holdout=holdout,
         holdout_rows=holdout_rows,
         heldout_note=heldout_note,
+        scored=scored,
         executor=executor,
         jobs=jobs,
         has_truth=z is not None,
@@ -222,6 +231,7 @@ def stability(
         transform_kwargs=transform_kwargs,
         save_models=save_models and store is not None,
         holdout_rows=holdout_rows,
+        score_rows=scored,
     )
     tasks = [(i, s) for i, s in enumerate(seeds) if i not in outputs]
     notes: list[str] = []
@@ -232,9 +242,9 @@ def stability(
     _warn_failed(ordered)
     result = compute_result(
         ordered,
-        z_true=z,
+        z_true=_scored(z, scored),
         prior_true=prior_true,
-        labels=y,
+        labels=_scored(y, scored),
         metric_seed=child_seed(base, METRIC_STREAM),
         config=config,
         resumed=resumed,
@@ -243,6 +253,7 @@ def stability(
     )
     result.notes[:0] = notes
     result.holdout_rows = holdout_rows
+    result.score_rows = scored
     if store is not None:
         result.to_json(store.root / "stability.json")
     if result.modes is not None:
@@ -272,6 +283,7 @@ def _study_config(
     holdout: float,
     holdout_rows: np.ndarray | None,
     heldout_note: str | None,
+    scored: np.ndarray | None,
     executor: str,
     jobs: int,
     has_truth: bool,
@@ -289,6 +301,8 @@ def _study_config(
     }
     if holdout_rows is not None:  # no key without a split: one fingerprint across versions
         fingerprint["holdout"] = {"fraction": holdout, "n_holdout": int(holdout_rows.size)}
+    if scored is not None:  # likewise: no key when every row is scored
+        fingerprint["score_rows"] = int(scored.size)
     n_holdout = 0 if holdout_rows is None else int(holdout_rows.size)
     config: dict[str, Any] = {
         "format_version": FORMAT_VERSION,
@@ -309,8 +323,14 @@ def _study_config(
             "note": heldout_note,
         },
         "mode_threshold": mode_threshold,
+        "n_scored": int(x.shape[0] if scored is None else scored.size),
     }
     return config
+
+
+def _scored(values: np.ndarray | None, rows: np.ndarray | None) -> np.ndarray | None:
+    """The rows ``rows`` of per-sample ``values`` (all of them when ``rows`` is None)."""
+    return values if values is None or rows is None else values[rows]
 
 
 def _check_where(executor: str, address: str | None, out: Any, resume: bool) -> None:
