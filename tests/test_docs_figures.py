@@ -541,3 +541,23 @@ def test_vade_mnist_rows_and_summary_equal_the_stability_file() -> None:
     assert f"{min(stacked[1:]):.2f}–{max(stacked[1:]):.2f} s" in text
     assert f"{min(one[1:]):.2f}–{max(one[1:]):.2f} s per training epoch" in text
     assert f"{epochs['defaults-10']['wall_s']:.1f} s for the 3-epoch fit" in text
+
+
+@pytest.mark.parametrize("decoder", ["8-8", "16-16"])
+def test_multistart_rows_equal_results_levers_multistart(decoder: str) -> None:
+    """The fourth round's table in docs/recovery_levers.md equals the files of
+    ``benchmarks/levers_multistart.py``."""
+    folder = ROOT / "results" / "levers" / "multistart" / f"dec{decoder}-r8"
+    runs = [json.loads((folder / f"seed{s}.json").read_text()) for s in range(10)]
+    picked = " | ".join(
+        f"{r['picked']['weak_mcc']:.3f}/{r['picked']['accuracy']:.3f}" for r in runs
+    )
+    held = " | ".join(f"{r['picked']['bound_held_out']:.2f}" for r in runs)
+    found = " | ".join("yes" if r["any_recovered"] else "no" for r in runs)
+    n_picked = sum(r["picked"]["recovered"] for r in runs)
+    n_any = sum(r["any_recovered"] for r in runs)
+    text = (ROOT / "docs" / "recovery_levers.md").read_text()
+    label = "picked restart: weak MCC / accuracy" if decoder == "8-8" else "picked restart"
+    assert f"| {decoder}, {label} | {picked} | {n_picked}/10 |" in text
+    assert f"| {decoder}, its held-out bound | {held} | |" in text
+    assert f"| {decoder}, some restart recovers | {found} | {n_any}/10 |" in text
