@@ -561,3 +561,20 @@ def test_multistart_rows_equal_results_levers_multistart(decoder: str) -> None:
     assert f"| {decoder}, {label} | {picked} | {n_picked}/10 |" in text
     assert f"| {decoder}, its held-out bound | {held} | |" in text
     assert f"| {decoder}, some restart recovers | {found} | {n_any}/10 |" in text
+
+
+def test_multistart_long_training_figures_equal_their_files() -> None:
+    folder = ROOT / "results" / "levers" / "multistart" / "dec16-16-r8-e400"
+    runs = {s: json.loads((folder / f"seed{s}.json").read_text()) for s in (0, 6, 2, 5)}
+    text = (ROOT / "docs" / "recovery_levers.md").read_text()
+    assert all(r["epochs"] == 400 for r in runs.values())
+    recovered = sorted(q["bound_held_out"] for q in runs[0]["rows"] if q["recovered"])
+    assert f"reach {recovered[0]:.3f} and {recovered[1]:.3f}" in text
+    picked = runs[0]["picked"]
+    assert not picked["recovered"]
+    folded = f"{picked['weak_mcc']:.3f}) reaches {picked['bound_held_out']:.3f}"
+    assert f"(weak MCC\n      {folded}" in text
+    six = [q["bound_held_out"] for q in runs[6]["rows"] if q["recovered"]]
+    assert f"recovered restarts reach {min(six):.3f}–{max(six):.3f}" in text
+    assert f"weak MCC {runs[6]['picked']['weak_mcc']:.3f} reaches" in text
+    assert not any(runs[s]["any_recovered"] for s in (2, 5))
