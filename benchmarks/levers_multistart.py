@@ -1,23 +1,25 @@
 """Restarts of VaDE with a small decoder, one chosen by its bound on held-out data (issue 8).
 
-For each of the simulator's seeds (the instances of ``levers_vade.py``: 3,000 points,
-m = 2, n = 10, J = 3), ``--restarts`` fits of ``VaDE(latent_dim=2, n_components=3,
-decoder_sizes=DECODER)`` with random_state 0, 1, ..., otherwise VaDE's defaults, trained
-together as one batched model (``idvae.vectorize.fit_seeds``). Each restart is scored against
-the truth (weak MCC with an affine map, Hungarian accuracy; recovered when both are >= 0.95)
-and by its bound on the training points and on 3,000 fresh points of the same instance
-(``_instance(seed, 6000)``'s last 3,000). The restart with the best held-out bound is the
-one picked. The question it answers: does a small decoder (which the true decoder, hidden
-widths (3, 6), fits inside) make the likelihood prefer the restarts that recover the truth?
+For each of the simulator's seeds (the instances of ``levers_vade.py``: 3,000 points, or
+``--n-samples``, m = 2, n = 10, J = 3), ``--restarts`` fits of ``VaDE(latent_dim=2,
+n_components=3, decoder_sizes=DECODER)`` with random_state 0, 1, ..., otherwise VaDE's
+defaults, trained together as one batched model (``idvae.vectorize.fit_seeds``). Each
+restart is scored against the truth (weak MCC with an affine map, Hungarian accuracy;
+recovered when both are >= 0.95) and by its bound on the training points and on 3,000 fresh
+points of the same instance (the last 3,000 of ``_instance(seed, n_samples + 3000)``). The
+restart with the best held-out bound is the one picked. The question it answers: does a
+small decoder (which the true decoder, hidden widths (3, 6), fits inside) make the
+likelihood prefer the restarts that recover the truth?
 
 Usage (resumable: one JSON file per seed, finished seeds are skipped)::
 
-    python benchmarks/levers_multistart.py --decoder 8-8 --restarts 8 [--epochs E] [--seeds 0,1,...]
+    python benchmarks/levers_multistart.py --decoder 8-8 --restarts 8 [--epochs E] \\
+        [--n-samples N] [--seeds 0,1,...]
 
-Writes ``results/levers/multistart/dec<DECODER>-r<RESTARTS>[-e<E>]/seed<s>.json`` (``--epochs``:
-VaDE's training epochs instead of its default 100, the learning-rate schedule running on)
-and prints one line per seed and the counts (recovered by the pick, by the best training
-bound, by any restart).
+Writes ``results/levers/multistart/dec<DECODER>-r<RESTARTS>[-e<E>][-n<N>]/seed<s>.json``
+(``--epochs``: VaDE's training epochs instead of its default 100, the learning-rate schedule
+running on; ``--n-samples``: training points instead of 3,000) and prints one line per seed
+and the counts (recovered by the pick, by the best training bound, by any restart).
 """
 
 from __future__ import annotations
@@ -36,15 +38,17 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 ROOT = Path(__file__).resolve().parent.parent / "results" / "levers" / "multistart"
 
 
-def run_seed(seed: int, decoder: tuple[int, ...], restarts: int, epochs: int | None) -> dict:
+def run_seed(
+    seed: int, decoder: tuple[int, ...], restarts: int, epochs: int | None, n_samples: int
+) -> dict:
     """The restarts' scores on one seed's instance, and the pick."""
     import idvae
     from idvae.metrics import cluster_accuracy, mcc
     from idvae.vectorize import fit_seeds
     from levers_vade import _instance
 
-    sim = _instance(seed)
-    held_out = _instance(seed, 6000).x[-3000:]
+    sim = _instance(seed, n_samples)
+    held_out = _instance(seed, n_samples + 3000).x[-3000:]
     extra = {} if epochs is None else {"epochs": epochs}
     template = idvae.VaDE(
         latent_dim=2, n_components=3, decoder_sizes=decoder, device="cpu", **extra
@@ -71,6 +75,7 @@ def run_seed(seed: int, decoder: tuple[int, ...], restarts: int, epochs: int | N
         "decoder": list(decoder),
         "restarts": restarts,
         "epochs": template.epochs,
+        "n_samples": n_samples,
         "wall_s": wall,
         "rows": rows,
         "picked": max(rows, key=lambda r: r["bound_held_out"]),
@@ -84,6 +89,7 @@ def main() -> None:
     parser.add_argument("--decoder", default="8-8", help="hidden widths, e.g. 8-8")
     parser.add_argument("--restarts", type=int, default=8)
     parser.add_argument("--epochs", type=int, default=None, help="VaDE's default: 100")
+    parser.add_argument("--n-samples", type=int, default=3000, help="training points")
     parser.add_argument("--seeds", default=",".join(str(s) for s in range(10)))
     args = parser.parse_args()
     os.environ.setdefault("OMP_NUM_THREADS", "1")
@@ -94,12 +100,14 @@ def main() -> None:
     torch.set_num_threads(1)
     decoder = tuple(int(w) for w in args.decoder.split("-"))
     suffix = "" if args.epochs is None else f"-e{args.epochs}"
+    suffix += "" if args.n_samples == 3000 else f"-n{args.n_samples}"
     folder = ROOT / f"dec{args.decoder}-r{args.restarts}{suffix}"
     for seed in (int(s) for s in args.seeds.split(",")):
         path = folder / f"seed{seed}.json"
         if not path.exists():
             folder.mkdir(parents=True, exist_ok=True)
-            write_json_atomic(path, run_seed(seed, decoder, args.restarts, args.epochs))
+            row = run_seed(seed, decoder, args.restarts, args.epochs, args.n_samples)
+            write_json_atomic(path, row)
         row = json.loads(path.read_text())
         cells = " ".join(
             f"{r['weak_mcc']:.2f}/{r['accuracy']:.2f}/{r['bound_held_out']:.2f}"
