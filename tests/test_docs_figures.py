@@ -578,3 +578,22 @@ def test_multistart_long_training_figures_equal_their_files() -> None:
     assert f"recovered restarts reach {min(six):.3f}–{max(six):.3f}" in text
     assert f"weak MCC {runs[6]['picked']['weak_mcc']:.3f} reaches" in text
     assert not any(runs[s]["any_recovered"] for s in (2, 5))
+
+
+def test_multistart_sample_size_figures_equal_their_files() -> None:
+    folder = ROOT / "results" / "levers" / "multistart" / "dec16-16-r8-n20000"
+    runs = {s: json.loads((folder / f"seed{s}.json").read_text()) for s in (0, 2, 6)}
+    text = (ROOT / "docs" / "recovery_levers.md").read_text()
+    assert all(r["n_samples"] == 20000 for r in runs.values())
+    for seed in (0, 6):
+        picked = runs[seed]["picked"]
+        assert picked["recovered"]
+        assert f"{picked['bound_held_out']:.3f}" in text
+        assert f"{picked['weak_mcc']:.3f}" in text and f"{picked['accuracy']:.3f}" in text
+        folded = max(
+            (q for q in runs[seed]["rows"] if not q["recovered"]),
+            key=lambda q: q["bound_held_out"],
+        )
+        assert f"({folded['weak_mcc']:.3f}) reaches {folded['bound_held_out']:.3f}" in text
+    assert not runs[2]["any_recovered"]
+    assert f"best weak MCC {max(q['weak_mcc'] for q in runs[2]['rows']):.3f}" in text
