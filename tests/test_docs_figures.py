@@ -561,6 +561,8 @@ def test_multistart_rows_equal_results_levers_multistart(decoder: str) -> None:
     assert f"| {decoder}, {label} | {picked} | {n_picked}/10 |" in text
     assert f"| {decoder}, its held-out bound | {held} | |" in text
     assert f"| {decoder}, some restart recovers | {found} | {n_any}/10 |" in text
+    median_wall = sorted(r["wall_s"] for r in runs)[4:6]
+    assert f"{sum(median_wall) / 2:.0f} s ({decoder})" in text
 
 
 def test_multistart_long_training_figures_equal_their_files() -> None:
@@ -597,3 +599,24 @@ def test_multistart_sample_size_figures_equal_their_files() -> None:
         assert f"({folded['weak_mcc']:.3f}) reaches {folded['bound_held_out']:.3f}" in text
     assert not runs[2]["any_recovered"]
     assert f"best weak MCC {max(q['weak_mcc'] for q in runs[2]['rows']):.3f}" in text
+
+
+def test_table3_interim_figures_equal_results_table3() -> None:
+    """The interim Table 3 row (3 of 10 runs) equals results/table3/results.json, and the
+    run times quoted equal the runs' result.json."""
+    payload = json.loads((ROOT / "results" / "table3" / "results.json").read_text())
+    study = payload["studies"]["arch1-mfcvae-leaky_relu"]["result"]
+    between, clustering = study["summary"]["between_runs"], study["summary"]["clustering"]
+    text = (ROOT / "RESULTS.md").read_text()
+    assert payload["n_runs"] == 3 and between["weak_mcc"]["n"] == 3
+    for metric in ("weak_mcc", "strong_mcc", "dist_aff"):
+        stat = between[metric]
+        assert f"| {stat['mean']:.3f} ({stat['std']:.3f}) |" in text, metric
+    nmi, ari = clustering["nmi"]["mean"], clustering["ari"]["mean"]
+    assert f"| {nmi:.3f} / {ari:.3f} |" in text
+    runs = ROOT / "results" / "table3" / "arch1-mfcvae-leaky_relu" / "runs"
+    seconds = [
+        json.loads((runs / f"{i:03d}" / "result.json").read_text())["fit_seconds"] for i in range(3)
+    ]
+    assert "they took " + ", ".join(f"{s:,.0f} s" for s in seconds[:2]) in text.replace("\n  ", " ")
+    assert f"and {seconds[2]:,.0f} s" in text
