@@ -110,12 +110,13 @@ def test_refit_replaces_a_merged_prior_and_never_lowers_the_fit() -> None:
     est = VaDE(latent_dim=2, n_components=3, covariance_type="full", gmm_n_init=3)
     module = VaDEModule(2, 2, 3, (), (), "leaky_relu", "gaussian", "full").double()
 
-    class Ctx:  # the two attributes the refit reads
+    class Ctx:  # the three attributes the refit reads
         rng = np.random.default_rng(0)
+        data = (torch.zeros((len(z), 2), dtype=torch.float64),)  # as many rows as z
 
     ctx = Ctx()
     ctx.module = module
-    est._encoder_means = lambda _ctx: z  # the latents the refit sees
+    est._encoder_means = lambda _ctx, _x=None: z  # the latents the refit sees
     # two components on one cluster, one component over the other two
     merged = [np.array([0.5, 0.25, 0.25]), np.array([[2.0, 2.0], [-4.0, 0.3], [-4.0, -0.3]])]
     covs = np.stack([np.diag([9.0, 9.0]), np.eye(2), np.eye(2)])
