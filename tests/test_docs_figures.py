@@ -622,5 +622,5 @@ def test_table3_interim_figures_equal_results_table3() -> None:
         json.loads((runs / f"{i:03d}" / "result.json").read_text())["fit_seconds"] for i in range(3)
     ]
     flat = text.replace("\n  ", " ")
-    assert "they took " + ", ".join(f"{s:,.0f} s" for s in seconds[:2]) in flat
+    assert "took " + ", ".join(f"{s:,.0f} s" for s in seconds[:2]) in flat
     assert f"and {seconds[2]:,.0f} s" in text
