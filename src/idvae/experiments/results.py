@@ -31,6 +31,7 @@ __all__ = [
     "RunRecord",
     "StabilityResult",
     "format_stat",
+    "scored_rows",
 ]
 
 FORMAT_VERSION = 1
@@ -97,6 +98,12 @@ class RunRecord:
         )
 
 
+def scored_rows(values: Any, rows: np.ndarray | None) -> Any:
+    """The rows ``rows`` of per-sample ``values`` (all of them when ``rows`` is None; None
+    stays None)."""
+    return values if values is None or rows is None else np.asarray(values)[rows]
+
+
 def _mean_std(values: Sequence[float]) -> dict[str, float | int | None]:
     """Mean, std, and the median and range (the spread over seeds), of the finite values."""
     arr = np.asarray([v for v in values if v is not None and np.isfinite(v)], dtype=np.float64)
@@ -160,9 +167,7 @@ class StabilityResult:
     def scored(self, values: Any) -> Any:
         """Per-sample ``values`` (one row per row of X) cut to the rows the runs were scored
         on, to set beside ``latents``; None stays None."""
-        if values is None or self.score_rows is None:
-            return values
-        return np.asarray(values)[self.score_rows]
+        return scored_rows(values, self.score_rows)
 
     @property
     def n_runs(self) -> int:

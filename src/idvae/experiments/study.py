@@ -53,6 +53,7 @@ from idvae.experiments.results import (
     TRUTH_METRICS,
     RunRecord,
     StabilityResult,
+    scored_rows,
 )
 from idvae.experiments.runs import RunContext, RunOutput, fit_runs_vectorized
 from idvae.experiments.scoring import canonical_map, compute_result
@@ -242,9 +243,9 @@ def stability(
     _warn_failed(ordered)
     result = compute_result(
         ordered,
-        z_true=_scored(z, scored),
+        z_true=scored_rows(z, scored),
         prior_true=prior_true,
-        labels=_scored(y, scored),
+        labels=scored_rows(y, scored),
         metric_seed=child_seed(base, METRIC_STREAM),
         config=config,
         resumed=resumed,
@@ -326,11 +327,6 @@ def _study_config(
         "n_scored": int(x.shape[0] if scored is None else scored.size),
     }
     return config
-
-
-def _scored(values: np.ndarray | None, rows: np.ndarray | None) -> np.ndarray | None:
-    """The rows ``rows`` of per-sample ``values`` (all of them when ``rows`` is None)."""
-    return values if values is None or rows is None else values[rows]
 
 
 def _check_where(executor: str, address: str | None, out: Any, resume: bool) -> None:
