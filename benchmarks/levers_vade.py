@@ -97,6 +97,18 @@ CONFIGS: dict[str, dict] = {
         "decoder_sizes": (32, 32),
     },
     "vae100-iw10-refit-full": {**_IW_REFIT_FULL, "pretrain_epochs": 100},
+    # VaDE's defaults since 2026-11-30, then 2,000 iterations of full-batch L-BFGS (polish)
+    "vae50-iw10-refit-full-polish2000": {
+        **_IW_REFIT_FULL,
+        "pretrain_epochs": 50,
+        "polish_iterations": 2000,
+    },
+    "dec16-vae50-iw10-refit-full-polish2000": {
+        **_IW_REFIT_FULL,
+        "pretrain_epochs": 50,
+        "decoder_sizes": (16, 16),
+        "polish_iterations": 2000,
+    },
     "dec16-vae100-iw10-refit-full": {
         **_IW_REFIT_FULL,
         "pretrain_epochs": 100,

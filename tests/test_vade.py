@@ -381,3 +381,40 @@ def test_the_prior_refits_subsample_large_data_as_the_initialisation_does(mixtur
     assert sizes == [200, 200, 200]  # the initialisation, then a refit after epochs 1 and 2
     VaDE(**params).fit(X[:150])
     assert sizes[3:] == [150, 150, 150]  # at or below the threshold every point is used
+
+
+def _exact_log_likelihood_of_a_linear_decoder(model: VaDE, X: np.ndarray) -> float:
+    """Mean log p(x) in closed form when the decoder is affine: x = A z + b + noise.
+
+    p(x) = sum_c pi_c N(x; A mu_c + b, A Sigma_c A^T + S), in the units of X (the estimator's
+    standardisation folded into A, b and the noise covariance S).
+    """
+    (layer,) = model.module_.decoder.net
+    scale = model.scaler_scale_
+    A = scale[:, None] * layer.weight.detach().double().numpy()
+    b = scale * layer.bias.detach().double().numpy() + model.scaler_mean_
+    noise = scale**2 * float(model.module_.decoder.noise_variance().detach())
+    prior = model.prior_
+    covariances = np.einsum("ik,jkl,ml->jim", A, prior.covariances, A) + np.diag(noise)
+    marginal = idvae.GMM(prior.weights, prior.means @ A.T + b, covariances)
+    return float(marginal.logpdf(X).mean())
+
+
+def test_log_likelihood_converges_to_the_closed_form_of_a_linear_decoder() -> None:
+    X, _ = _blobs(n_features=4)
+    model = VaDE(**(CONFIG | {"decoder_sizes": (), "importance_samples": 1})).fit(X)
+    exact = _exact_log_likelihood_of_a_linear_decoder(model, X)
+    estimates = {k: model.log_likelihood(X, n_draws=k) for k in (1, 10, 3000)}
+    # a lower bound in expectation that tightens with K, and with many draws the exact value
+    assert estimates[1] < estimates[10] < estimates[3000] <= exact + 0.01
+    assert estimates[3000] == pytest.approx(exact, abs=0.02)
+    assert model.score(X) < estimates[3000] - 0.05  # the ELBO is looser
+    # seeded: the same estimate twice, another seed a different one
+    assert model.log_likelihood(X, n_draws=10) == estimates[10]
+    assert model.log_likelihood(X, n_draws=10, random_state=1) != estimates[10]
+
+
+def test_log_likelihood_refuses_bad_draws(fitted) -> None:
+    model, X = fitted
+    with pytest.raises(ValueError, match="n_draws"):
+        model.log_likelihood(X, n_draws=0)
