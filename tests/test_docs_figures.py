@@ -602,25 +602,33 @@ def test_multistart_sample_size_figures_equal_their_files() -> None:
 
 
 def test_table3_interim_figures_equal_results_table3() -> None:
-    """The Table 3 row of RESULTS.md equals results/table3/results.json (the runs scored so
-    far), and the run times quoted equal the first runs' result.json."""
+    """Each finished study's row in RESULTS.md equals results/table3/results.json, and the
+    run times quoted equal the runs' result.json."""
     payload = json.loads((ROOT / "results" / "table3" / "results.json").read_text())
-    study = payload["studies"]["arch1-mfcvae-leaky_relu"]["result"]
-    between, clustering = study["summary"]["between_runs"], study["summary"]["clustering"]
     text = (ROOT / "RESULTS.md").read_text()
     n_runs = payload["n_runs"]
     n_pairs = n_runs * (n_runs - 1) // 2
-    assert between["weak_mcc"]["n"] == n_pairs
-    assert f"Arch1, MFCVAE LeakyReLU, {n_runs} of 10 runs ({n_pairs} pairs)" in text
-    for metric in ("weak_mcc", "strong_mcc", "dist_aff"):
-        stat = between[metric]
-        assert f"| {stat['mean']:.3f} ({stat['std']:.3f}) |" in text, metric
-    nmi, ari = clustering["nmi"]["mean"], clustering["ari"]["mean"]
-    assert f"| {nmi:.3f} / {ari:.3f} |" in text
-    runs = ROOT / "results" / "table3" / "arch1-mfcvae-leaky_relu" / "runs"
-    seconds = [
-        json.loads((runs / f"{i:03d}" / "result.json").read_text())["fit_seconds"] for i in range(3)
-    ]
-    flat = text.replace("\n  ", " ")
-    assert "took " + ", ".join(f"{s:,.0f} s" for s in seconds[:2]) in flat
-    assert f"and {seconds[2]:,.0f} s" in text
+    assert len(payload["studies"]) == 2
+    assert f"**Done so far: {len(payload['studies']) * n_runs} of 90 runs**" in text
+    for study in payload["studies"].values():
+        result = study["result"]
+        between, clustering = result["summary"]["between_runs"], result["summary"]["clustering"]
+        assert between["weak_mcc"]["n"] == n_pairs
+        cells = [f"{study['title']} ({n_runs} runs, {n_pairs} pairs)"]
+        for metric in ("weak_mcc", "strong_mcc", "dist_aff"):
+            cells.append(f"{between[metric]['mean']:.3f} ({between[metric]['std']:.3f})")
+        cells.append(f"{clustering['nmi']['mean']:.3f} / {clustering['ari']['mean']:.3f}")
+        sizes = [mode["size"] for mode in result["modes"]["modes"]]
+        cells.append(f"{len(sizes)} ({', '.join(str(size) for size in sizes)})")
+        assert "| " + " | ".join(cells) + " |" in text, study["title"]
+    stores = ROOT / "results" / "table3"
+
+    def seconds(study: str, run: int) -> float:
+        path = stores / study / "runs" / f"{run:03d}" / "result.json"
+        return json.loads(path.read_text())["fit_seconds"]
+
+    first = [seconds("arch1-mfcvae-leaky_relu", i) for i in range(3)]
+    flat = text.replace("\n    ", " ")
+    assert "took " + ", ".join(f"{s:,.0f} s" for s in first[:2]) in flat
+    assert f"and {first[2]:,.0f} s" in flat
+    assert f"{seconds('arch1-mfcvae-relu', 0):,.0f} s per run" in flat
