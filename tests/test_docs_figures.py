@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import json
 import re
+import statistics
 from pathlib import Path
 
 import pytest
@@ -632,3 +633,42 @@ def test_table3_interim_figures_equal_results_table3() -> None:
     assert "took " + ", ".join(f"{s:,.0f} s" for s in first[:2]) in flat
     assert f"and {first[2]:,.0f} s" in flat
     assert f"{seconds('arch1-mfcvae-relu', 0):,.0f} s per run" in flat
+
+
+def test_fifth_round_figures_equal_their_results() -> None:
+    """Findings 23-24 of docs/recovery_levers.md equal decoder_precision.json and the
+    polish configurations' rows of results/levers/summary.json."""
+    text = (ROOT / "docs" / "recovery_levers.md").read_text()
+    levers = ROOT / "results" / "levers"
+    precision = json.loads((levers / "decoder_precision.json").read_text())
+    for width in (16, 64):
+        rows = [r for r in precision.values() if r["width"] == width]
+        cells = []
+        for key in ("excess_nats_adam", "excess_nats_lbfgs"):
+            values = [r[key] for r in rows]
+            low, high = f"{min(values):.3f}", f"{max(values):.3f}"
+            span = f"{low}–{high}" if min(values) >= 0 or max(values) >= 0 else f"{low} to {high}"
+            cells.append(f"{statistics.median(values):.3f} ({span}) nats".replace("-", "−"))
+        assert f"| {width}-{width} | {cells[0]} | {cells[1]} |" in text, width
+    summary = json.loads((levers / "summary.json").read_text())
+    for config, label in (
+        ("vae50-iw10-refit-full", "nothing (`vae50-iw10-refit-full`, above)"),
+        ("vae50-iw10-refit-full-polish2000", "`polish_iterations=2000`"),
+        ("dec16-vae50-iw10-refit-full", "`decoder_sizes=(16, 16)` (above)"),
+    ):
+        row = summary[config]
+        assert (
+            f"| {label} | {row['recovered']}/{row['fits']} | {row['median_weak_mcc']:.3f} | "
+            f"{row['median_accuracy']:.3f} | {row['median_seconds']:.1f} |"
+        ) in text, config
+    row = summary["dec16-vae50-iw10-refit-full-polish2000"]
+    assert (
+        f"| **{row['recovered']}/{row['fits']}** | {row['median_weak_mcc']:.3f} | "
+        f"{row['median_accuracy']:.3f} | {row['median_seconds']:.1f} |"
+    ) in text
+    results = (ROOT / "RESULTS.md").read_text()
+    assert (
+        f"polish_iterations=2000` (full-batch L-BFGS at the end) | {row['recovered']}/"
+        f"{row['fits']} | {row['median_weak_mcc']:.3f} | {row['median_accuracy']:.3f} |"
+    ) in results
+    assert f"recovers {row['recovered']}/{row['fits']}: a 16-16 decoder" in results
