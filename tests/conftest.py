@@ -42,6 +42,14 @@ def mnist_root() -> Path:
     return Path(given) if given else REPO.parent / "shared" / "data" / "mnist"
 
 
+@pytest.fixture(autouse=True)
+def _one_torch_thread():
+    """Every test starts on one torch thread, and one that changes the count cannot leak it."""
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(1)
+
+
 @pytest.fixture
 def rng() -> np.random.Generator:
     return np.random.default_rng(0)

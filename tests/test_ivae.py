@@ -9,15 +9,6 @@ import idvae
 from idvae.models.ivae import IVAE, ConditionalGaussianPrior, diagonal_gaussian_kl
 
 
-@pytest.fixture(autouse=True, scope="module")
-def one_torch_thread():
-    """These networks are tiny: one thread is fastest and avoids oversubscribed cores."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
-
-
 def test_diagonal_gaussian_kl_agrees_with_torch_distributions():
     gen = torch.Generator().manual_seed(0)
     mq, mp = torch.randn(2, 5, 3, generator=gen, dtype=torch.float64)

@@ -15,15 +15,6 @@ from idvae.models.mfcvae import (
 )
 
 
-@pytest.fixture(autouse=True, scope="module")
-def one_torch_thread():
-    """These networks are tiny: one thread is fastest and avoids oversubscribed cores."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
-
-
 def random_prior(seed=0, dims=(2, 1, 3), comps=(3, 2, 4)):
     torch.manual_seed(seed)
     prior = FacetedMixturePrior(dims, comps).double()

@@ -22,16 +22,6 @@ import idvae
 from idvae.mixture import GMM
 from idvae.models import REGISTRY
 
-
-@pytest.fixture(autouse=True)
-def _one_torch_thread():
-    """Small networks run fastest on one thread; two threads spin when the cores are shared."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
-
-
 NAMES = sorted(REGISTRY)
 
 

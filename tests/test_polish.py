@@ -11,14 +11,6 @@ from idvae.models import VaDE
 from idvae.training.polish import polish
 
 
-@pytest.fixture(autouse=True)
-def _one_torch_thread():
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
-
-
 def _least_squares(n: int = 200, d: int = 5, seed: int = 0):
     rng = np.random.default_rng(seed)
     a = rng.normal(size=(n, d))

@@ -31,15 +31,6 @@ from idvae.training import (
 )
 
 
-@pytest.fixture(autouse=True)
-def _one_torch_thread():
-    """Small networks run fastest on one thread; two threads spin when the cores are shared."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
-
-
 class Regression(nn.Module):
     """A tiny module with a noisy loss: least squares plus a reparameterised noise term."""
 

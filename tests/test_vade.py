@@ -13,15 +13,6 @@ from idvae.models._base import gaussian_entropy
 from idvae.models._prior import GaussianMixturePrior
 
 
-@pytest.fixture(autouse=True)
-def _one_torch_thread():
-    """Small networks run fastest on one thread; two threads spin when the cores are shared."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
-
-
 def _prior(covariance_type: str, seed: int = 0) -> GaussianMixturePrior:
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(seed)

@@ -34,14 +34,6 @@ ATOL = 1e-3
 TIGHT = 1e-4
 
 
-@pytest.fixture(autouse=True)
-def _one_thread():
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
-
-
 @pytest.fixture(scope="module")
 def sim():
     return idvae.simulate.sample_model(400, latent_dim=2, obs_dim=4, n_components=3, random_state=0)
