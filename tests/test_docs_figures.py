@@ -672,3 +672,24 @@ def test_fifth_round_figures_equal_their_results() -> None:
         f"{row['fits']} | {row['median_weak_mcc']:.3f} | {row['median_accuracy']:.3f} |"
     ) in results
     assert f"recovers {row['recovered']}/{row['fits']}: a 16-16 decoder" in results
+
+
+def test_polished_restarts_figures_equal_results_multistart() -> None:
+    """Finding 25 of docs/recovery_levers.md equals its multistart result files."""
+    folder = ROOT / "results" / "levers" / "multistart" / "dec16-16-r4-p2000-ll"
+    rows = [json.loads((folder / f"seed{s}.json").read_text()) for s in range(10)]
+    text = (ROOT / "docs" / "recovery_levers.md").read_text().replace("\n   ", " ")
+    text = re.sub(r" +", " ", text)
+    picked = sum(r["picked"]["recovered"] for r in rows)
+    by_train = sum(r["picked_by_train"]["recovered"] for r in rows)
+    anyone = [r["seed"] for r in rows if r["any_recovered"]]
+    assert f"The pick recovers {picked}/10, the best training bound {by_train}/10" in text
+    assert f"{len(anyone)}/10 (seeds {', '.join(map(str, anyone))})" in text
+    seed0 = rows[0]["picked"]
+    assert f"(weak MCC {seed0['weak_mcc']:.4f}, accuracy {seed0['accuracy']:.3f})" in text
+    seed3 = rows[3]
+    recovered = [q["loglik_held_out"] for q in seed3["rows"] if q["recovered"]]
+    assert f"(accuracy {seed3['picked']['accuracy']:.3f})" in text
+    assert f"log-likelihood, {seed3['picked']['loglik_held_out']:.3f}," in text
+    assert f"{min(recovered):.3f}–{max(recovered):.3f}" in text
+    assert f"median of {statistics.median(r['wall_s'] for r in rows):.0f} s" in text
