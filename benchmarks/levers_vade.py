@@ -109,6 +109,17 @@ CONFIGS: dict[str, dict] = {
         "decoder_sizes": (16, 16),
         "polish_iterations": 2000,
     },
+    "dec8-vae50-iw10-refit-full": {
+        **_IW_REFIT_FULL,
+        "pretrain_epochs": 50,
+        "decoder_sizes": (8, 8),
+    },
+    "dec8-vae50-iw10-refit-full-polish2000": {
+        **_IW_REFIT_FULL,
+        "pretrain_epochs": 50,
+        "decoder_sizes": (8, 8),
+        "polish_iterations": 2000,
+    },
     "dec16-vae100-iw10-refit-full": {
         **_IW_REFIT_FULL,
         "pretrain_epochs": 100,

@@ -655,6 +655,8 @@ def test_fifth_round_figures_equal_their_results() -> None:
         ("vae50-iw10-refit-full", "nothing (`vae50-iw10-refit-full`, above)"),
         ("vae50-iw10-refit-full-polish2000", "`polish_iterations=2000`"),
         ("dec16-vae50-iw10-refit-full", "`decoder_sizes=(16, 16)` (above)"),
+        ("dec8-vae50-iw10-refit-full", "`decoder_sizes=(8, 8)`"),
+        ("dec8-vae50-iw10-refit-full-polish2000", "`decoder_sizes=(8, 8), polish_iterations=2000`"),
     ):
         row = summary[config]
         assert (
