@@ -88,14 +88,15 @@ def regress(seed: int, width: int) -> dict:
     lbfgs.step(closure)
     with torch.no_grad():
         truth = float(((sim.decoder(torch.as_tensor(sim.z)).numpy() - sim.x) ** 2).mean())
+    after_lbfgs = residual()
     n = xs.shape[1]
     return {
         "width": width,
         "residual_adam": after_adam,
-        "residual_lbfgs": residual(),
+        "residual_lbfgs": after_lbfgs,
         "residual_true_decoder": truth,
         "excess_nats_adam": 0.5 * n * math.log(after_adam / truth),
-        "excess_nats_lbfgs": 0.5 * n * math.log(residual() / truth),
+        "excess_nats_lbfgs": 0.5 * n * math.log(after_lbfgs / truth),
     }
 
 

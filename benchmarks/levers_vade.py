@@ -46,6 +46,10 @@ _TRUTH = {"pretrain_epochs": 20, "epochs": 100}
 # to the noise level (learned noise variance within 10 % of the truth)
 _LONG = {**_IW_REFIT_FULL, "epochs": 200, "lr_decay": 0.8, "pretrain_epochs": 20}
 
+# VaDE's defaults since 2026-11-30 (``vae50-iw10-refit-full``), and the polish of finding 24
+_DEFAULTS = {**_IW_REFIT_FULL, "pretrain_epochs": 50}
+_POLISH = {"polish_iterations": 2000}
+
 CONFIGS: dict[str, dict] = {
     PCA: {},
     "default": {},
@@ -97,29 +101,12 @@ CONFIGS: dict[str, dict] = {
         "decoder_sizes": (32, 32),
     },
     "vae100-iw10-refit-full": {**_IW_REFIT_FULL, "pretrain_epochs": 100},
-    # VaDE's defaults since 2026-11-30, then 2,000 iterations of full-batch L-BFGS (polish)
-    "vae50-iw10-refit-full-polish2000": {
-        **_IW_REFIT_FULL,
-        "pretrain_epochs": 50,
-        "polish_iterations": 2000,
-    },
-    "dec16-vae50-iw10-refit-full-polish2000": {
-        **_IW_REFIT_FULL,
-        "pretrain_epochs": 50,
-        "decoder_sizes": (16, 16),
-        "polish_iterations": 2000,
-    },
-    "dec8-vae50-iw10-refit-full": {
-        **_IW_REFIT_FULL,
-        "pretrain_epochs": 50,
-        "decoder_sizes": (8, 8),
-    },
-    "dec8-vae50-iw10-refit-full-polish2000": {
-        **_IW_REFIT_FULL,
-        "pretrain_epochs": 50,
-        "decoder_sizes": (8, 8),
-        "polish_iterations": 2000,
-    },
+    # VaDE's defaults since 2026-11-30 (_DEFAULTS), then 2,000 iterations of full-batch
+    # L-BFGS (_POLISH), with the default 64-64, a 16-16 or an 8-8 decoder
+    "vae50-iw10-refit-full-polish2000": {**_DEFAULTS, **_POLISH},
+    "dec16-vae50-iw10-refit-full-polish2000": {**_DEFAULTS, **_POLISH, "decoder_sizes": (16, 16)},
+    "dec8-vae50-iw10-refit-full": {**_DEFAULTS, "decoder_sizes": (8, 8)},
+    "dec8-vae50-iw10-refit-full-polish2000": {**_DEFAULTS, **_POLISH, "decoder_sizes": (8, 8)},
     "dec16-vae100-iw10-refit-full": {
         **_IW_REFIT_FULL,
         "pretrain_epochs": 100,
