@@ -268,3 +268,27 @@ def test_cli_recovery_bad_input_is_one_line():
     assert result.exit_code == 2 and "methods among" in result.output
     result = runner.invoke(app, ["reproduce", "table2", "--out", "x", "--instances", "3"])
     assert result.exit_code == 2 and "only with recovery" in result.output
+
+
+def test_a_record_older_than_a_new_parameter_at_its_default_is_read_back():
+    """Resume survives an estimator gaining a parameter (whose default keeps the old
+    behaviour); the parameter set on purpose, or another value changed, runs the task again."""
+    from idvae.experiments.recovery import _same_fingerprint
+
+    current = {
+        "estimator": "vade",
+        "instance": {"id": "a"},
+        "seed": 0,
+        "params": {"latent_dim": 2, "polish_iterations": 0, "decoder_sizes": [64, 64]},
+    }
+    older = {**current, "params": {"latent_dim": 2, "decoder_sizes": [64, 64]}}
+    assert _same_fingerprint(current, current)
+    assert _same_fingerprint(older, current)
+    on_purpose = {**current, "params": {**current["params"], "polish_iterations": 10}}
+    assert not _same_fingerprint(older, on_purpose)
+    changed = {**current, "params": {**current["params"], "latent_dim": 3}}
+    assert not _same_fingerprint(older, changed)
+    unknown = {**current, "params": {**current["params"], "no_such_parameter": 0}}
+    assert not _same_fingerprint(older, unknown)
+    assert not _same_fingerprint({**older, "seed": 1}, current)
+    assert not _same_fingerprint(older, {**current, "estimator": "pca"})

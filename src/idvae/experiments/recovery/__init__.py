@@ -51,6 +51,7 @@ run recomputes only missing, failed or changed ones.
 
 from __future__ import annotations
 
+import inspect
 import json
 import re
 from collections.abc import Callable, Mapping, Sequence
@@ -121,6 +122,33 @@ def _normalised(value: Any) -> Any:
     return json.loads(json.dumps(jsonable(value, nonfinite="str"), sort_keys=True))
 
 
+def _same_fingerprint(stored: Any, current: Mapping[str, Any]) -> bool:
+    """Whether a stored task was produced by what would run now.
+
+    Equal fingerprints match, and so does a record that predates a constructor parameter
+    added to the estimator since: a parameter missing from the stored ``params`` matches when
+    it now has the estimator's default (a new parameter's default keeps the old behaviour;
+    a changed default, or a value set on purpose, still makes the task run again).
+    """
+    if stored == current:
+        return True
+    if not isinstance(stored, dict) or set(stored) != set(current):
+        return False
+    if any(stored[key] != current[key] for key in current if key != "params"):
+        return False
+    old, new = stored["params"], current["params"]
+    cls = estimator_class(str(current.get("estimator")))
+    if cls is None or not isinstance(old, dict) or not set(old) <= set(new):
+        return False
+    if any(old[key] != new[key] for key in old):
+        return False
+    signature = inspect.signature(cls).parameters
+    return all(
+        key in signature and _normalised(signature[key].default) == new[key]
+        for key in set(new) - set(old)
+    )
+
+
 class _Store:
     """``OUT/benchmark.json`` and one ``OUT/runs/<instance>/<method>.json`` per task."""
 
@@ -148,7 +176,9 @@ class _Store:
             record = json.loads(path.read_text())
         except (OSError, ValueError):
             return None
-        if record.get("status") != "ok" or record.get("fingerprint") != fingerprint:
+        if record.get("status") != "ok" or not _same_fingerprint(
+            record.get("fingerprint"), fingerprint
+        ):
             return None
         return record
 
