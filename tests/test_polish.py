@@ -87,3 +87,18 @@ def test_vade_polish_raises_the_training_bound_deterministically() -> None:
 def test_vade_refuses_negative_polish_iterations() -> None:
     with pytest.raises(ValueError, match="polish_iterations"):
         VaDE(polish_iterations=-1).fit(_blobs())
+
+
+def test_full_trials_are_polished_before_they_are_compared() -> None:
+    """With n_init (or several starts) as full fits, the choice is between polished fits; with
+    init_epochs < epochs only the kept trial is polished, after its remaining epochs."""
+    X = _blobs()
+    config = VaDE._test_config() | {"n_init": 2}
+    plain = VaDE(**config).fit(X)
+    polished = VaDE(**(config | {"polish_iterations": 100})).fit(X)
+    # trial 0 is the same fit in both until the polish, which raises its bound
+    assert polished.init_scores_[0] > plain.init_scores_[0] + 0.05
+    partial = config | {"init_epochs": config["epochs"] - 1}
+    late = VaDE(**(partial | {"polish_iterations": 100})).fit(X)
+    assert late.init_scores_ == VaDE(**partial).fit(X).init_scores_
+    assert late.score(X) > late.init_scores_[late.best_init_]

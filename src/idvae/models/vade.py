@@ -314,13 +314,18 @@ class VaDE(ClusterMixin, LatentEstimator):
         init_epochs: ELBO epochs of each trial before the choice; None: ``epochs`` (each
             trial is a full fit and the best one is the result). Ignored when
             ``n_init == 1``.
-        polish_iterations: after the epochs (and the choice of ``n_init``), this many
+        polish_iterations: at the end of the epochs, this many
             iterations of full-batch L-BFGS on the training bound, its Monte Carlo draws
             fixed for rounds of ``idvae.training.polish.ROUND_ITERATIONS`` iterations
             (``idvae.training.polish``). 0 (default): none. It takes a fit closer to its
             optimum than Adam does; on model (3) it lifts near-misses to recovery
             (docs/recovery_levers.md, finding 23). The cost is about that many passes over
             the data with K draws each: ~40-90 s for 2,000 iterations on 3,000 points.
+            With several trials (``n_init``, or several ``pretrain`` geometries) that are
+            full fits (``init_epochs=None``), every trial is polished before they are
+            compared, so the choice is between finished fits (finding 27 of
+            docs/recovery_levers.md); otherwise the kept trial is polished after its
+            remaining epochs.
         early_stopping: stop when the ELBO stalls for ``patience`` epochs.
         patience: see ``early_stopping``.
         max_retries: non-finite epochs retried (halving the lr) before ``TrainingError``.
@@ -451,19 +456,18 @@ class VaDE(ClusterMixin, LatentEstimator):
                 f"{self.n_components}, n_samples = {n_samples}"
             )
 
-    def _fit_phases(self, ctx: FitContext) -> None:
-        self._fit_trials(ctx)
-        if self.polish_iterations > 0:
-            ctx.run_step("polish", lambda: self._polish(ctx))
-
     def _polish(self, ctx: FitContext) -> None:
-        """Full-batch L-BFGS on the training bound (``idvae.training.polish``)."""
+        """Full-batch L-BFGS on the training bound (``idvae.training.polish``), if asked for."""
+        if self.polish_iterations > 0:
+            ctx.run_step("polish", lambda: self._run_polish(ctx))
+
+    def _run_polish(self, ctx: FitContext) -> None:
         module: VaDEModule = ctx.module  # type: ignore[assignment]
         module.train()
         seed = int(ctx.rng.integers(0, 2**62))
         polish(module.loss, list(module.parameters()), ctx.data, self.polish_iterations, seed)
 
-    def _fit_trials(self, ctx: FitContext) -> None:
+    def _fit_phases(self, ctx: FitContext) -> None:
         """The trials of ``n_init`` x the initial geometries, the best one kept and trained on."""
         self.init_scores_: list[float] = []
         self.best_init_ = 0
@@ -471,6 +475,7 @@ class VaDE(ClusterMixin, LatentEstimator):
         n_trials = len(geometries) * self.n_init
         if n_trials == 1:
             self._fit_trial(ctx, self.epochs, geometries[0])
+            self._polish(ctx)
             return
         if self.init_epochs is not None and self.init_epochs > self.epochs:
             raise ValueError(
@@ -478,11 +483,14 @@ class VaDE(ClusterMixin, LatentEstimator):
                 f"epochs = {self.epochs}"
             )
         init_epochs = self.epochs if self.init_epochs is None else int(self.init_epochs)
+        rest = self.epochs - init_epochs
         trials: dict[int, dict[str, Any]] = {}
         for i in range(n_trials):
             if i > 0:
                 ctx.run_step("reset", lambda: self._reset_weights(ctx))
             self._fit_trial(ctx, init_epochs, geometries[i // self.n_init])
+            if rest == 0:  # full trials are finished, polish included, before they are compared
+                self._polish(ctx)
             ctx.run_step("compare", lambda i=i: self._record_trial(ctx, i, trials))
         records = [self._trial(ctx, i, trials) for i in range(n_trials)]
         self.init_scores_ = [float(r["score"]) for r in records]
@@ -493,11 +501,12 @@ class VaDE(ClusterMixin, LatentEstimator):
         ctx.last_result = PhaseResult(
             epochs_run=int(best["epochs_run"]), stopped_early=bool(best["stopped_early"])
         )
-        rest = self.epochs - init_epochs
-        if rest > 0 and not best["stopped_early"]:
-            # continue the step schedule of the trial's learning rate
-            lr = step_lr(float(self.lr), float(self.lr_decay), self.lr_decay_every, init_epochs)
-            ctx.run_phase("train", self._train_config(rest, lr=lr))
+        if rest > 0:
+            if not best["stopped_early"]:
+                # continue the step schedule of the trial's learning rate
+                lr = step_lr(float(self.lr), float(self.lr_decay), self.lr_decay_every, init_epochs)
+                ctx.run_phase("train", self._train_config(rest, lr=lr))
+            self._polish(ctx)
 
     def _geometries(self) -> list[Any]:
         """The initial geometries that ``pretrain`` names: a list of names, or [an array]."""
