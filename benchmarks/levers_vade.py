@@ -123,6 +123,13 @@ CONFIGS: dict[str, dict] = {
         "pretrain": ("vae", "isomap"),
         "decoder_sizes": (16, 16),
     },
+    # the control: two VAE starts (n_init=2), each polished, the higher bound kept
+    "dec16-vae50-n_init2-iw10-refit-full-polish2000": {
+        **_DEFAULTS,
+        **_POLISH,
+        "decoder_sizes": (16, 16),
+        "n_init": 2,
+    },
     # the same at about half the cost: 30 + 60 epochs and 1,000 polish iterations per start
     "dec16-starts-vae+isomap30-e60-iw10-refit-full-polish1000": {
         **_DEFAULTS,
