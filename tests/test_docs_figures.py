@@ -625,6 +625,11 @@ def test_table3_interim_figures_equal_results_table3() -> None:
                 "ReLU" if activation == "relu" else "LeakyReLU"
             )
             assert f"and {count} of the 10 runs of {title}" in flat, key
+            times = [
+                json.loads(r.read_text())["fit_seconds"]
+                for r in (stores / key).glob("runs/*/result.json")
+            ]
+            assert f"{min(times):.0f}–{max(times):.0f} s each" in flat, key
     for study in payload["studies"].values():
         result = study["result"]
         between, clustering = result["summary"]["between_runs"], result["summary"]["clustering"]
