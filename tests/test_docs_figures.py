@@ -820,10 +820,11 @@ def test_sixth_round_figures_equal_their_results() -> None:
         "each polished, `python benchmarks/levers_vade.py dec16-vae50-n_init2-iw10-refit-full-"
         f"polish2000 --workers 1`), recovers {control['recovered']}/10"
     ) in text
+    is_oracle = _levers_module().is_oracle
     seed4 = [
         fit["weak_mcc"]
         for p in levers.glob("*/seed4.json")
-        if not p.parent.name.startswith("truth")
+        if not is_oracle(p.parent.name)
         for fit in [json.loads(p.read_text())]
         if "weak_mcc" in fit
     ]
@@ -843,32 +844,58 @@ def test_sixth_round_figures_equal_their_results() -> None:
         f"the higher bound kept | **{row['recovered']}/10** | {row['median_weak_mcc']:.3f} | "
         f"{row['median_accuracy']:.3f} |"
     ) in results
-    spec = importlib.util.spec_from_file_location(
-        "levers_vade", ROOT / "benchmarks" / "levers_vade.py"
-    )
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    assert f"({len(module.CONFIGS)} in `levers_vade.py`" in results
+    assert f"({len(_levers_module().CONFIGS)} in `levers_vade.py`" in results
 
 
 def test_two_start_benchmark_progress_equals_its_run_files() -> None:
-    """RESULTS.md's progress of vade-two-starts-polished equals its run files."""
+    """RESULTS.md's progress of the two-start methods on the recovery benchmark equals their
+    run files, compared with vade-default on the same instances."""
     runs = ROOT / "results" / "recovery" / "runs"
-    records = {
-        p.parent.name: json.loads(p.read_text())
-        for p in runs.glob("*/vade-two-starts-polished.json")
-    }
     text = re.sub(r"\s+", " ", (ROOT / "RESULTS.md").read_text())
-    assert f"It has run on {len(records)} of the 54 instances so far" in text
-    seeds = [records[f"seed-{s}"] for s in range(10)]
-    recovered = sum(r["weak_mcc"] >= 0.95 and r["accuracy"] >= 0.95 for r in seeds)
-    assert f"are those of `levers_vade.py` ({recovered} recovered)" in text
+
+    def recovered(record: dict) -> bool:
+        return record["weak_mcc"] >= 0.95 and record["accuracy"] >= 0.95
+
+    for method in ("vade-two-starts-polished", "vade-two-starts"):
+        records = {p.parent.name: json.loads(p.read_text()) for p in runs.glob(f"*/{method}.json")}
+        default = {i: json.loads((runs / i / "vade-default.json").read_text()) for i in records}
+        random = [i for i in records if i.startswith("random-")]
+        assert (
+            f"`{method}` has run on {len(records)} of the 54 instances so far: it recovers "
+            f"{sum(map(recovered, records.values()))} of them, `vade-default` "
+            f"{sum(map(recovered, default.values()))} of the same; on the {len(random)} random "
+            f"instances among them {sum(recovered(records[i]) for i in random)} against "
+            f"{sum(recovered(default[i]) for i in random)}"
+        ) in text, method
+    sizes = {
+        spec["id"]: spec["n_samples"]
+        for spec in json.loads((runs.parent / "results.json").read_text())["instances"]
+    }
+    cheap = {p.parent.name: json.loads(p.read_text()) for p in runs.glob("*/vade-two-starts.json")}
+    random = [i for i in cheap if i.startswith("random-")]
+    seconds = [cheap[i]["seconds"] for i in random]
+    points = [sizes[i] for i in random]
+    assert (
+        f"It took {min(seconds):.0f}–{max(seconds):.0f} s per random instance "
+        f"({min(points):,}–{max(points):,} points)"
+    ) in text
+    default = {i: json.loads((runs / i / "vade-default.json").read_text()) for i in random}
+    gained = [i for i in random if recovered(cheap[i]) and not recovered(default[i])]
+    lost = [i for i in random if not recovered(cheap[i]) and recovered(default[i])]
+    assert (
+        f"on the random instances the cheaper one has gained {len(gained)} and lost {len(lost)}"
+        in text
+    )
+    for i in lost:
+        assert f"{i}, weak MCC {cheap[i]['weak_mcc']:.3f}" in text
+    polished = {
+        s: json.loads((runs / f"seed-{s}" / "vade-two-starts-polished.json").read_text())
+        for s in range(10)
+    }
     levers = ROOT / "results" / "levers" / "dec16-starts-vae+isomap50-iw10-refit-full-polish2000"
-    for s, record in enumerate(seeds):
+    for s, record in polished.items():
         fit = json.loads((levers / f"seed{s}.json").read_text())
         assert abs(record["weak_mcc"] - fit["weak_mcc"]) < 1e-3, s
-    times = [records[f"random-0{i}"]["seconds"] for i in (0, 1)]
-    assert f"which took {times[0]:,.0f} s and {times[1]:,.0f} s of one core" in text
 
 
 def test_polished_restarts_figures_equal_results_multistart() -> None:
@@ -890,3 +917,82 @@ def test_polished_restarts_figures_equal_results_multistart() -> None:
     assert f"log-likelihood, {seed3['picked']['loglik_held_out']:.3f}," in text
     assert f"{min(recovered):.3f}–{max(recovered):.3f}" in text
     assert f"median of {statistics.median(r['wall_s'] for r in rows):.0f} s" in text
+
+
+def _levers_module():  # noqa: ANN202
+    spec = importlib.util.spec_from_file_location(
+        "levers_vade", ROOT / "benchmarks" / "levers_vade.py"
+    )
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def test_named_lever_rows_equal_results_levers_summary() -> None:
+    """Every table row of docs/recovery_levers.md that names one configuration of
+    results/levers/summary.json quotes its recovered count, medians and time."""
+    summary = json.loads((ROOT / "results" / "levers" / "summary.json").read_text())
+    row = re.compile(r"\|(.*?)\| \**(\d+)/(\d+)\** \| ([\d.]+) \| ([\d.]+) \| ([\d.]+) \|")
+    checked = 0
+    for line in (ROOT / "docs" / "recovery_levers.md").read_text().splitlines():
+        match = row.match(line)
+        if match is None:
+            continue
+        names = [c for c in re.findall(r"`([^`]+)`", match.group(1)) if c in summary]
+        if len(names) != 1:
+            continue
+        s = summary[names[0]]
+        assert match.groups()[1:] == (
+            str(s["recovered"]),
+            str(s["fits"]),
+            f"{s['median_weak_mcc']:.3f}",
+            f"{s['median_accuracy']:.3f}",
+            f"{s['median_seconds']:.1f}",
+        ), names[0]
+        checked += 1
+    assert checked >= 20
+
+
+def test_oracle_lever_fits_start_at_the_truth() -> None:
+    """Configurations named as oracles are fitted from the true z: the ones whose fits
+    record their start (every fit since that field exists) started near the truth."""
+    module = _levers_module()
+    oracles = [c for c in module.CONFIGS if module.is_oracle(c)]
+    assert "n20000-truth-dec16-iw10-full" in oracles and "truth-elbo" in oracles
+    assert not module.is_oracle("dec16-vae50-iw10-refit-full")
+    for config in ("n20000-truth-dec16-iw10-full", "truth-dec16-iw10-refit-full-polish2000"):
+        for path in sorted((ROOT / "results" / "levers" / config).glob("seed*.json")):
+            assert json.loads(path.read_text())["start_weak_mcc"] > 0.99, path
+
+
+def test_seventh_round_figures_equal_their_results() -> None:
+    """Finding 28 of docs/recovery_levers.md (5,000 points) equals the fits of results/levers."""
+    text = re.sub(r"\s+", " ", (ROOT / "docs" / "recovery_levers.md").read_text())
+    levers = ROOT / "results" / "levers"
+    default = "n5000-vae50-iw10-refit-full"
+    two = "n5000-dec16-starts-vae+isomap30-e60-iw10-refit-full-polish1000"
+    truth = "n5000-truth-dec16-e60-iw10-refit-full-polish1000"
+    fits = {
+        c: [json.loads((levers / c / f"seed{s}.json").read_text()) for s in range(10)]
+        for c in (default, two, truth)
+    }
+    for config, rows in fits.items():
+        cells = " | ".join(f"{f['weak_mcc']:.3f}/{f['accuracy']:.3f}" for f in rows)
+        assert f"`{config}`) | {cells} | {sum(f['recovered'] for f in rows)}/10 |" in text
+    counts = {c: sum(f["recovered"] for f in rows) for c, rows in fits.items()}
+    assert counts[two] == 5 and counts[default] == 4 and counts[truth] == 9
+    assert [s for s, f in enumerate(fits[truth]) if not f["recovered"]] == [8]
+    lost = [s for s in (0, 1, 2) if not fits[two][s]["recovered"]]
+    assert lost == [0, 1, 2]  # "It loses seed 0 ..., seed 1 and seed 2"
+
+    def diff(key: str, s: int) -> float:
+        return fits[truth][s][key] - fits[two][s][key]
+
+    held = [diff("loglik_held_out", s) for s in range(10)]
+    assert [s for s, v in enumerate(held) if v <= 0] == [8]
+    quoted = ", ".join(f"{v:+.3f}".replace("-", "−") for v in held)
+    assert f"but seed 8, by {quoted} nats per point for seeds 0–9" in text
+    assert diff("score", 1) < 0 and diff("score", 4) < 0
+    assert held[1] > 0 and held[4] > 0
+    scores = [f"{diff('score', s):+.3f}".replace("-", "−") for s in (1, 4)]
+    assert f"lower training bound ({scores[0]} and {scores[1]} nats per point)" in text
