@@ -171,6 +171,15 @@ def test_demo_quick_through_runner(demo_out):
     assert payload["verdict"]["n_recovered"] == sum(v >= 0.95 for v in to_truth)
     for line in verdict.lines:
         assert line in output
+    # The oracle reference (a fit started at the true z) is compared with the best mode.
+    from idvae.experiments.demo import reference_line
+
+    reference = payload["oracle_reference"]
+    modes = payload["stability"]["modes"]["modes"]
+    best = max((m["heldout_elbo_max"] for m in modes if m["heldout_elbo_max"] is not None),
+               default=None)  # fmt: skip
+    assert reference["line"] == reference_line(best, reference)
+    assert reference["line"] in " ".join(output.split())
     assert (out / "latents.png").read_bytes()[:8] == PNG_MAGIC
     assert sorted(p.name for p in (out / "study" / "runs").iterdir()) == ["000", "001"]
 

@@ -109,3 +109,67 @@ def test_study_verdict_reads_finished_runs_only():
     v = study_verdict(result)
     assert v == demo_verdict([0.99], [0.6, 0.62])
     assert v.agree is True and v.n_runs == 2 and WRONG_OPTIMUM in v.lines[1]
+
+
+class _RecordingEstimator:
+    """Stands in for VaDE: its latents are an affine map of the true z (the first two columns
+    of x), and its score is the mean of the rows' first column, so the reference's numbers
+    say which rows it was fitted and scored on."""
+
+    def __init__(self, pretrain, random_state, scale=2.0):
+        self.pretrain, self.random_state, self.scale = np.asarray(pretrain), random_state, scale
+
+    fitted: list = []
+
+    def fit(self, x):
+        np.testing.assert_array_equal(x[:, :2], self.pretrain)  # started at the rows' truth
+        self.fitted.append(x[:, 2].copy())
+        return self
+
+    def transform(self, x):
+        return self.scale * x[:, :2] + 1.0
+
+    def score(self, x):
+        return float(x[:, 0].mean())
+
+
+def test_oracle_reference_fits_the_fit_rows_from_their_truth_and_scores_the_held_out_rows():
+    from types import SimpleNamespace
+
+    from idvae.experiments.demo import oracle_reference
+    from idvae.experiments.runs import EstimatorSpec
+
+    rng = np.random.default_rng(0)
+    z = rng.normal(size=(200, 2))
+    x = np.column_stack([z, np.arange(200.0)])
+    sim = SimpleNamespace(x=x, z=z)
+    held = np.arange(150, 200)
+    result = StabilityResult(runs=[], matrices={}, latents=[])
+    result.holdout_rows = held
+    spec = EstimatorSpec(f"{__name__}:_RecordingEstimator", {"scale": 3.0})
+    reference = oracle_reference(spec, sim, result, random_state=5)
+    np.testing.assert_array_equal(_RecordingEstimator.fitted[-1], np.arange(150.0))
+    # scored on the held-out rows only; fitted on the others, from their true z
+    assert reference["heldout_elbo"] == pytest.approx(x[held, 0].mean())
+    assert reference["weak_mcc_to_truth"] == pytest.approx(1.0)
+    result.holdout_rows = None
+    assert oracle_reference(spec, sim, result, random_state=5)["heldout_elbo"] is None
+
+
+@pytest.mark.parametrize(
+    ("best", "reference", "words"),
+    [
+        (10.10, 10.15, "the runs did not find the highest-ELBO optimum"),
+        (10.15, 10.10, "no fit reaches a higher held-out ELBO than the runs' best mode"),
+        (10.15, 10.15, "no fit reaches a higher held-out ELBO than the runs' best mode"),
+        (None, 10.15, "cannot say whether the runs found the highest-ELBO optimum"),
+        (10.15, None, "cannot say whether the runs found the highest-ELBO optimum"),
+    ],
+)
+def test_reference_line_says_whether_the_runs_found_the_highest_elbo(best, reference, words):
+    from idvae.experiments.demo import reference_line
+
+    line = reference_line(best, {"heldout_elbo": reference, "weak_mcc_to_truth": 0.98})
+    assert words in line and "weak MCC 0.980" in line
+    if best is not None and reference is not None and reference > best:
+        assert f"+{reference - best:.4f} per sample" in line

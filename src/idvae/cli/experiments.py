@@ -300,7 +300,7 @@ def demo(
     console.print(
         f"Simulating model (3): LeakyReLU decoder, m = {model['latent_dim']}, "
         f"n = {model['obs_dim']}, J = {model['n_components']}, {model['n_samples']} samples; "
-        f"fitting VaDE {n_runs} times"
+        f"fitting VaDE {n_runs} times, and once from the true z"
         + (
             ""
             if no_vectorize or (jobs or 1) > 1
@@ -312,7 +312,7 @@ def demo(
                            vectorize=not no_vectorize, progress=advance)  # fmt: skip
     result = outcome.result
     console.print(result.table(title="Identifiability of the learned latent space"))
-    for line in outcome.verdict.lines:
+    for line in [*outcome.verdict.lines, outcome.reference_line]:
         console.print(line, soft_wrap=True)
     if result.modes is not None:
         for line in result.modes.statements():
