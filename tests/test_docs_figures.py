@@ -848,50 +848,47 @@ def test_sixth_round_figures_equal_their_results() -> None:
 
 
 def test_two_start_benchmark_progress_equals_its_run_files() -> None:
-    """RESULTS.md's progress of the two-start methods on the recovery benchmark equals their
-    run files, compared with vade-default on the same instances."""
-    runs = ROOT / "results" / "recovery" / "runs"
+    """RESULTS.md's progress of the two-start methods on the recovery benchmark equals
+    results/recovery/progress.json, and that file equals their run files today."""
+    from idvae.experiments.recovery import paired_progress
+
+    out = ROOT / "results" / "recovery"
+    runs = out / "runs"
     text = re.sub(r"\s+", " ", (ROOT / "RESULTS.md").read_text())
-
-    def recovered(record: dict) -> bool:
-        return record["weak_mcc"] >= 0.95 and record["accuracy"] >= 0.95
-
+    progress = json.loads((out / "progress.json").read_text())
+    assert "python benchmarks/recovery_progress.py vade-two-starts-polished vade-two-starts" in text
     for method in ("vade-two-starts-polished", "vade-two-starts"):
-        records = {p.parent.name: json.loads(p.read_text()) for p in runs.glob(f"*/{method}.json")}
-        default = {i: json.loads((runs / i / "vade-default.json").read_text()) for i in records}
-        random = [i for i in records if i.startswith("random-")]
+        assert progress[method] == paired_progress(out, method), method  # not stale
+        pooled, random = progress[method]["families"]["all"], progress[method]["families"]["random"]
         assert (
-            f"`{method}` has run on {len(records)} of the 54 instances so far: it recovers "
-            f"{sum(map(recovered, records.values()))} of them, `vade-default` "
-            f"{sum(map(recovered, default.values()))} of the same; on the {len(random)} random "
-            f"instances among them {sum(recovered(records[i]) for i in random)} against "
-            f"{sum(recovered(default[i]) for i in random)}"
+            f"`{method}` has run on {pooled['n']} of the 54 instances so far: it recovers "
+            f"{pooled['recovered']} of them, `vade-default` {pooled['reference_recovered']} of "
+            f"the same; on the {random['n']} random instances among them {random['recovered']} "
+            f"against {random['reference_recovered']}."
         ) in text, method
+        # "Every instance one of them gains over the defaults is one of the simulator's seeds"
+        assert all(i.startswith("seed-") for i in pooled["gained"]), method
     sizes = {
         spec["id"]: spec["n_samples"]
-        for spec in json.loads((runs.parent / "results.json").read_text())["instances"]
+        for spec in json.loads((out / "results.json").read_text())["instances"]
     }
-    cheap = {p.parent.name: json.loads(p.read_text()) for p in runs.glob("*/vade-two-starts.json")}
-    random = [i for i in cheap if i.startswith("random-")]
-    seconds = [cheap[i]["seconds"] for i in random]
-    points = [sizes[i] for i in random]
+    cheap = progress["vade-two-starts"]["families"]["random"]
+    points = [sizes[i] for i in progress["vade-two-starts"]["instances"] if i.startswith("random-")]
     assert (
-        f"It took {min(seconds):.0f}–{max(seconds):.0f} s per random instance "
+        f"It took {cheap['seconds'][0]:.0f}–{cheap['seconds'][1]:.0f} s per random instance "
         f"({min(points):,}–{max(points):,} points)"
     ) in text
-    default = {i: json.loads((runs / i / "vade-default.json").read_text()) for i in random}
-    gained = [i for i in random if recovered(cheap[i]) and not recovered(default[i])]
-    lost = [i for i in random if not recovered(cheap[i]) and recovered(default[i])]
     assert (
-        f"on the random instances the cheaper one has gained {len(gained)} and lost {len(lost)}"
-        in text
-    )
-    for i in lost:
-        assert f"{i}, weak MCC {cheap[i]['weak_mcc']:.3f}" in text
+        f"on the random instances the cheaper one has gained {len(cheap['gained'])} and lost "
+        f"{len(cheap['lost'])}"
+    ) in text
+    for i in cheap["lost"]:
+        record = json.loads((runs / i / "vade-two-starts.json").read_text())
+        assert f"{i}, weak MCC {record['weak_mcc']:.3f} / accuracy {record['accuracy']:.3f}" in text
     # README: "on the recovery benchmark's random instances run so far no more than the defaults"
     readme = re.sub(r"\s+", " ", (ROOT / "README.md").read_text())
     assert "random instances run so far no more than the defaults" in readme
-    assert len(gained) <= len(lost)
+    assert cheap["recovered"] <= cheap["reference_recovered"]
     polished = {
         s: json.loads((runs / f"seed-{s}" / "vade-two-starts-polished.json").read_text())
         for s in range(10)

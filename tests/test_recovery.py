@@ -292,3 +292,30 @@ def test_a_record_older_than_a_new_parameter_at_its_default_is_read_back():
     assert not _same_fingerprint(older, unknown)
     assert not _same_fingerprint({**older, "seed": 1}, current)
     assert not _same_fingerprint(older, {**current, "estimator": "pca"})
+
+
+def test_paired_progress_compares_instances_both_methods_finished(tmp_path):
+    from idvae.experiments.recovery import paired_progress
+
+    def write(instance, method, weak, accuracy, status="ok", seconds=1.0):
+        path = tmp_path / "runs" / instance / f"{method}.json"
+        path.parent.mkdir(parents=True, exist_ok=True)
+        record = {"status": status, "weak_mcc": weak, "accuracy": accuracy, "seconds": seconds}
+        path.write_text(json.dumps(record))
+
+    for name in ("seed-0", "seed-1", "random-00", "random-01", "random-02"):
+        write(name, "vade-default", 0.97, 0.97 if name != "random-01" else 0.80)
+    write("seed-0", "new", 0.99, 0.99, seconds=3.0)  # both recover
+    write("seed-1", "new", 0.90, 0.99, seconds=5.0)  # lost (weak MCC short)
+    write("random-01", "new", 0.96, 0.96, seconds=7.0)  # gained
+    write("random-02", "new", 0.99, 0.99, status="failed")  # not finished: left out
+    write("random-03", "new", 0.99, 0.99)  # no reference record: left out
+    progress = paired_progress(tmp_path, "new")
+    assert progress["instances"] == ["random-01", "seed-0", "seed-1"]
+    pooled = progress["families"]["all"]
+    assert (pooled["n"], pooled["recovered"], pooled["reference_recovered"]) == (3, 2, 2)
+    assert pooled["gained"] == ["random-01"] and pooled["lost"] == ["seed-1"]
+    assert pooled["seconds"] == [3.0, 7.0]
+    assert progress["families"]["random"]["n"] == 1 and progress["families"]["seed"]["n"] == 2
+    with pytest.raises(ValueError, match="runs/"):
+        paired_progress(tmp_path / "nowhere", "new")

@@ -102,6 +102,7 @@ __all__ = [
     "applies",
     "is_recovered",
     "method_params",
+    "paired_progress",
     "recovery_instances",
     "run_recovery",
     "run_task",
@@ -374,6 +375,58 @@ def run_recovery(
     write_json_atomic(Path(out) / "results.json", result.to_dict())
     write_text_atomic(Path(out) / "results.csv", csv_text(result.rows, ROW_COLUMNS))
     return result
+
+
+def paired_progress(
+    out: str | Path, method: str, *, reference: str = "vade-default"
+) -> dict[str, Any]:
+    """How a method does so far against a reference, on the instances both have finished.
+
+    ``results.json`` is written only when a run ends; a long run (a new method on 54
+    instances takes hours) is judged meanwhile from its run files,
+    ``OUT/runs/<instance>/<method>.json``, each compared with the reference's record of the
+    same instance (not with the reference's rate over all instances, which would compare
+    different instances).
+
+    Returns:
+        ``{"method", "reference", "instances": [...], "families": {family: {"n",
+        "recovered", "reference_recovered", "gained", "lost", "seconds": [min, max]}}}``,
+        where ``gained`` and ``lost`` list the instances only the method (only the
+        reference) recovers; family ``"all"`` pools them.
+    """
+    root = Path(out) / "runs"
+    if not root.is_dir():
+        raise ValueError(f"Expected a recovery benchmark directory with runs/ but got {out}")
+    pairs = []
+    for path in sorted(root.glob(f"*/{method}.json")):
+        other = path.parent / f"{reference}.json"
+        record = json.loads(path.read_text())
+        if record.get("status") != "ok" or not other.exists():
+            continue
+        pairs.append((path.parent.name, record, json.loads(other.read_text())))
+    families: dict[str, list[tuple[str, dict, dict]]] = {"all": pairs}
+    for pair in pairs:
+        families.setdefault(pair[0].rsplit("-", 1)[0], []).append(pair)
+    return {
+        "method": method,
+        "reference": reference,
+        "instances": [name for name, _, _ in pairs],
+        "families": {family: _paired(group) for family, group in families.items()},
+    }
+
+
+def _paired(pairs: Sequence[tuple[str, dict, dict]]) -> dict[str, Any]:
+    ours = {name: is_recovered(a) for name, a, _ in pairs}
+    theirs = {name: is_recovered(b) for name, _, b in pairs}
+    seconds = [float(a["seconds"]) for _, a, _ in pairs]
+    return {
+        "n": len(pairs),
+        "recovered": sum(ours.values()),
+        "reference_recovered": sum(theirs.values()),
+        "gained": [n for n in ours if ours[n] and not theirs[n]],
+        "lost": [n for n in ours if theirs[n] and not ours[n]],
+        "seconds": [min(seconds), max(seconds)] if seconds else None,
+    }
 
 
 def _run_pending(shared: Any, task: Mapping[str, Any]) -> dict[str, Any]:
