@@ -1057,3 +1057,36 @@ def test_recovery_table_equals_results_recovery() -> None:
         keys = ("weak_mcc", "accuracy", "strong_mcc", "dist_aff")
         expected += [median(f"median_{key}") for key in keys]
         assert cells == expected, method
+
+
+def test_truth_start_oracle_figures_equal_results_recovery() -> None:
+    """RESULTS.md's split of the defaults' misses into the search's and the fit's equals
+    results/recovery (the oracle ``vade-truth-start`` against ``vade-default``)."""
+    from idvae.experiments.recovery import is_recovered, paired_progress
+
+    out = ROOT / "results" / "recovery"
+    text = re.sub(r"\s+", " ", (ROOT / "RESULTS.md").read_text())
+    progress = json.loads((out / "progress.json").read_text())["vade-truth-start"]
+    assert progress == paired_progress(out, "vade-truth-start")
+    pooled = progress["families"]["all"]
+    assert pooled["n"] == 54 and not pooled["lost"]
+    results = json.loads((out / "results.json").read_text())
+    rows = {(r["instance"], r["method"]): r for r in results["rows"]}
+    ids = [spec["id"] for spec in results["instances"]]  # seeds, random, facets
+    feasible = [i for i in ids if is_recovered(rows[(i, "true-posterior")])]
+    kept = [i for i in feasible if is_recovered(rows[(i, "vade-truth-start")])]
+    default = [i for i in feasible if is_recovered(rows[(i, "vade-default")])]
+    lost = [i for i in feasible if i not in kept]
+    assert (
+        f"It recovers {pooled['recovered']}/54, that is {len(kept)} of the {len(feasible)} "
+        f"instances the ceiling recovers, against the defaults' {pooled['reference_recovered']}."
+    ) in text
+    gained = sorted(pooled["gained"])
+    assert f"and {len(gained)} more: {', '.join(gained[:-1])} and {gained[-1]}." in text
+    misses = len(feasible) - len(default)
+    assert (
+        f"of the defaults' {misses} misses among the {len(feasible)} feasible instances, "
+        f"{len(kept) - len(default)} are the search's"
+    ) in text
+    assert f"and {len(lost)} are the fit's" in text
+    assert f"on {', '.join(lost[:-1])} and {lost[-1]}." in text
