@@ -194,8 +194,9 @@ class _Store:
 
 ROW_COLUMNS = (
     "instance", "family", "method", "estimator", "status", "recovered", "weak_mcc", "accuracy",
-    "facet_accuracy", "strong_mcc", "dist_aff", "seconds", "separability", "p2", "n_samples",
-    "latent_dim", "obs_dim", "n_components", "facets", "decoder", "depth", "error",
+    "facet_accuracy", "strong_mcc", "dist_aff", "score", "log_likelihood", "seconds",
+    "separability", "p2", "n_samples", "latent_dim", "obs_dim", "n_components", "facets",
+    "decoder", "depth", "error",
 )  # fmt: skip
 
 

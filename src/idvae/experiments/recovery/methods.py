@@ -12,7 +12,7 @@ import time
 import traceback
 import warnings
 from collections.abc import Callable, Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
@@ -186,6 +186,7 @@ class _Fit:
     latents: np.ndarray
     predictions: np.ndarray | None = None
     prior: Any = None
+    bounds: dict[str, Callable[[], float]] = field(default_factory=dict)
 
 
 def _fit_baseline(estimator: str, params: Mapping[str, Any], sim: Any, seed: int) -> _Fit:
@@ -222,7 +223,21 @@ def _fit_estimator(estimator: str, params: Mapping[str, Any], sim: Any, seed: in
     if hasattr(model, "predict") and not aux:
         predictions = np.asarray(model.predict(sim.x))
     prior = getattr(model, "prior_", None)
-    return _Fit(latents, predictions, prior)
+    return _Fit(latents, predictions, prior, _bounds(model, sim.x, aux))
+
+
+def _bounds(model: Any, x: np.ndarray, aux: Mapping[str, Any]) -> dict[str, Callable[[], float]]:
+    """What the fit's objective says of it, in nats per point of the training data.
+
+    ``score``: the training bound (what selection among starts compares);
+    ``log_likelihood``: the tight importance-sampled estimate, where the model has one.
+    Recorded so that fits of one instance from different starts can be ranked by the
+    objective beside their scores against the truth. Evaluated when scored.
+    """
+    out = {"score": lambda: float(model.score(x, *aux.values()))}
+    if hasattr(model, "log_likelihood"):
+        out["log_likelihood"] = lambda: float(model.log_likelihood(x))
+    return out
 
 
 # --------------------------------------------------------------------------- scores
@@ -286,6 +301,7 @@ def _score(sim: Any, fit: _Fit, seed: int, notes: list[str]) -> dict[str, Any]:
         "facet_accuracy": None,
         "strong_mcc": None,
         "dist_aff": None,
+        **{name: safe(name, bound) for name, bound in fit.bounds.items()},
     }
     if fit.predictions is not None:
         if fit.predictions.ndim == 2:
