@@ -818,7 +818,7 @@ def test_sixth_round_figures_equal_their_results() -> None:
         "each polished, `python benchmarks/levers_vade.py dec16-vae50-n_init2-iw10-refit-full-"
         f"polish2000 --workers 1`), recovers {control['recovered']}/10"
     ) in text
-    is_oracle = _levers_module().is_oracle
+    is_oracle = _benchmark_module("levers_vade").is_oracle
     seed4 = [
         fit["weak_mcc"]
         for p in levers.glob("*/seed4.json")
@@ -842,7 +842,7 @@ def test_sixth_round_figures_equal_their_results() -> None:
         f"the higher bound kept | **{row['recovered']}/10** | {row['median_weak_mcc']:.3f} | "
         f"{row['median_accuracy']:.3f} |"
     ) in results
-    assert f"({len(_levers_module().CONFIGS)} in `levers_vade.py`" in results
+    assert f"({len(_benchmark_module('levers_vade').CONFIGS)} in `levers_vade.py`" in results
 
 
 def test_two_start_benchmark_progress_equals_its_run_files() -> None:
@@ -940,10 +940,8 @@ def test_polished_restarts_figures_equal_results_multistart() -> None:
     assert f"median of {statistics.median(r['wall_s'] for r in rows):.0f} s" in text
 
 
-def _levers_module():  # noqa: ANN202
-    spec = importlib.util.spec_from_file_location(
-        "levers_vade", ROOT / "benchmarks" / "levers_vade.py"
-    )
+def _benchmark_module(name: str):  # noqa: ANN202
+    spec = importlib.util.spec_from_file_location(name, ROOT / "benchmarks" / f"{name}.py")
     module = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(module)
     return module
@@ -977,7 +975,7 @@ def test_named_lever_rows_equal_results_levers_summary() -> None:
 def test_oracle_lever_fits_start_at_the_truth() -> None:
     """Configurations named as oracles are fitted from the true z: the ones whose fits
     record their start (every fit since that field exists) started near the truth."""
-    module = _levers_module()
+    module = _benchmark_module("levers_vade")
     oracles = [c for c in module.CONFIGS if module.is_oracle(c)]
     assert "n20000-truth-dec16-iw10-full" in oracles and "truth-elbo" in oracles
     assert not module.is_oracle("dec16-vae50-iw10-refit-full")
@@ -1090,3 +1088,52 @@ def test_truth_start_oracle_figures_equal_results_recovery() -> None:
     ) in text
     assert f"and {len(lost)} are the fit's" in text
     assert f"on {', '.join(lost[:-1])} and {lost[-1]}." in text
+
+
+def _truth_start_stage(stage: str) -> dict:
+    path = ROOT / "results" / "levers" / "truth_start" / stage / "results.json"
+    return json.loads(path.read_text())
+
+
+def test_truth_start_bounds_and_levers_equal_results_levers_truth_start() -> None:
+    """docs/recovery_levers.md's eighth round quotes results/levers/truth_start: the
+    per-instance tables are what ``benchmarks/truth_start.py`` makes of the results files,
+    and the counts read from them are recomputed here."""
+    module = _benchmark_module("truth_start")
+    doc = (ROOT / "docs" / "recovery_levers.md").read_text()
+    text = re.sub(r"\s+", " ", doc)
+    bounds, levers = _truth_start_stage("bounds"), _truth_start_stage("levers")
+    assert [s["id"] for s in bounds["instances"]] == [
+        s["id"] for s in module.feasible_misses(module.DEFAULT, ROOT / "results" / "recovery")
+    ]
+    for row in module.bound_table(bounds["rows"], bounds["instances"]):
+        assert row in doc.splitlines()
+    for row in module.levers_table(bounds["rows"] + levers["rows"], levers["instances"]):
+        assert row in doc.splitlines()
+    rows = {(r["instance"], r["method"]): r for r in bounds["rows"]}
+    ids = [s["id"] for s in bounds["instances"]]
+
+    def gain(i: str, bound: str) -> float:
+        return rows[(i, module.TRUTH_START)][bound] - rows[(i, module.DEFAULT)][bound]
+
+    higher = [i for i in ids if gain(i, "log_likelihood") > 0]
+    clear = [i for i in ids if gain(i, "log_likelihood") > 0.1]
+    agree = [i for i in ids if (gain(i, "score") > 0) == (gain(i, "log_likelihood") > 0)]
+    assert (
+        f"higher at the truth start's fit on {len(higher)} of the {len(ids)} instances, "
+        f"and by more than 0.1 nats per point on {len(clear)}: {', '.join(clear[:-1])} and "
+        f"{clear[-1]} (up to {max(gain(i, 'log_likelihood') for i in ids):.2f}"
+    ) in text
+    assert f"On the other {len(ids) - len(clear)} the objective" in text
+    assert f"agree on which fit is higher on {len(agree)} of the {len(ids)} instances" in text
+    truth_starts = sum(module.is_recovered(rows[(i, module.TRUTH_START)]) for i in ids)
+    defaults = sum(module.is_recovered(rows[(i, module.DEFAULT)]) for i in ids)
+    assert f"recovers the same {truth_starts} of {len(ids)} as in the benchmark" in text
+    assert "over the line here (" in text and f"): {defaults} of {len(ids)}." in text
+    lever_rows = {(r["instance"], r["method"]): r for r in levers["rows"]}
+    for instance in ("random-09", "facets-3"):
+        figures = [rows[(instance, module.TRUTH_START)]["score"]] + [
+            lever_rows[(instance, name)]["score"] for name in ("truth-e300", "truth-polish1000")
+        ]
+        assert "{:.2f} to {:.2f}".format(*figures[:2]) in text
+        assert f"and {figures[2]:.2f}" in text
