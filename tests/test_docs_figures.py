@@ -1125,6 +1125,8 @@ def test_truth_start_bounds_and_levers_equal_results_levers_truth_start() -> Non
         f"{clear[-1]} (up to {max(gain(i, 'log_likelihood') for i in ids):.2f}"
     ) in text
     assert f"On the other {len(ids) - len(clear)} the objective" in text
+    low, high = (f(gain(i, "log_likelihood") for i in clear) for f in (min, max))
+    assert f"(by {low:.2f}–{high:.2f} nats per point)" in text
     assert f"agree on which fit is higher on {len(agree)} of the {len(ids)} instances" in text
     truth_starts = sum(module.is_recovered(rows[(i, module.TRUTH_START)]) for i in ids)
     defaults = sum(module.is_recovered(rows[(i, module.DEFAULT)]) for i in ids)
@@ -1137,3 +1139,25 @@ def test_truth_start_bounds_and_levers_equal_results_levers_truth_start() -> Non
         ]
         assert "{:.2f} to {:.2f}".format(*figures[:2]) in text
         assert f"and {figures[2]:.2f}" in text
+
+
+def test_truth_start_figures_in_results_md_equal_results_levers_truth_start() -> None:
+    """RESULTS.md's and README's summary of the eighth round equal results/levers/truth_start."""
+    module = _benchmark_module("truth_start")
+    text = re.sub(r"\s+", " ", (ROOT / "RESULTS.md").read_text())
+    bounds, levers = _truth_start_stage("bounds"), _truth_start_stage("levers")
+    rows = {(r["instance"], r["method"]): r for r in bounds["rows"]}
+    ids = [s["id"] for s in bounds["instances"]]
+    gains = [
+        rows[(i, module.TRUTH_START)]["log_likelihood"]
+        - rows[(i, module.DEFAULT)]["log_likelihood"]
+        for i in ids
+    ]
+    higher, clear = sum(g > 0 for g in gains), sum(g > 0.1 for g in gains)
+    assert f"higher likelihood on {higher} of the {len(ids)}, by more than 0.1 on {clear}:" in text
+    assert f"On the other {len(ids) - clear} the objective" in text
+    readme = re.sub(r"\s+", " ", (ROOT / "README.md").read_text())
+    assert f"On {clear} of the {len(ids)} the truth start's fit has the clearly higher" in readme
+    best = max(summary["n_recovered"] for summary in levers["summary"].values())
+    assert f"keeps the truth on more than {best}." in text
+    assert f"On the {len(levers['instances'])} fit misses" in text
