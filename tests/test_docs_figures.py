@@ -1161,3 +1161,53 @@ def test_truth_start_figures_in_results_md_equal_results_levers_truth_start() ->
     best = max(summary["n_recovered"] for summary in levers["summary"].values())
     assert f"keeps the truth on more than {best}." in text
     assert f"On the {len(levers['instances'])} fit misses" in text
+    starts = _truth_start_stage("starts")
+    best_alone = max(starts["summary"][n]["n_recovered"] for n in module.STARTS)
+    pooled = bounds["rows"] + starts["rows"]
+    portfolio = module.portfolio_table(pooled, starts["instances"])
+    kept = sum(row.endswith("| yes |") for row in portfolio)
+    assert f"recover at most {best_alone} of the {len(ids)} each" in text
+    assert f"the most likely fit kept, recovers {kept} of the {len(ids)}:" in text
+
+
+def test_truth_start_portfolio_equals_results_levers_truth_start() -> None:
+    """The eighth round's starts table and counts equal results/levers/truth_start: each
+    start alone, the portfolio kept by either bound, and how often the truth start's fit is
+    clearly more likely than every start's."""
+    module = _benchmark_module("truth_start")
+    doc = (ROOT / "docs" / "recovery_levers.md").read_text()
+    text = re.sub(r"\s+", " ", doc)
+    bounds, starts = _truth_start_stage("bounds"), _truth_start_stage("starts")
+    pooled = bounds["rows"] + starts["rows"]
+    for row in module.portfolio_table(pooled, starts["instances"]):
+        assert row in doc.splitlines()
+    rows = {(r["instance"], r["method"]): r for r in pooled}
+    ids = [s["id"] for s in starts["instances"]]
+    names = [module.DEFAULT, *module.STARTS]
+    alone = [starts["summary"][n]["n_recovered"] for n in module.STARTS]
+    assert (
+        f"the AE start recovers {alone[0]} of the {len(ids)}, the Isomap start {alone[1]} and "
+        f"the spectral start {alone[2]};"
+    ) in text
+    some = [i for i in ids if any(module.is_recovered(rows[(i, n)]) for n in names)]
+    assert f"some start recovers on {len(some)} ({', '.join(some[:-1])} and {some[-1]})" in text
+
+    def kept(bound: str) -> int:
+        picks = [max(names, key=lambda n, i=i: rows[(i, n)][bound]) for i in ids]
+        return sum(module.is_recovered(rows[(i, n)]) for i, n in zip(ids, picks, strict=True))
+
+    assert f"highest tight likelihood kept, recover {kept('log_likelihood')};" in text
+    assert f"kept by the training bound, {kept('score')} (" in text
+    assert f"reach the truth's basin on {len(some)} of the {len(ids)} at most" in text
+    assert (
+        f"keeps a recovering fit on {kept('log_likelihood')} ({kept('score')} when kept by the "
+        "training bound)"
+    ) in text
+    truth = [i for i in ids if module.is_recovered(rows[(i, module.TRUTH_START)])]
+    clear = [
+        i
+        for i in truth
+        if rows[(i, module.TRUTH_START)]["log_likelihood"]
+        > max(rows[(i, n)]["log_likelihood"] for n in names) + 0.1
+    ]
+    assert f"On {len(clear)} of the {len(truth)} instances where the truth start recovers" in text
