@@ -21,7 +21,7 @@ defaults recover is not measured here.
 ``--stage levers``: on the instances where the truth start does not recover, refit from the
 true z with one part of the defaults changed at a time (``VARIANTS``).
 
-Both read ``results/recovery`` (run ``idvae reproduce recovery`` with ``vade-truth-start``
+All three read ``results/recovery`` (run ``idvae reproduce recovery`` with ``vade-truth-start``
 first) and fit through ``idvae.experiments.recovery.run_recovery`` (same scores, resumable)
 into ``results/levers/truth_start/<stage>/``.
 
@@ -56,10 +56,19 @@ STARTS: dict[str, dict] = {
 }
 
 
+def _by_task(result_rows: list[dict]) -> dict[tuple[str, str], dict]:
+    """The rows of the fits that finished, by (instance, method)."""
+    return {(r["instance"], r["method"]): r for r in result_rows if r.get("status") == "ok"}
+
+
+def _scores(row: dict) -> str:
+    return f"{row['weak_mcc']:.3f} / {row['accuracy']:.3f}"
+
+
 def feasible_misses(method: str, recovery: Path = RECOVERY) -> list[dict]:
     """Instance specs where the ceiling recovers and ``method`` does not."""
     results = json.loads((recovery / "results.json").read_text())
-    rows = {(r["instance"], r["method"]): r for r in results["rows"]}
+    rows = _by_task(results["rows"])
     return [
         spec
         for spec in results["instances"]
@@ -85,7 +94,7 @@ def bound_table(result_rows: list[dict], instances: list[dict]) -> list[str]:
     """Per instance, in the benchmark's order, the Markdown row docs/recovery_levers.md
     quotes: both fits' weak MCC / accuracy, whether the truth start recovers, and how much
     higher its training bound and its tight log-likelihood are (nats per point)."""
-    rows = {(r["instance"], r["method"]): r for r in result_rows if r.get("status") == "ok"}
+    rows = _by_task(result_rows)
     table = []
     for spec in instances:
         default, truth = rows.get((spec["id"], DEFAULT)), rows.get((spec["id"], TRUTH_START))
@@ -93,7 +102,7 @@ def bound_table(result_rows: list[dict], instances: list[dict]) -> list[str]:
             continue
         cells = [
             spec["id"],
-            *(f"{r['weak_mcc']:.3f} / {r['accuracy']:.3f}" for r in (default, truth)),
+            *(_scores(r) for r in (default, truth)),
             "yes" if is_recovered(truth) else "no",
             *(f"{truth[b] - default[b]:+.3f}" for b in ("score", "log_likelihood")),
         ]
@@ -105,15 +114,12 @@ def levers_table(result_rows: list[dict], instances: list[dict]) -> list[str]:
     """The Markdown rows docs/recovery_levers.md quotes: per instance, the truth start's
     weak MCC / accuracy (from the bounds stage) and each variant's, then the count each
     recovers."""
-    rows = {(r["instance"], r["method"]): r for r in result_rows if r.get("status") == "ok"}
+    rows = _by_task(result_rows)
     names = [TRUTH_START, *VARIANTS]
     table = []
     for spec in instances:
-        cells = [
-            f"{rows[(spec['id'], n)]['weak_mcc']:.3f} / {rows[(spec['id'], n)]['accuracy']:.3f}"
-            for n in names
-        ]
-        table.append("| " + " | ".join([spec["id"], *cells]) + " |")
+        cells = [spec["id"], *(_scores(rows[(spec["id"], n)]) for n in names)]
+        table.append("| " + " | ".join(cells) + " |")
     counts = [sum(is_recovered(rows[(spec["id"], n)]) for spec in instances) for n in names]
     table.append("| recovered | " + " | ".join(f"{c}/{len(instances)}" for c in counts) + " |")
     return table
@@ -124,7 +130,7 @@ def portfolio_table(result_rows: list[dict], instances: list[dict]) -> list[str]
     / accuracy (``vade-default`` is the VAE start, from the bounds stage) and the start a
     portfolio would keep, the one with the highest tight log-likelihood, with whether it
     recovers."""
-    rows = {(r["instance"], r["method"]): r for r in result_rows if r.get("status") == "ok"}
+    rows = _by_task(result_rows)
     names = [DEFAULT, *STARTS]
     table = []
     for spec in instances:
@@ -134,7 +140,7 @@ def portfolio_table(result_rows: list[dict], instances: list[dict]) -> list[str]
         kept = max(names, key=lambda n: fits[n]["log_likelihood"])
         cells = [
             spec["id"],
-            *(f"{fits[n]['weak_mcc']:.3f} / {fits[n]['accuracy']:.3f}" for n in names),
+            *(_scores(fits[n]) for n in names),
             kept,
             "yes" if is_recovered(fits[kept]) else "no",
         ]
@@ -166,13 +172,12 @@ def main() -> None:
         entry = result.summary[name]
         print(f"{name:18s} recovered {entry['n_recovered']}/{entry['n']}")
     if args.stage == "bounds":
-        print("\n".join(bound_table(result.rows, result.instances)))
-    if args.stage == "levers":
+        table = bound_table(result.rows, result.instances)
+    else:  # the other stages read the VAE start and the truth start from the bounds stage
         bounds = json.loads((OUT / "bounds" / "results.json").read_text())["rows"]
-        print("\n".join(levers_table(bounds + result.rows, result.instances)))
-    if args.stage == "starts":
-        bounds = json.loads((OUT / "bounds" / "results.json").read_text())["rows"]
-        print("\n".join(portfolio_table(bounds + result.rows, result.instances)))
+        make = levers_table if args.stage == "levers" else portfolio_table
+        table = make(bounds + result.rows, result.instances)
+    print("\n".join(table))
 
 
 if __name__ == "__main__":
