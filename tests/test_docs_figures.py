@@ -17,6 +17,7 @@ import importlib.util
 import json
 import re
 import statistics
+import sys
 from pathlib import Path
 
 import pytest
@@ -941,6 +942,8 @@ def test_polished_restarts_figures_equal_results_multistart() -> None:
 
 
 def _benchmark_module(name: str):  # noqa: ANN202
+    if str(ROOT / "benchmarks") not in sys.path:  # the scripts import each other
+        sys.path.insert(0, str(ROOT / "benchmarks"))
     spec = importlib.util.spec_from_file_location(name, ROOT / "benchmarks" / f"{name}.py")
     module = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(module)
@@ -1211,3 +1214,48 @@ def test_truth_start_portfolio_equals_results_levers_truth_start() -> None:
         > max(rows[(i, n)]["log_likelihood"] for n in names) + 0.1
     ]
     assert f"On {len(clear)} of the {len(truth)} instances where the truth start recovers" in text
+
+
+def test_search_probes_equal_results_levers_search_probes() -> None:
+    """docs/recovery_levers.md's ninth round quotes results/levers/search_probes: the three
+    tables are what ``benchmarks/search_probes.py`` makes of the results files, and the
+    counts in its text are recomputed here."""
+    module = _benchmark_module("search_probes")
+    root = ROOT / "results" / "levers" / "search_probes"
+    doc = (ROOT / "docs" / "recovery_levers.md").read_text()
+    text = re.sub(r"\s+", " ", doc)
+    records = {probe: module.load(probe, root) for probe in module.PROBES}
+    for probe, rows in records.items():
+        assert [r["seed"] for r in rows] == list(range(10)), probe
+        for row in module.TABLES[probe](rows):
+            assert row in doc.splitlines(), row
+    ltsa = records["ltsa"]
+
+    def cheaper(name: str) -> int:
+        return sum(r[name]["cost"] < r["posterior_mean"]["cost"] for r in ltsa)
+
+    arranged = sum(
+        all(r[f"rearranged_{i}"]["cost"] > r["posterior_mean"]["cost"] for i in range(3))
+        for r in ltsa
+    )
+    assert f"above the posterior mean's on {arranged} of the 10 seeds" in text
+    assert (
+        f"PCA's is below it on {cheaper('pca')}, Isomap's on {cheaper('isomap')} and the "
+        f"spectral embedding's on {cheaper('spectral')}"
+    ) in text
+    embedding = [r["ltsa"]["weak_mcc"] for r in ltsa]
+    assert f"(weak MCC {min(embedding):.3f}–{max(embedding):.3f})" in text
+    gains = [r["flow"]["gain"] for r in records["flow"]]
+    assert f"gains {min(gains):.3f}–{max(gains):.3f} nats per point" in text
+    shares = [r["explained_variance_ratio"][-1] for r in records["overcomplete"]]
+    assert f"at most {max(shares):.4f} of the codes' variance" in text
+    recovered = [r["weak_mcc"] >= 0.95 and r["accuracy"] >= 0.95 for r in records["overcomplete"]]
+    flow_defaults = [
+        r["defaults"]["weak_mcc"] >= 0.95 and r["defaults"]["accuracy"] >= 0.95
+        for r in records["flow"]
+    ]
+    assert f"recovers {sum(recovered)}/10, against {sum(flow_defaults)}/10 for the defaults" in text
+    flowed = [
+        r["flow"]["weak_mcc"] >= 0.95 and r["flow"]["accuracy"] >= 0.95 for r in records["flow"]
+    ]
+    assert f"output recovers {sum(flowed)}/10 against the defaults' {sum(flow_defaults)}/10" in text
