@@ -297,6 +297,60 @@ def test_n_init_with_vectorized_seeds_matches_separate_fits() -> None:
         np.testing.assert_allclose(model.transform(X), ref.transform(X), atol=1e-3)
 
 
+# -- init_fraction: trials on subsamples, chosen by their held-out likelihood ---------------
+@pytest.mark.parametrize("n_samples", [300, 5000, 20000])
+def test_subsample_trials_hold_out_the_rows_they_are_compared_on(n_samples: int) -> None:
+    from idvae.models.vade import HELD_OUT_ROWS, SUBSAMPLE_MIN_ROWS
+
+    est = VaDE(**(CONFIG | {"n_init": 3, "init_fraction": 0.25}))
+    splits = [est._trial_rows(n_samples, i) for i in range(3)]
+    size = max(round(0.25 * n_samples), min(SUBSAMPLE_MIN_ROWS, n_samples // 2))
+    for rows, held_out in splits:
+        rows = rows.numpy()
+        assert len(rows) == size == len(np.unique(rows))
+        assert len(held_out) == min(n_samples - size, HELD_OUT_ROWS)
+        assert not set(rows.tolist()) & set(held_out.tolist())
+        assert rows.max() < n_samples and held_out.max() < n_samples
+    # each trial its own rows, the same on every call (a resumed fit sees the same)
+    assert len({tuple(rows[:20].tolist()) for rows, _ in splits}) == 3
+    np.testing.assert_array_equal(est._trial_rows(n_samples, 1)[0], splits[1][0])
+
+
+def test_subsample_trials_are_scored_on_held_out_rows_and_the_best_trains_on_all(
+    tmp_path,
+) -> None:
+    X, _ = _blobs(n=400, seed=8)
+    params = CONFIG | {"n_init": 2, "init_fraction": 0.5, "epochs": 2}
+    model = VaDE(**params).fit(X, checkpoint_dir=tmp_path)
+    assert model.best_init_ == int(np.argmax(model.init_scores_))
+    # each trial: pretraining and 2 epochs on its 200 rows; then the kept one 2 epochs on all
+    phases = [(h["phase"], h["epoch"]) for h in model.history_]
+    trial = [("pretrain", 1), ("pretrain", 2), ("train", 1), ("train", 2)]
+    assert phases == 2 * trial + [("train", 1), ("train", 2)]
+    # a trial's score is its importance-sampled log-likelihood on the rows it did not see
+    x = torch.as_tensor(model._scale(X))
+    log_scale = float(np.log(model.scaler_scale_).sum())
+    for i, score in enumerate(model.init_scores_):
+        state = torch.load(tmp_path / f"vade_init_{i}.pt", weights_only=True)["state"]
+        module = model._new_module(X.shape[1], (), 0)
+        module.load_state_dict(state)
+        _, held_out = model._trial_rows(len(X), i)
+        expected = model._mean_log_likelihood(x[torch.as_tensor(held_out)], 200, i, module)
+        assert score == pytest.approx(expected - log_scale, abs=1e-4)
+        trained = model._trial_rows(len(X), i)[0]
+        on_training = model._mean_log_likelihood(x[trained], 200, i, module)
+        assert score != pytest.approx(on_training - log_scale, abs=1e-4)
+
+
+def test_init_fraction_bad_values_are_refused() -> None:
+    X, _ = _blobs()
+    with pytest.raises(ValueError, match="n_init > 1"):
+        VaDE(**(CONFIG | {"init_fraction": 0.5})).fit(X)
+    for bad in (0.0, 1.5):
+        with pytest.raises(ValueError, match="init_fraction"):
+            VaDE(**(CONFIG | {"n_init": 2, "init_fraction": bad})).fit(X)
+
+
 def test_spectral_embedding_separates_clusters_and_is_deterministic() -> None:
     from idvae.metrics import cluster_accuracy
     from idvae.models.vade import spectral_embedding

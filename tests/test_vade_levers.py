@@ -110,9 +110,8 @@ def test_refit_replaces_a_merged_prior_and_never_lowers_the_fit() -> None:
     est = VaDE(latent_dim=2, n_components=3, covariance_type="full", gmm_n_init=3)
     module = VaDEModule(2, 2, 3, (), (), "leaky_relu", "gaussian", "full").double()
 
-    class Ctx:  # the three attributes the refit reads
+    class Ctx:  # the two attributes the refit reads
         rng = np.random.default_rng(0)
-        data = (torch.zeros((len(z), 2), dtype=torch.float64),)  # as many rows as z
 
     ctx = Ctx()
     ctx.module = module
@@ -122,7 +121,7 @@ def test_refit_replaces_a_merged_prior_and_never_lowers_the_fit() -> None:
     covs = np.stack([np.diag([9.0, 9.0]), np.eye(2), np.eye(2)])
     module.prior.load_gmm(idvae.GMM(*merged, covs))
     before = module.prior.to_gmm().logpdf(z).mean()
-    est._refit_prior(ctx)
+    est._refit_prior(ctx, torch.zeros((len(z), 2), dtype=torch.float64))  # as many rows as z
     after = module.prior.to_gmm()
     assert after.logpdf(z).mean() > before + 0.5
     labels = np.argmax(
@@ -135,7 +134,7 @@ def test_refit_replaces_a_merged_prior_and_never_lowers_the_fit() -> None:
     assert cluster_accuracy(u, labels) > 0.98
     # refitting the optimum again keeps it (the candidate is not better)
     again = after.logpdf(z).mean()
-    est._refit_prior(ctx)
+    est._refit_prior(ctx, torch.zeros((len(z), 2), dtype=torch.float64))  # as many rows as z
     assert module.prior.to_gmm().logpdf(z).mean() >= again - 1e-6
 
 

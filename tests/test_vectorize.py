@@ -174,8 +174,8 @@ _POISONED: set[int] = set()
 class PoisonedVaDE(VaDE):
     """VaDE whose prior initialisation is NaN once for seed 1 (a transient fault)."""
 
-    def _initialize_prior(self, ctx):
-        super()._initialize_prior(ctx)
+    def _initialize_prior(self, ctx, x):
+        super()._initialize_prior(ctx, x)
         if self.random_state == 1 and 1 not in _POISONED:
             _POISONED.add(1)
             with torch.no_grad():

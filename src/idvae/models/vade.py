@@ -95,6 +95,13 @@ ELBO_PIPELINE: dict[str, Any] = {
 # decoder rows per chunk of draws in VaDE.log_likelihood (memory: rows x n_features floats)
 _DRAW_ROWS = 1 << 18
 
+# trials on subsamples (init_fraction < 1): the rows of each, at least this many (or half of
+# the data), and the held-out rows and importance draws of the log-likelihood that compares
+# them
+SUBSAMPLE_MIN_ROWS = 1000
+HELD_OUT_ROWS = 3000
+HELD_OUT_DRAWS = 200
+
 # Monte Carlo draws of the ELBO that compares the trials of n_init (measured on 3,000 points
 # of model (3): one draw of the mean ELBO varies by ~0.02-0.05 nats per sample)
 SELECT_DRAWS = 4
@@ -314,6 +321,17 @@ class VaDE(ClusterMixin, LatentEstimator):
         init_epochs: ELBO epochs of each trial before the choice; None: ``epochs`` (each
             trial is a full fit and the best one is the result). Ignored when
             ``n_init == 1``.
+        init_fraction: 1 (default): every trial of ``n_init`` trains on all the rows.
+            Below 1 (with ``n_init`` > 1): each trial trains on its own random subsample of
+            this fraction of the rows (at least ``SUBSAMPLE_MIN_ROWS``, or half the rows
+            when there are fewer than twice that; trial i draws its rows from seed i, so a
+            resumed fit sees the same), and the trials are compared by their importance-
+            sampled log-likelihood (``HELD_OUT_DRAWS`` draws) on up to ``HELD_OUT_ROWS`` of
+            the rows they did not train on; the kept trial is then trained on all the rows
+            for ``epochs`` epochs, its learning-rate schedule continued, prior refits
+            included. Fits on different subsamples land in different basins far more often
+            than restarts on the same data, and held-out data tell the basins apart
+            (docs/recovery_levers.md, tenth round).
         polish_iterations: at the end of the epochs, this many
             iterations of full-batch L-BFGS on the training bound, its Monte Carlo draws
             fixed for rounds of ``idvae.training.polish.ROUND_ITERATIONS`` iterations
@@ -371,6 +389,7 @@ class VaDE(ClusterMixin, LatentEstimator):
         "gmm_n_init": [Interval(Integral, 1, None, closed="left")],
         "n_init": [Interval(Integral, 1, None, closed="left")],
         "init_epochs": [Interval(Integral, 0, None, closed="left"), None],
+        "init_fraction": [Interval(Real, 0, 1, closed="right")],
         "polish_iterations": [Interval(Integral, 0, None, closed="left")],
     }
 
@@ -397,6 +416,7 @@ class VaDE(ClusterMixin, LatentEstimator):
         prior_refit_every: int | None = 20,
         n_init: int = 1,
         init_epochs: int | None = None,
+        init_fraction: float = 1.0,
         polish_iterations: int = 0,
         early_stopping: bool = False,
         patience: int = 5,
@@ -425,6 +445,7 @@ class VaDE(ClusterMixin, LatentEstimator):
         self.prior_refit_every = prior_refit_every
         self.n_init = n_init
         self.init_epochs = init_epochs
+        self.init_fraction = init_fraction
         self.polish_iterations = polish_iterations
         self.early_stopping = early_stopping
         self.patience = patience
@@ -473,7 +494,13 @@ class VaDE(ClusterMixin, LatentEstimator):
         self.best_init_ = 0
         geometries = self._geometries()
         n_trials = len(geometries) * self.n_init
+        subsampled = float(self.init_fraction) < 1
         if n_trials == 1:
+            if subsampled:
+                raise ValueError(
+                    f"Expected n_init > 1 (or several pretrain geometries) with init_fraction "
+                    f"< 1 but got n_init = {self.n_init}, init_fraction = {self.init_fraction}"
+                )
             self._fit_trial(ctx, self.epochs, geometries[0])
             self._polish(ctx)
             return
@@ -483,15 +510,18 @@ class VaDE(ClusterMixin, LatentEstimator):
                 f"epochs = {self.epochs}"
             )
         init_epochs = self.epochs if self.init_epochs is None else int(self.init_epochs)
-        rest = self.epochs - init_epochs
+        # trials on subsamples are all trained on all the rows after the choice
+        rest = self.epochs if subsampled else self.epochs - init_epochs
         trials: dict[int, dict[str, Any]] = {}
         for i in range(n_trials):
             if i > 0:
                 ctx.run_step("reset", lambda: self._reset_weights(ctx))
-            self._fit_trial(ctx, init_epochs, geometries[i // self.n_init])
+            rows, held_out = self._trial_rows(len(ctx.data[0]), i) if subsampled else (None, None)
+            data = ctx.data if rows is None else (ctx.data[0][rows],)
+            self._fit_trial(ctx, init_epochs, geometries[i // self.n_init], data)
             if rest == 0:  # full trials are finished, polish included, before they are compared
                 self._polish(ctx)
-            ctx.run_step("compare", lambda i=i: self._record_trial(ctx, i, trials))
+            ctx.run_step("compare", lambda i=i, h=held_out: self._record_trial(ctx, i, trials, h))
         records = [self._trial(ctx, i, trials) for i in range(n_trials)]
         self.init_scores_ = [float(r["score"]) for r in records]
         # the first of equal scores, so the choice is deterministic
@@ -502,11 +532,22 @@ class VaDE(ClusterMixin, LatentEstimator):
             epochs_run=int(best["epochs_run"]), stopped_early=bool(best["stopped_early"])
         )
         if rest > 0:
-            if not best["stopped_early"]:
+            if subsampled:
+                self._train_with_refits(ctx, rest, ctx.data, first_epoch=init_epochs)
+            elif not best["stopped_early"]:
                 # continue the step schedule of the trial's learning rate
                 lr = step_lr(float(self.lr), float(self.lr_decay), self.lr_decay_every, init_epochs)
                 ctx.run_phase("train", self._train_config(rest, lr=lr))
             self._polish(ctx)
+
+    def _trial_rows(self, n_samples: int, trial: int) -> tuple[torch.Tensor, np.ndarray]:
+        """The rows trial ``trial`` trains on (a random fraction ``init_fraction``, from seed
+        ``trial``) and the held-out rows (up to ``HELD_OUT_ROWS`` of the others) it is
+        compared on."""
+        floor = min(SUBSAMPLE_MIN_ROWS, n_samples // 2)
+        size = max(round(float(self.init_fraction) * n_samples), floor)
+        order = np.random.default_rng(trial).permutation(n_samples)
+        return torch.as_tensor(np.sort(order[:size])), np.sort(order[size:][:HELD_OUT_ROWS])
 
     def _geometries(self) -> list[Any]:
         """The initial geometries that ``pretrain`` names: a list of names, or [an array]."""
@@ -524,11 +565,19 @@ class VaDE(ClusterMixin, LatentEstimator):
             return names
         return [pretrain]
 
-    def _fit_trial(self, ctx: FitContext, epochs: int, geometry: Any) -> None:
-        """Pretraining from ``geometry``, GaussianMixture initialisation, ``epochs`` ELBO epochs."""
+    def _fit_trial(
+        self,
+        ctx: FitContext,
+        epochs: int,
+        geometry: Any,
+        data: tuple[torch.Tensor, ...] | None = None,
+    ) -> None:
+        """Pretraining from ``geometry``, GaussianMixture initialisation, ``epochs`` ELBO epochs,
+        on ``data`` (default: all the training rows)."""
         module: VaDEModule = ctx.module  # type: ignore[assignment]
+        rows = ctx.data if data is None else data
         if self.pretrain_epochs > 0:
-            data = ctx.data
+            data = rows
             pretrain = geometry if isinstance(geometry, str) else "given"
             if pretrain == "vae":
                 loss_fn = module.pretrain_vae_loss
@@ -556,19 +605,28 @@ class VaDE(ClusterMixin, LatentEstimator):
                 parameters=parameters,
                 data=data,
             )
-        ctx.run_step("init", lambda: self._initialize_prior(ctx))
+        ctx.run_step("init", lambda: self._initialize_prior(ctx, rows[0]))
+        self._train_with_refits(ctx, epochs, rows)
+
+    def _train_with_refits(
+        self, ctx: FitContext, epochs: int, data: tuple[torch.Tensor, ...], first_epoch: int = 0
+    ) -> None:
+        """``epochs`` ELBO epochs on ``data``, the prior refitted every ``prior_refit_every``;
+        the learning rate's step schedule starts at epoch ``first_epoch``."""
         every = epochs if self.prior_refit_every is None else int(self.prior_refit_every)
         done = 0
         while done < epochs or epochs == 0:
             chunk = min(every, epochs - done)
             # the step schedule of the learning rate runs on across the chunks
-            lr = step_lr(float(self.lr), float(self.lr_decay), self.lr_decay_every, done)
-            ctx.run_phase("train", self._train_config(chunk, lr=lr))
+            lr = step_lr(
+                float(self.lr), float(self.lr_decay), self.lr_decay_every, first_epoch + done
+            )
+            ctx.run_phase("train", self._train_config(chunk, lr=lr), data=data)
             done += chunk
             last = ctx.last_result
             if done >= epochs or (last is not None and last.stopped_early):
                 break
-            ctx.run_step("refit", lambda: self._refit_prior(ctx))
+            ctx.run_step("refit", lambda: self._refit_prior(ctx, data[0]))
 
     def _given_embedding(self, given: Any, x: torch.Tensor) -> torch.Tensor:
         """``pretrain`` as an array: checked against the data, standardised per column."""
@@ -612,10 +670,23 @@ class VaDE(ClusterMixin, LatentEstimator):
             return None
         return ctx.checkpoint_path.parent / f"vade_init_{i}.pt"
 
-    def _record_trial(self, ctx: FitContext, i: int, trials: dict[int, dict[str, Any]]) -> None:
-        """Score trial i and keep its weights (also next to the checkpoint, for resume)."""
+    def _record_trial(
+        self,
+        ctx: FitContext,
+        i: int,
+        trials: dict[int, dict[str, Any]],
+        held_out: np.ndarray | None = None,
+    ) -> None:
+        """Score trial i and keep its weights (also next to the checkpoint, for resume): its
+        ELBO on the training rows, or its log-likelihood on the ``held_out`` rows."""
         last = ctx.last_result
-        score = self._trial_elbo(ctx.module, ctx.data[0])  # type: ignore[arg-type]
+        module: VaDEModule = ctx.module  # type: ignore[assignment]
+        x = ctx.data[0]
+        if held_out is None:
+            score = self._trial_elbo(module, x)
+        else:
+            rows = x[torch.as_tensor(held_out, device=x.device)]
+            score = self._mean_log_likelihood(rows, HELD_OUT_DRAWS, seed=i, module=module)
         record = {
             # in the units of X, like score(): the change of variables adds -sum(log scale)
             "score": score - float(np.log(self.scaler_scale_).sum()),
@@ -659,26 +730,26 @@ class VaDE(ClusterMixin, LatentEstimator):
         covariance_type, n_init = self.covariance_type, self.gmm_n_init
         return fit_mixture(z, self.n_components, covariance_type, n_init=n_init, seed=seed)
 
-    def _initialize_prior(self, ctx: FitContext) -> None:
-        """Fit a seeded GaussianMixture to the encoder means; copy it into the prior."""
+    def _initialize_prior(self, ctx: FitContext, x: torch.Tensor) -> None:
+        """Fit a seeded GaussianMixture to the encoder means of rows x; copy it into the prior."""
         seed = int(ctx.rng.integers(0, 2**31 - 1))
-        z = self._sampled_encoder_means(ctx, seed)
+        z = self._sampled_encoder_means(ctx, seed, x)
         ctx.module.prior.load_gmm(self._mixture_on(z, seed))
 
-    def _refit_prior(self, ctx: FitContext) -> None:
-        """Replace the prior by a GaussianMixture on the encoder means if that fits them better."""
+    def _refit_prior(self, ctx: FitContext, x: torch.Tensor) -> None:
+        """Replace the prior by a GaussianMixture on the encoder means of rows x if that fits
+        them better."""
         seed = int(ctx.rng.integers(0, 2**31 - 1))
-        z = self._sampled_encoder_means(ctx, seed)
+        z = self._sampled_encoder_means(ctx, seed, x)
         current = ctx.module.prior.to_gmm()
         candidate = self._mixture_on(z, seed)
         if float(candidate.logpdf(z).mean()) > float(current.logpdf(z).mean()):
             ctx.module.prior.load_gmm(candidate)
 
-    def _sampled_encoder_means(self, ctx: FitContext, seed: int) -> np.ndarray:
-        """The encoder means of the training points, or, above ``GMM_INIT_SAMPLES`` of them,
-        of a random subset of that size drawn from ``seed`` (the mixture fits and their
-        comparison see the same rows)."""
-        x = ctx.data[0]
+    def _sampled_encoder_means(self, ctx: FitContext, seed: int, x: torch.Tensor) -> np.ndarray:
+        """The encoder means of the rows x, or, above ``GMM_INIT_SAMPLES`` of them, of a
+        random subset of that size drawn from ``seed`` (the mixture fits and their comparison
+        see the same rows)."""
         rows = subsample_rows(len(x), seed, GMM_INIT_SAMPLES)
         if rows is not None:
             x = x[torch.as_tensor(rows, device=x.device)]
@@ -711,21 +782,31 @@ class VaDE(ClusterMixin, LatentEstimator):
             random_state: seed of the draws (the estimate is reproducible).
         """
         n_draws = check_positive_int(n_draws, "n_draws")
-        tensors = self._check_input(X, ())
-        rng = check_random_state(random_state)
-        device = tensors[0].device
-        generator = torch.Generator(device=device).manual_seed(int(rng.integers(0, 2**62)))
+        (x,) = self._check_input(X, ())
+        seed = int(check_random_state(random_state).integers(0, 2**62))
+        log_scale = float(np.log(self.scaler_scale_).sum())
+        return self._mean_log_likelihood(x, n_draws, seed, self.module_) - log_scale
+
+    def _mean_log_likelihood(
+        self, x: torch.Tensor, n_draws: int, seed: int, module: VaDEModule
+    ) -> float:
+        """``log_likelihood`` of the scaled rows x under ``module``, in their units."""
+        generator = torch.Generator(device=x.device).manual_seed(seed)
         # draws in chunks so that a chunk holds at most _DRAW_ROWS decoder rows
-        chunk = max(1, min(n_draws, _DRAW_ROWS // min(len(tensors[0]), _EVAL_BATCH)))
+        chunk = max(1, min(n_draws, _DRAW_ROWS // min(len(x), _EVAL_BATCH)))
         sizes = [min(chunk, n_draws - start) for start in range(0, n_draws, chunk)]
 
-        def estimate(x: torch.Tensor) -> torch.Tensor:
-            terms = [self.module_.log_weight_terms(x, k, generator) for k in sizes]
+        def estimate(rows: torch.Tensor) -> torch.Tensor:
+            terms = [module.log_weight_terms(rows, k, generator) for k in sizes]
             log_w = torch.cat([px + pz - q for px, pz, q in terms])
             return torch.logsumexp(log_w, 0) - math.log(n_draws)
 
-        values = self._map_batches(estimate, tensors)
-        return float(values.mean()) - float(np.log(self.scaler_scale_).sum())
+        was_training = module.training
+        module.eval()
+        with torch.no_grad():
+            values = torch.cat([estimate(rows).double() for rows in x.split(_EVAL_BATCH)])
+        module.train(was_training)
+        return float(values.mean())
 
     def predict_proba(self, X: Any) -> np.ndarray:
         """Posterior cluster probabilities p(c | z = E[z | x]).
