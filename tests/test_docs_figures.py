@@ -1224,7 +1224,7 @@ def test_search_probes_equal_results_levers_search_probes() -> None:
     root = ROOT / "results" / "levers" / "search_probes"
     doc = (ROOT / "docs" / "recovery_levers.md").read_text()
     text = re.sub(r"\s+", " ", doc)
-    records = {probe: module.load(probe, root) for probe in module.PROBES}
+    records = {probe: module.load(probe, root) for probe in ("ltsa", "flow", "overcomplete")}
     for probe, rows in records.items():
         assert [r["seed"] for r in rows] == list(range(10)), probe
         for row in module.TABLES[probe](rows):
@@ -1259,3 +1259,38 @@ def test_search_probes_equal_results_levers_search_probes() -> None:
         r["flow"]["weak_mcc"] >= 0.95 and r["flow"]["accuracy"] >= 0.95 for r in records["flow"]
     ]
     assert f"output recovers {sum(flowed)}/10 against the defaults' {sum(flow_defaults)}/10" in text
+
+
+def test_subsample_search_equals_results_levers_truth_start() -> None:
+    """docs/recovery_levers.md's tenth round and RESULTS.md quote
+    results/levers/truth_start/search: the table is what ``benchmarks/truth_start.py``
+    makes of the results files, and the counts are recomputed here."""
+    module = _benchmark_module("truth_start")
+    doc = (ROOT / "docs" / "recovery_levers.md").read_text()
+    text = re.sub(r"\s+", " ", doc)
+    bounds, search = _truth_start_stage("bounds"), _truth_start_stage("search")
+    names = list(module.SEARCH)
+    for row in module.beside_defaults_table(
+        bounds["rows"] + search["rows"], search["instances"], names
+    ):
+        assert row in doc.splitlines(), row
+    rows = {(r["instance"], r["method"]): r for r in bounds["rows"] + search["rows"]}
+    ids = [s["id"] for s in search["instances"]]
+    recovered = [i for i in ids if module.is_recovered(rows[(i, names[0])])]
+    assert f"recovers {len(recovered)} of the {len(ids)} misses" in text
+    results = re.sub(r"\s+", " ", (ROOT / "RESULTS.md").read_text())
+    assert f"recovers {len(recovered)} of the {len(ids)} misses" in results
+    assert f": {', '.join(recovered[:-1])} and {recovered[-1]}, all" in text
+    probes = _benchmark_module("search_probes")
+    trials = probes.load("subsample", ROOT / "results" / "levers" / "search_probes")
+    for row in probes.subsample_rows(trials):
+        assert row in doc.splitlines(), row
+    counts = [
+        sum(probes._recovered(f) for r in trials for f in r[k]) for k in ("subsample", "all_rows")
+    ]
+    n = sum(len(r["subsample"]) for r in trials)
+    assert f"({counts[0]} of {n} against {counts[1]} of {n} here)" in text
+    seed2 = next(r for r in trials if r["seed"] == 2)["all_rows"]
+    folded = [f["held_out_log_likelihood"] for f in seed2 if not probes._recovered(f)]
+    best = max(f["held_out_log_likelihood"] for f in seed2)
+    assert f"is {best:.3f} against at most {max(folded):.3f} for the folded ones" in text
