@@ -1294,3 +1294,11 @@ def test_subsample_search_equals_results_levers_truth_start() -> None:
     folded = [f["held_out_log_likelihood"] for f in seed2 if not probes._recovered(f)]
     best = max(f["held_out_log_likelihood"] for f in seed2)
     assert f"is {best:.3f} against at most {max(folded):.3f} for the folded ones" in text
+    holdout = probes.load("holdout", ROOT / "results" / "levers" / "search_probes")
+    assert [r["seed"] for r in holdout] == list(range(10))
+    for row in probes.holdout_rows(holdout):
+        assert row in doc.splitlines(), row
+    kept = [r["seed"] for r in holdout if probes._recovered(r)]
+    assert (
+        f"recovers {len(kept)}/10 (seeds {', '.join(map(str, kept[:-1]))} and {kept[-1]})" in text
+    )
