@@ -1302,3 +1302,7 @@ def test_subsample_search_equals_results_levers_truth_start() -> None:
     assert (
         f"recovers {len(kept)}/10 (seeds {', '.join(map(str, kept[:-1]))} and {kept[-1]})" in text
     )
+    flow = probes.load("flow", ROOT / "results" / "levers" / "search_probes")
+    defaults = sum(probes._recovered(r["defaults"]) for r in flow)
+    assert f"recover {len(kept)} of seeds 0–9 against the defaults' {defaults}" in results
+    assert f"against {defaults}/10 for the defaults (the flow probe's fits" in text
