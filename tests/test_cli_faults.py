@@ -220,11 +220,19 @@ def test_stability_where_every_run_failed_exits_2(tmp_path):
     assert (tmp_path / "st" / "stability.json").is_file()  # the record of what failed
 
 
+def _default_sigint() -> None:
+    signal.signal(signal.SIGINT, signal.SIG_DFL)
+
+
 def interrupt_once(args: list[str | Path], cwd: Path, written: Path) -> tuple[int, str]:
     """Run ``idvae *args``, send Ctrl-C once ``written`` exists; (exit status, stderr)."""
     env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    # a test run started in the background (nohup, &) passes SIGINT on as ignored, and a
+    # Python that starts with SIGINT ignored never raises KeyboardInterrupt: the child gets
+    # the default disposition back, as an interactive shell would give it
     child = subprocess.Popen([IDVAE, *map(str, args)], cwd=cwd, env=env, text=True,
-                             stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)  # fmt: skip
+                             stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
+                             preexec_fn=_default_sigint)  # fmt: skip
     try:
         deadline = time.monotonic() + 120
         while not written.is_file() and time.monotonic() < deadline:
