@@ -306,7 +306,6 @@ def test_subsample_trials_hold_out_the_rows_they_are_compared_on(n_samples: int)
     splits = [est._trial_rows(n_samples, i) for i in range(3)]
     size = max(round(0.25 * n_samples), min(SUBSAMPLE_MIN_ROWS, n_samples // 2))
     for rows, held_out in splits:
-        rows = rows.numpy()
         assert len(rows) == size == len(np.unique(rows))
         assert len(held_out) == min(n_samples - size, HELD_OUT_ROWS)
         assert not set(rows.tolist()) & set(held_out.tolist())

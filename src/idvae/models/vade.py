@@ -518,7 +518,7 @@ class VaDE(ClusterMixin, LatentEstimator):
             if i > 0:
                 ctx.run_step("reset", lambda: self._reset_weights(ctx))
             rows, held_out = self._trial_rows(len(ctx.data[0]), i) if subsampled else (None, None)
-            data = ctx.data if rows is None else (ctx.data[0][rows],)
+            data = None if rows is None else (ctx.data[0][torch.as_tensor(rows)],)
             self._fit_trial(ctx, init_epochs, geometries[i // self.n_init], data)
             if rest == 0:  # full trials are finished, polish included, before they are compared
                 self._polish(ctx)
@@ -541,14 +541,14 @@ class VaDE(ClusterMixin, LatentEstimator):
                 ctx.run_phase("train", self._train_config(rest, lr=lr))
             self._polish(ctx)
 
-    def _trial_rows(self, n_samples: int, trial: int) -> tuple[torch.Tensor, np.ndarray]:
+    def _trial_rows(self, n_samples: int, trial: int) -> tuple[np.ndarray, np.ndarray]:
         """The rows trial ``trial`` trains on (a random fraction ``init_fraction``, from seed
         ``trial``) and the held-out rows (up to ``HELD_OUT_ROWS`` of the others) it is
         compared on."""
         floor = min(SUBSAMPLE_MIN_ROWS, n_samples // 2)
         size = max(round(float(self.init_fraction) * n_samples), floor)
         order = np.random.default_rng(trial).permutation(n_samples)
-        return torch.as_tensor(np.sort(order[:size])), np.sort(order[size:][:HELD_OUT_ROWS])
+        return np.sort(order[:size]), np.sort(order[size:][:HELD_OUT_ROWS])
 
     def _geometries(self) -> list[Any]:
         """The initial geometries that ``pretrain`` names: a list of names, or [an array]."""
@@ -578,7 +578,7 @@ class VaDE(ClusterMixin, LatentEstimator):
         module: VaDEModule = ctx.module  # type: ignore[assignment]
         rows = ctx.data if data is None else data
         if self.pretrain_epochs > 0:
-            data = rows
+            pretrain_data = rows
             pretrain = geometry if isinstance(geometry, str) else "given"
             if pretrain == "vae":
                 loss_fn = module.pretrain_vae_loss
@@ -595,16 +595,16 @@ class VaDE(ClusterMixin, LatentEstimator):
                 )
                 # the targets travel with the data so that batches (and fit_seeds) pair them
                 if pretrain == "given":
-                    target = self._given_embedding(geometry, data[0])
+                    target = self._given_embedding(geometry, rows[0])
                 else:
-                    target = EMBEDDINGS[pretrain](data[0], self.latent_dim)
-                data = (data[0], target)
+                    target = EMBEDDINGS[pretrain](rows[0], self.latent_dim)
+                pretrain_data = (rows[0], target)
             ctx.run_phase(
                 "pretrain",
                 self._train_config(self.pretrain_epochs, lr_decay=1.0, early_stopping=False),
                 loss_fn=loss_fn,
                 parameters=parameters,
-                data=data,
+                data=pretrain_data,
             )
         ctx.run_step("init", lambda: self._initialize_prior(ctx, rows[0]))
         self._train_with_refits(ctx, epochs, rows)
