@@ -208,27 +208,43 @@ def test_an_unfitted_model_refuses_to_answer() -> None:
         VaDE().sample(3)
 
 
-# -- n_init: restarts chosen by the ELBO -----------------------------------------------------
-def _selection_elbo(model: VaDE, X: np.ndarray) -> float:
-    """The ELBO n_init compares (in the units of X), recomputed on a fitted model."""
-    x = torch.as_tensor(model._scale(X))
-    return model._trial_elbo(model.module_, x) - float(np.log(model.scaler_scale_).sum())
+# -- n_init: restarts chosen by their log-likelihood ------------------------------------------
+def _selection_loglik(model: VaDE, X: np.ndarray) -> float:
+    """The log-likelihood n_init compares (in the units of X), recomputed on a fitted model:
+    SELECT_DRAWS draws (seed 0) on the training rows, at most SELECT_ROWS of them."""
+    from idvae.models.vade import SELECT_DRAWS
+
+    x = torch.as_tensor(model._scale(X))[torch.as_tensor(model._selection_rows(len(X)))]
+    log_scale = float(np.log(model.scaler_scale_).sum())
+    return model._mean_log_likelihood(x, SELECT_DRAWS, 0, model.module_) - log_scale
 
 
-def test_n_init_keeps_the_trial_with_the_best_elbo() -> None:
+def test_n_init_keeps_the_trial_with_the_highest_log_likelihood() -> None:
     X, _ = _blobs(seed=3)
     single = VaDE(**CONFIG).fit(X)
     best = VaDE(**(CONFIG | {"n_init": 3})).fit(X)
     assert len(best.init_scores_) == 3 and best.best_init_ == int(np.argmax(best.init_scores_))
     # trial 0 is the n_init=1 fit of the same seed; the trials are different fits
-    assert best.init_scores_[0] == pytest.approx(_selection_elbo(single, X), abs=1e-5)
+    assert best.init_scores_[0] == pytest.approx(_selection_loglik(single, X), abs=1e-5)
     assert len(set(np.round(best.init_scores_, 4))) == 3
     # full trials (init_epochs=None): the result is the chosen trial itself
-    assert _selection_elbo(best, X) == pytest.approx(max(best.init_scores_), abs=1e-5)
-    assert _selection_elbo(best, X) >= _selection_elbo(single, X) - 1e-6
+    assert _selection_loglik(best, X) == pytest.approx(max(best.init_scores_), abs=1e-5)
+    assert _selection_loglik(best, X) >= _selection_loglik(single, X) - 1e-6
+    # the tight estimate, not the training bound: it lies above score (K = 10 draws)
+    assert best.init_scores_[best.best_init_] > best.score(X)
     assert single.init_scores_ == [] and single.best_init_ == 0
     if best.best_init_ == 0:
         np.testing.assert_allclose(best.transform(X), single.transform(X), atol=1e-6)
+
+
+@pytest.mark.parametrize("n_samples", [300, 5000])
+def test_full_trials_are_compared_on_a_fixed_set_of_training_rows(n_samples: int) -> None:
+    from idvae.models.vade import SELECT_ROWS
+
+    rows = VaDE._selection_rows(n_samples)
+    assert len(rows) == min(n_samples, SELECT_ROWS) == len(np.unique(rows))
+    assert rows.max() < n_samples
+    np.testing.assert_array_equal(rows, VaDE._selection_rows(n_samples))
 
 
 def test_n_init_is_deterministic_and_short_trials_continue_the_best() -> None:
@@ -300,14 +316,14 @@ def test_n_init_with_vectorized_seeds_matches_separate_fits() -> None:
 # -- init_fraction: trials on subsamples, chosen by their held-out likelihood ---------------
 @pytest.mark.parametrize("n_samples", [300, 5000, 20000])
 def test_subsample_trials_hold_out_the_rows_they_are_compared_on(n_samples: int) -> None:
-    from idvae.models.vade import HELD_OUT_ROWS, SUBSAMPLE_MIN_ROWS
+    from idvae.models.vade import SELECT_ROWS, SUBSAMPLE_MIN_ROWS
 
     est = VaDE(**(CONFIG | {"n_init": 3, "init_fraction": 0.25}))
     splits = [est._trial_rows(n_samples, i) for i in range(3)]
     size = max(round(0.25 * n_samples), min(SUBSAMPLE_MIN_ROWS, n_samples // 2))
     for rows, held_out in splits:
         assert len(rows) == size == len(np.unique(rows))
-        assert len(held_out) == min(n_samples - size, HELD_OUT_ROWS)
+        assert len(held_out) == min(n_samples - size, SELECT_ROWS)
         assert not set(rows.tolist()) & set(held_out.tolist())
         assert rows.max() < n_samples and held_out.max() < n_samples
     # each trial its own rows, the same on every call (a resumed fit sees the same)
@@ -334,10 +350,10 @@ def test_subsample_trials_are_scored_on_held_out_rows_and_the_best_trains_on_all
         module = model._new_module(X.shape[1], (), 0)
         module.load_state_dict(state)
         _, held_out = model._trial_rows(len(X), i)
-        expected = model._mean_log_likelihood(x[torch.as_tensor(held_out)], 200, i, module)
+        expected = model._mean_log_likelihood(x[torch.as_tensor(held_out)], 200, 0, module)
         assert score == pytest.approx(expected - log_scale, abs=1e-4)
         trained = model._trial_rows(len(X), i)[0]
-        on_training = model._mean_log_likelihood(x[trained], 200, i, module)
+        on_training = model._mean_log_likelihood(x[trained], 200, 0, module)
         assert score != pytest.approx(on_training - log_scale, abs=1e-4)
 
 

@@ -96,15 +96,14 @@ ELBO_PIPELINE: dict[str, Any] = {
 _DRAW_ROWS = 1 << 18
 
 # trials on subsamples (init_fraction < 1): the rows of each, at least this many (or half of
-# the data), and the held-out rows and importance draws of the log-likelihood that compares
-# them
+# the data)
 SUBSAMPLE_MIN_ROWS = 1000
-HELD_OUT_ROWS = 3000
-HELD_OUT_DRAWS = 200
 
-# Monte Carlo draws of the ELBO that compares the trials of n_init (measured on 3,000 points
-# of model (3): one draw of the mean ELBO varies by ~0.02-0.05 nats per sample)
-SELECT_DRAWS = 4
+# the trials of n_init are compared by their importance-sampled log-likelihood, SELECT_DRAWS
+# draws per row (the same draws for every trial), on up to SELECT_ROWS rows: the training
+# rows (a seeded subset when there are more), or the rows a trial on a subsample did not see
+SELECT_ROWS = 3000
+SELECT_DRAWS = 200
 
 
 class VaDEModule(LatentModule):
@@ -310,14 +309,16 @@ class VaDE(ClusterMixin, LatentEstimator):
             weights (it is exactly the ``n_init=1`` fit), each further trial from fresh
             weights drawn from the fit's random state; every trial runs the pretraining,
             the ``GaussianMixture`` initialisation and ``init_epochs`` ELBO epochs. The
-            trial with the highest ELBO on the training data (mean of ``SELECT_DRAWS``
-            Monte Carlo draws, deterministic) is kept and trained for the remaining
-            ``epochs - init_epochs`` epochs (learning-rate schedule continued, Adam
-            restarted). The paper's theory makes the true model the global maximiser of
-            the likelihood, so after long training a higher ELBO points to the better
-            local optimum; after a few epochs convergence dominates the ELBO, and restarts
-            only help when some trial reaches the good basin (measured in
-            docs/vade_restarts.md).
+            trial with the highest log-likelihood on the training data is kept (the
+            importance-sampled estimate of ``log_likelihood`` with ``SELECT_DRAWS`` draws,
+            the same for every trial, on up to ``SELECT_ROWS`` rows; deterministic) and
+            trained for the remaining ``epochs - init_epochs`` epochs (learning-rate
+            schedule continued, Adam restarted). The paper's theory makes the true model
+            the global maximiser of the likelihood, so after long training a higher
+            likelihood points to the better local optimum; the tight estimate separates
+            trials that the training bound does not (docs/recovery_levers.md, eleventh
+            round). After a few epochs convergence dominates, and restarts only help when
+            some trial reaches the good basin (docs/vade_restarts.md).
         init_epochs: ELBO epochs of each trial before the choice; None: ``epochs`` (each
             trial is a full fit and the best one is the result). Ignored when
             ``n_init == 1``.
@@ -326,7 +327,7 @@ class VaDE(ClusterMixin, LatentEstimator):
             this fraction of the rows (at least ``SUBSAMPLE_MIN_ROWS``, or half the rows
             when there are fewer than twice that; trial i draws its rows from seed i, so a
             resumed fit sees the same), and the trials are compared by their importance-
-            sampled log-likelihood (``HELD_OUT_DRAWS`` draws) on up to ``HELD_OUT_ROWS`` of
+            sampled log-likelihood (``SELECT_DRAWS`` draws) on up to ``SELECT_ROWS`` of
             the rows they did not train on; the kept trial is then trained on all the rows
             for ``epochs`` epochs, its learning-rate schedule continued, prior refits
             included. Measured with six trials (docs/recovery_levers.md, tenth round):
@@ -357,8 +358,9 @@ class VaDE(ClusterMixin, LatentEstimator):
         labels_: the cluster of each training sample.
         history_: per-epoch records (phase, loss, recon, kl_z, kl_c, lr, min_weight, time).
         collapsed_components_: (0, j) for each component whose weight fell below 1e-3 / J.
-        init_scores_: the ELBO (mean per sample, in the units of X like ``score``) of each
-            trial of ``n_init`` when it was compared; ``[]`` when ``n_init == 1``.
+        init_scores_: the log-likelihood (mean per sample, in the units of X like
+            ``score``) of each trial of ``n_init`` when it was compared; ``[]`` when
+            ``n_init == 1``.
         best_init_: the index of the trial kept (0 when ``n_init == 1``).
         module_: the fitted torch module.
 
@@ -543,12 +545,12 @@ class VaDE(ClusterMixin, LatentEstimator):
 
     def _trial_rows(self, n_samples: int, trial: int) -> tuple[np.ndarray, np.ndarray]:
         """The rows trial ``trial`` trains on (a random fraction ``init_fraction``, from seed
-        ``trial``) and the held-out rows (up to ``HELD_OUT_ROWS`` of the others) it is
+        ``trial``) and the held-out rows (up to ``SELECT_ROWS`` of the others) it is
         compared on."""
         floor = min(SUBSAMPLE_MIN_ROWS, n_samples // 2)
         size = max(round(float(self.init_fraction) * n_samples), floor)
         order = np.random.default_rng(trial).permutation(n_samples)
-        return np.sort(order[:size]), np.sort(order[size:][:HELD_OUT_ROWS])
+        return np.sort(order[:size]), np.sort(order[size:][:SELECT_ROWS])
 
     def _geometries(self) -> list[Any]:
         """The initial geometries that ``pretrain`` names: a list of names, or [an array]."""
@@ -654,17 +656,13 @@ class VaDE(ClusterMixin, LatentEstimator):
         fresh = self._new_module(int(ctx.data[0].shape[1]), (), seed)
         ctx.module.load_state_dict(fresh.state_dict())
 
-    def _trial_elbo(self, module: VaDEModule, x: torch.Tensor) -> float:
-        """Mean ELBO per sample of the scaled data, averaged over SELECT_DRAWS draws."""
-        module.eval()
-        total = 0.0
-        with torch.no_grad():
-            for draw in range(SELECT_DRAWS):
-                generator = torch.Generator(device=x.device).manual_seed(draw)
-                for batch in x.split(4096):
-                    total += float(module.loss(batch, generator=generator)["loss"]) * len(batch)
-        module.train()
-        return -total / (SELECT_DRAWS * int(x.shape[0]))
+    @staticmethod
+    def _selection_rows(n_samples: int) -> np.ndarray:
+        """The training rows that full trials are compared on: all of them, or a seeded
+        subset of ``SELECT_ROWS`` when there are more."""
+        if n_samples <= SELECT_ROWS:
+            return np.arange(n_samples)
+        return np.sort(np.random.default_rng(0).permutation(n_samples)[:SELECT_ROWS])
 
     def _trial_path(self, ctx: FitContext, i: int) -> Path | None:
         if ctx.checkpoint_path is None:
@@ -679,15 +677,15 @@ class VaDE(ClusterMixin, LatentEstimator):
         held_out: np.ndarray | None = None,
     ) -> None:
         """Score trial i and keep its weights (also next to the checkpoint, for resume): its
-        ELBO on the training rows, or its log-likelihood on the ``held_out`` rows."""
+        log-likelihood on the training rows (``_selection_rows``), or on the ``held_out``
+        rows."""
         last = ctx.last_result
         module: VaDEModule = ctx.module  # type: ignore[assignment]
         x = ctx.data[0]
         if held_out is None:
-            score = self._trial_elbo(module, x)
-        else:
-            rows = x[torch.as_tensor(held_out, device=x.device)]
-            score = self._mean_log_likelihood(rows, HELD_OUT_DRAWS, seed=i, module=module)
+            held_out = self._selection_rows(len(x))
+        rows = x[torch.as_tensor(held_out, device=x.device)]
+        score = self._mean_log_likelihood(rows, SELECT_DRAWS, seed=0, module=module)
         record = {
             # in the units of X, like score(): the change of variables adds -sum(log scale)
             "score": score - float(np.log(self.scaler_scale_).sum()),
