@@ -11,12 +11,14 @@ Usage::
     python benchmarks/levers_fit_time.py CONFIG [CONFIG ...] [--seeds 0,1,2]
 
 Writes ``results/levers/fit_time.json``: per configuration, the seconds of each seed's fit,
-their median, min and max, and the host.
+their median, min and max, and the host. Configurations timed before and not named again
+keep their entries.
 """
 
 from __future__ import annotations
 
 import argparse
+import json
 import os
 
 import numpy as np
@@ -34,7 +36,8 @@ def main() -> None:
     if unknown:
         parser.error(f"unknown configuration(s) {unknown}; expected some of {list(CONFIGS)}")
     seeds = [int(s) for s in args.seeds.split(",")]
-    out = {}
+    path = ROOT / "fit_time.json"
+    out = json.loads(path.read_text()) if path.exists() else {}
     for config in args.configs:
         rows = [fit_one(config, seed) for seed in seeds]
         seconds = [r["seconds"] for r in rows]
@@ -49,7 +52,7 @@ def main() -> None:
             "load_average_at_end": os.getloadavg()[0],
         }
         print(f"{config}: median {out[config]['median_seconds']:.1f} s per fit {seconds}")
-    write_json_atomic(ROOT / "fit_time.json", out)
+    write_json_atomic(path, out)
 
 
 if __name__ == "__main__":

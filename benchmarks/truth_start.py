@@ -220,57 +220,100 @@ def beside_defaults_table(
     return table
 
 
-def restarts_table(by_seed: dict[int, list[dict]], instances: list[dict]) -> list[str]:
+def restarts_table(
+    by_seed: dict[int, list[dict]], instances: list[dict], *, mixed_only: bool = False
+) -> list[str]:
     """Per instance, the Markdown row docs/recovery_levers.md quotes: how many of the
-    restarts (the seeds of ``by_seed``, each a list of result rows) recover; the restart
-    with the highest tight log-likelihood on the training rows, its weak MCC / accuracy and
-    whether it recovers, and its log-likelihood."""
+    restarts (the seeds of ``by_seed``, each a list of result rows) recover, and which; the
+    restart with the highest tight log-likelihood on the training rows among the first
+    ``len(RECOVERED_RESTARTS)`` seeds (what ``VaDE(n_init=4)`` keeps) and, when there are
+    more, among all of them: its seed, weak MCC / accuracy and whether it recovers.
+    ``mixed_only``: only the instances where some restarts recover and others do not."""
     rows = {seed: _by_task(r) for seed, r in by_seed.items()}
+    first = sorted(rows)[: len(RECOVERED_RESTARTS)]
     table = []
     for spec in instances:
-        fits = {s: rows[s].get((spec["id"], DEFAULT)) for s in rows}
+        fits = {s: rows[s].get((spec["id"], DEFAULT)) for s in sorted(rows)}
         if any(f is None for f in fits.values()):
             continue
-        picked = max(fits, key=lambda s: fits[s]["log_likelihood"])
+        recovered = [is_recovered(f) for f in fits.values()]
+        if mixed_only and len(set(recovered)) == 1:
+            continue
         cells = [
             spec["id"],
-            f"{sum(is_recovered(f) for f in fits.values())}/{len(fits)}",
+            f"{sum(recovered)}/{len(fits)}",
             ", ".join(str(s) for s in fits if is_recovered(fits[s])) or "—",
-            str(picked),
-            _scores(fits[picked]),
-            "yes" if is_recovered(fits[picked]) else "no",
-            f"{fits[picked]['log_likelihood']:.3f}",
         ]
+        for seeds in (first, list(fits)) if len(fits) > len(first) else (first,):
+            kept = max(seeds, key=lambda s: fits[s]["log_likelihood"])
+            cells += [str(kept), _scores(fits[kept]), "yes" if is_recovered(fits[kept]) else "no"]
         table.append("| " + " | ".join(cells) + " |")
     return table
 
 
+def kept_counts(
+    by_seed: dict[int, list[dict]], instances: list[dict], key: str = "log_likelihood"
+) -> tuple[int, int]:
+    """(instances where the restart kept among the first four seeds recovers, where seed 0
+    does): ``VaDE(n_init=4)`` against the defaults, as the restarts stage measures them.
+    ``key``: what the restart is kept by, the tight log-likelihood or the training bound
+    (``"score"``)."""
+    rows = {seed: _by_task(r) for seed, r in by_seed.items()}
+    first = sorted(rows)[: len(RECOVERED_RESTARTS)]
+    kept = single = 0
+    for spec in instances:
+        fits = {s: rows[s][(spec["id"], DEFAULT)] for s in first}
+        kept += is_recovered(fits[max(first, key=lambda s: fits[s][key])])
+        single += is_recovered(fits[first[0]])
+    return kept, single
+
+
 def _run_seeds(
     out: Path, specs: list[dict], configurations: dict, seeds: tuple[int, ...], jobs: int
-) -> dict[int, list[dict]]:
-    """One run of the benchmark per seed (``out/seed<s>``, resumable); the rows by seed."""
-    by_seed = {}
+) -> None:
+    """One run of the benchmark per seed (``out/seed<s>``, resumable)."""
     for seed in seeds:
         path = out / f"seed{seed}"
         result = run_recovery(
             path, instances=specs, configurations=configurations, random_state=seed,
             jobs=jobs, resume=path.exists(), progress=_report,
         )  # fmt: skip
-        by_seed[seed] = result.rows
         entry = result.summary[DEFAULT]
         print(f"seed {seed}: recovered {entry['n_recovered']}/{entry['n']}")
-    return by_seed
+
+
+def restarts_results(out: Path = OUT) -> tuple[dict, list[dict], dict, list[dict]]:
+    """The restarts stage as written: the rows by seed and the instances of the search's
+    misses (seed 0 is the bounds stage's fit), then the same of the instances the defaults
+    recover."""
+
+    def read(path: Path) -> dict:
+        return json.loads((path / "results.json").read_text())
+
+    misses = {0: read(out / "bounds")["rows"]}
+    misses |= {s: read(out / "restarts" / f"seed{s}")["rows"] for s in RESTARTS}
+    kept = {s: read(out / "restarts" / "recovered" / f"seed{s}") for s in RECOVERED_RESTARTS}
+    return (
+        misses,
+        read(out / "restarts" / f"seed{RESTARTS[0]}")["instances"],
+        {s: r["rows"] for s, r in kept.items()},
+        kept[RECOVERED_RESTARTS[0]]["instances"],
+    )
 
 
 def _run_restarts(specs: list[dict], configurations: dict, jobs: int) -> list[str]:
-    """The restarts stage: the search's misses, then the instances the defaults recover."""
-    bounds = json.loads((OUT / "bounds" / "results.json").read_text())["rows"]
-    misses = _run_seeds(OUT / "restarts", specs, configurations, RESTARTS, jobs)
+    """The restarts stage: the search's misses, then the instances the defaults recover;
+    the tables and the counts of docs/recovery_levers.md."""
+    _run_seeds(OUT / "restarts", specs, configurations, RESTARTS, jobs)
     recovered = recovered_by_both()
-    kept = _run_seeds(
-        OUT / "restarts" / "recovered", recovered, configurations, RECOVERED_RESTARTS, jobs
-    )
-    return restarts_table({0: bounds, **misses}, specs) + restarts_table(kept, recovered)
+    _run_seeds(OUT / "restarts" / "recovered", recovered, configurations, RECOVERED_RESTARTS, jobs)
+    by_miss, misses, by_kept, kept = restarts_results()
+    return [
+        *restarts_table(by_miss, misses),
+        *restarts_table(by_kept, kept, mixed_only=True),
+        f"n_init=4 on the misses: {kept_counts(by_miss, misses)} (kept, seed 0)",
+        f"n_init=4 where the defaults recover: {kept_counts(by_kept, kept)} (kept, seed 0)",
+    ]
 
 
 def _report(record: dict) -> None:

@@ -1306,3 +1306,64 @@ def test_subsample_search_equals_results_levers_truth_start() -> None:
     defaults = sum(probes._recovered(r["defaults"]) for r in flow)
     assert f"recover {len(kept)} of seeds 0–9 against the defaults' {defaults}" in results
     assert f"against {defaults}/10 for the defaults (the flow probe's fits" in text
+
+
+def test_restarts_round_equals_results_levers_truth_start() -> None:
+    """docs/recovery_levers.md's eleventh round and RESULTS.md quote
+    results/levers/truth_start/restarts (and the bounds stage's seed-0 fits): the tables are
+    what ``benchmarks/truth_start.py`` makes of the results files, the counts are recomputed
+    here, and the fit time is results/levers/fit_time.json's."""
+    module = _benchmark_module("truth_start")
+    doc = (ROOT / "docs" / "recovery_levers.md").read_text()
+    text = re.sub(r"\s+", " ", doc)
+    results = re.sub(r"\s+", " ", (ROOT / "RESULTS.md").read_text())
+    by_miss, misses, by_kept, kept = module.restarts_results(ROOT / module.OUT)
+    assert [s["id"] for s in misses] == [
+        s["id"] for s in module.search_misses(ROOT / module.RECOVERY)
+    ]
+    for row in module.restarts_table(by_miss, misses) + module.restarts_table(
+        by_kept, kept, mixed_only=True
+    ):
+        assert row in doc.splitlines(), row
+    gained, single = module.kept_counts(by_miss, misses)
+    gained_bound, _ = module.kept_counts(by_miss, misses, "score")
+    keep, all_kept = module.kept_counts(by_kept, kept)
+    keep_bound, _ = module.kept_counts(by_kept, kept, "score")
+    assert all_kept == len(kept) == 29
+    assert (
+        f"the restarts recover {gained} of the {len(misses)} (kept by the training bound, "
+        f"{gained_bound})" in text
+    )
+    same = "also " if keep_bound == keep else ""
+    assert (
+        f"the restarts recover {keep} of the {len(kept)} (kept by the training bound, "
+        f"{same}{keep_bound})" in text
+    )
+    assert f"they lose {len(kept) - keep} of the {len(kept)}" in text.lower()
+    assert f"would recover about {keep + gained} of the 54 instances" in text
+    assert (
+        f"they recover {gained} of the {len(misses)}, and on the {len(kept)} instances the "
+        f"defaults recover they keep {keep}" in results
+    )
+    assert f"That makes about {keep + gained} of the 54" in results
+    ids = {s["id"] for s in misses}
+    fits = [
+        f
+        for rows in by_miss.values()
+        for f in rows
+        if f["method"] == module.DEFAULT and f["instance"] in ids
+    ]
+    assert f"{sum(map(module.is_recovered, fits))} of the {len(fits)} fits on the misses" in text
+    timing = json.loads((ROOT / "results" / "levers" / "fit_time.json").read_text())
+    entry = timing["vae50-iw10-refit-full-n_init4"]
+    figure = (
+        f"{entry['median_seconds']:.1f} s ({entry['min_seconds']:.1f}–{entry['max_seconds']:.1f})"
+    )
+    assert f"median of {figure}" in text
+    assert f"at {entry['median_seconds']:.1f} s per 3,000-point fit" in results
+    rows = {seed: module._by_task(r) for seed, r in by_miss.items()}
+    gaps = []
+    for instance in ("random-24", "random-37"):
+        best = max(rows[s][(instance, module.DEFAULT)]["log_likelihood"] for s in rows)
+        gaps.append(rows[0][(instance, module.TRUTH_START)]["log_likelihood"] - best)
+    assert f"by {gaps[0]:.2f} and {gaps[1]:.2f} nats per point" in text
