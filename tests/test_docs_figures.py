@@ -1367,3 +1367,40 @@ def test_restarts_round_equals_results_levers_truth_start() -> None:
         best = max(rows[s][(instance, module.DEFAULT)]["log_likelihood"] for s in rows)
         gaps.append(rows[0][(instance, module.TRUTH_START)]["log_likelihood"] - best)
     assert f"by {gaps[0]:.2f} and {gaps[1]:.2f} nats per point" in text
+
+
+def test_longer_stage_equals_results_levers_truth_start() -> None:
+    """docs/recovery_levers.md's figures of ``truth_start.py --stage longer`` (300 epochs
+    from the defaults' own start) are recomputed from its results file, the bounds stage's
+    and the levers stage's."""
+    module = _benchmark_module("truth_start")
+    doc = (ROOT / "docs" / "recovery_levers.md").read_text()
+    text = re.sub(r"\s+", " ", doc)
+    bounds, longer = _truth_start_stage("bounds"), _truth_start_stage("longer")
+    levers = _truth_start_stage("levers")
+    names = list(module.LONGER)
+    for row in module.beside_defaults_table(
+        bounds["rows"] + longer["rows"], longer["instances"], names
+    ):
+        assert row in doc.splitlines(), row
+    rows = {(r["instance"], r["method"]): r for r in bounds["rows"] + longer["rows"]}
+    rows |= {(r["instance"], r["method"]): r for r in levers["rows"]}
+    ids = [s["id"] for s in longer["instances"]]
+    assert len(ids) == 19
+    recovered = [i for i in ids if module.is_recovered(rows[(i, names[0])])]
+    assert f"It recovers {len(recovered)} of the 19 ({' and '.join(recovered)}," in text
+
+    def loglik(instance: str, method: str) -> float:
+        return rows[(instance, method)]["log_likelihood"]
+
+    gains = [loglik(i, names[0]) - loglik(i, module.DEFAULT) for i in ids]
+    assert f"rises by {min(gains):.2f}–{max(gains):.2f} nats per point" in text
+    above = [i for i in ids if loglik(i, names[0]) > loglik(i, module.TRUTH_START)]
+    assert f"past the truth start's 100-epoch fit on {len(above)} of the 19" in text
+    fit_misses = [s["id"] for s in levers["instances"]]
+    ahead = [i for i in fit_misses if loglik(i, "truth-e300") > loglik(i, names[0])]
+    behind = [i for i in fit_misses if i not in ahead]
+    assert f"trained as long on {len(ahead)} (" in text
+    assert len(behind) == 1 and f"({behind[0]} is the exception, by " in text
+    gap = loglik(behind[0], names[0]) - loglik(behind[0], "truth-e300")
+    assert f"is the exception, by {gap:.3f})" in text
