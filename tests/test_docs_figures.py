@@ -1404,3 +1404,25 @@ def test_longer_stage_equals_results_levers_truth_start() -> None:
     assert len(behind) == 1 and f"({behind[0]} is the exception, by " in text
     gap = loglik(behind[0], names[0]) - loglik(behind[0], "truth-e300")
     assert f"is the exception, by {gap:.3f})" in text
+
+
+def test_restarts4_benchmark_progress_equals_its_run_files() -> None:
+    """RESULTS.md's progress of ``vade-restarts4`` on the recovery benchmark equals
+    results/recovery/progress.json, and that file equals its run files today."""
+    from idvae.experiments.recovery import paired_progress
+
+    out = ROOT / "results" / "recovery"
+    text = re.sub(r"\s+", " ", (ROOT / "RESULTS.md").read_text())
+    progress = json.loads((out / "progress.json").read_text())["vade-restarts4"]
+    assert progress == paired_progress(out, "vade-restarts4")  # not stale
+    pooled = progress["families"]["all"]
+
+    def names(instances: list[str]) -> str:
+        return ", ".join(instances) if instances else "none"
+
+    assert (
+        f"has run on {pooled['n']} of the 54 instances so far, in the benchmark's order: it "
+        f"recovers {pooled['recovered']} of them, `vade-default` "
+        f"{pooled['reference_recovered']} of the same; gained: {names(pooled['gained'])}; "
+        f"lost: {names(pooled['lost'])}."
+    ) in text
