@@ -105,10 +105,8 @@ def feasible_misses(method: str, recovery: Path = RECOVERY) -> list[dict]:
 
 def search_misses(recovery: Path = RECOVERY) -> list[dict]:
     """The feasible misses of the defaults that the truth start recovers."""
-    recovered = {s["id"] for s in feasible_misses(DEFAULT, recovery)} - {
-        s["id"] for s in feasible_misses(TRUTH_START, recovery)
-    }
-    return [s for s in feasible_misses(DEFAULT, recovery) if s["id"] in recovered]
+    truth_misses = {s["id"] for s in feasible_misses(TRUTH_START, recovery)}
+    return [s for s in feasible_misses(DEFAULT, recovery) if s["id"] not in truth_misses]
 
 
 def recovered_by_both(recovery: Path = RECOVERY) -> list[dict]:
@@ -220,6 +218,11 @@ def beside_defaults_table(
     return table
 
 
+def _kept(fits: dict[int, dict], seeds: list[int], key: str = "log_likelihood") -> int:
+    """The seed among ``seeds`` whose fit is highest by ``key`` (the first of equals)."""
+    return max(seeds, key=lambda s: fits[s][key])
+
+
 def restarts_table(
     by_seed: dict[int, list[dict]], instances: list[dict], *, mixed_only: bool = False
 ) -> list[str]:
@@ -239,13 +242,10 @@ def restarts_table(
         recovered = [is_recovered(f) for f in fits.values()]
         if mixed_only and len(set(recovered)) == 1:
             continue
-        cells = [
-            spec["id"],
-            f"{sum(recovered)}/{len(fits)}",
-            ", ".join(str(s) for s in fits if is_recovered(fits[s])) or "—",
-        ]
+        which = [str(s) for s, ok in zip(fits, recovered, strict=True) if ok]
+        cells = [spec["id"], f"{sum(recovered)}/{len(fits)}", ", ".join(which) or "—"]
         for seeds in (first, list(fits)) if len(fits) > len(first) else (first,):
-            kept = max(seeds, key=lambda s: fits[s]["log_likelihood"])
+            kept = _kept(fits, seeds)
             cells += [str(kept), _scores(fits[kept]), "yes" if is_recovered(fits[kept]) else "no"]
         table.append("| " + " | ".join(cells) + " |")
     return table
@@ -263,7 +263,7 @@ def kept_counts(
     kept = single = 0
     for spec in instances:
         fits = {s: rows[s][(spec["id"], DEFAULT)] for s in first}
-        kept += is_recovered(fits[max(first, key=lambda s: fits[s][key])])
+        kept += is_recovered(fits[_kept(fits, first, key)])
         single += is_recovered(fits[first[0]])
     return kept, single
 
