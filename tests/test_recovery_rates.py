@@ -65,14 +65,15 @@ def test_vade_beats_pca_on_the_same_instances(vade_and_pca):
 
 
 def ivae_scores() -> list[float]:
-    """Weak MCC to the true z per seed, u = the true component labels (m = 2, n = 10, J = 5)."""
+    """Weak MCC to the true z per seed, u = the true component labels (m = 2, n = 10, J = 5).
+
+    IVAE with its defaults. Until 2026-12-02 this test fitted smaller networks for 30 epochs
+    (64-64, batch 128), which left the fits short of convergence: 5 of 8 seeds there.
+    """
     scores = []
     for seed in SEEDS:
         sim = sample_model(2000, latent_dim=2, obs_dim=10, n_components=5, random_state=seed)
-        model = IVAE(
-            2, encoder_sizes=(64, 64), decoder_sizes=(64, 64), epochs=30, batch_size=128,
-            random_state=seed, device="cpu",
-        ).fit(sim.x, sim.u)  # fmt: skip
+        model = IVAE(2, random_state=seed, device="cpu").fit(sim.x, sim.u)
         assert model.prior_.n_components == 5
         scores.append(_weak(sim.z, model.transform(sim.x, sim.u)))
     return scores
@@ -118,14 +119,7 @@ def _scores(name: str) -> list[float]:
 @pytest.mark.parametrize(
     "name",
     [
-        pytest.param(
-            "ivae",
-            marks=pytest.mark.xfail(
-                strict=True,
-                reason="iVAE given the true u reaches weak MCC >= 0.9 on 5 of seeds 0-7 "
-                "(measured 2026-11-30); the target is 7 of 8",
-            ),
-        ),
+        "ivae",
         pytest.param(
             "mfcvae",
             marks=pytest.mark.xfail(
