@@ -411,6 +411,20 @@ def test_resume_after_an_interruption_gives_the_uninterrupted_result(tmp_path):
     assert resumed.prior_ == reference.prior_
 
 
+def test_mixture_init_factors_a_full_mixture_without_a_joint_stage():
+    """facet_init="mixture": no joint phase, so joint_epochs changes nothing; a grid is fitted."""
+    x, _ = _blobs()
+    config = SMALL | {"facet_init": "mixture"}
+    short = MFCVAE((1, 1), (2, 2), **(config | {"joint_epochs": 1})).fit(x)
+    long = MFCVAE((1, 1), (2, 2), **(config | {"joint_epochs": 7})).fit(x)
+    assert {entry["phase"] for entry in short.history_} == {"pretrain", "train"}
+    np.testing.assert_array_equal(short.transform(x), long.transform(x))
+    assert 0.0 <= short.grid_residual_ < 1.0
+    joint = MFCVAE((1, 1), (2, 2), **SMALL).fit(x)
+    assert "joint" in {entry["phase"] for entry in joint.history_}
+    assert not np.array_equal(short.transform(x), joint.transform(x))
+
+
 def test_save_load_round_trip_keeps_facets(small_model, tmp_path):
     import idvae
 
@@ -429,6 +443,11 @@ def test_save_load_round_trip_keeps_facets(small_model, tmp_path):
         ({"facet_dims": (4, 3), "facet_components": (2, 2)}, 300, "sum\\(facet_dims\\) = 7"),
         ({"facet_dims": (1, 0), "facet_components": (2, 2)}, 300, "facet_dims"),
         ({"facet_dims": (1, 1), "facet_components": (5, 5)}, 20, "n_samples >= 25"),
+        (
+            {"facet_dims": (1, 1), "facet_components": (5, 5), "facet_init": "mixture"},
+            20,
+            "n_samples >= 25",
+        ),
         (
             {"facet_dims": (1, 1), "facet_components": (2, 2), "progressive": True},
             300,

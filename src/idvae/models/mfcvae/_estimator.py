@@ -48,6 +48,10 @@ class MFCVAE(LatentEstimator):
          and each facet's mixture is set from the joint responsibilities summed over the
          other facets. This is the route the theory suggests (the joint mixture is
          identifiable up to an affine map, Thm 3.3; (P3) fixes the blocks);
+       - ``"mixture"`` (k >= 2): a seeded full-covariance ``GaussianMixture`` with
+         J = prod K_i components on the encoder means, factored into facets as above at
+         once, with no joint training stage (docs/recovery_levers.md, MFCVAE's facets: it
+         needs ``gmm_n_init`` of about 10);
        - ``"blocks"``: a seeded diagonal ``GaussianMixture`` with K_i components on each
          block of the encoder means (Falck et al.'s style; the blocks of a plain
          autoencoder need not match the facets, so facets can come out mixed);
@@ -65,7 +69,8 @@ class MFCVAE(LatentEstimator):
         activation: ``"leaky_relu"`` (slope 0.2) or ``"relu"``.
         likelihood: ``"gaussian"`` (X standardised inside, learned noise variance per
             feature) or ``"bernoulli"`` (X in [0, 1], e.g. images).
-        facet_init: ``"joint"`` or ``"blocks"`` (see above); with one facet they coincide.
+        facet_init: ``"joint"``, ``"mixture"`` or ``"blocks"`` (see above); with one facet
+            they coincide.
         pretrain_epochs: autoencoder pretraining epochs (0: none).
         joint_epochs: epochs of the joint-mixture stage (``facet_init="joint"``, k >= 2).
         epochs: epochs of the faceted ELBO.
@@ -89,8 +94,9 @@ class MFCVAE(LatentEstimator):
             covariances; component j is the tuple ``np.unravel_index(j, facet_components)``.
         facet_priors_: the k facet mixtures (``idvae.GMM``, facet i over d_i dimensions).
         labels_: int array of shape (n_samples, k), the facet states of the training data.
-        grid_residual_: with ``facet_init="joint"``, the share of the joint means'
-            spread that the additive facet model leaves unexplained (0: exactly additive).
+        grid_residual_: with ``facet_init="joint"`` or ``"mixture"``, the share of the joint
+            means' spread that the additive facet model leaves unexplained (0: exactly
+            additive).
         history_: per-epoch records (phase, loss, recon, kl_z, kl_c, lr, min_weight, ...).
         collapsed_components_: (facet, component) pairs whose weight fell below 1e-3 / K_i.
 
@@ -112,7 +118,7 @@ class MFCVAE(LatentEstimator):
         "encoder_sizes": ["array-like"],
         "decoder_sizes": ["array-like"],
         "activation": [StrOptions({"leaky_relu", "relu"})],
-        "facet_init": [StrOptions({"joint", "blocks"})],
+        "facet_init": [StrOptions({"joint", "mixture", "blocks"})],
         "pretrain_epochs": [Interval(Integral, 0, None, closed="left")],
         "joint_epochs": [Interval(Integral, 0, None, closed="left")],
         "progressive": ["boolean"],
@@ -201,7 +207,8 @@ class MFCVAE(LatentEstimator):
 
     def _check_data(self, n_samples: int, n_features: int) -> None:
         dims, comps = check_facets(self.facet_dims, self.facet_components, n_features)
-        needed = math.prod(comps) if self._uses_joint_stage() else max(comps)
+        joint = self.facet_init in ("joint", "mixture") and len(dims) >= 2
+        needed = math.prod(comps) if joint else max(comps)
         if n_samples < needed:
             raise ValueError(
                 f"Expected n_samples >= {needed} (the largest mixture fitted at "
@@ -277,6 +284,8 @@ class MFCVAE(LatentEstimator):
             finally:
                 del self._em_data
             ctx.run_step("init", lambda: self._initialize_from_joint(ctx))
+        elif self.facet_init == "mixture" and self.n_facets >= 2:
+            ctx.run_step("init", lambda: self._initialize_mixture(ctx))
         else:
             ctx.run_step("init", lambda: self._initialize_blocks(ctx))
         ctx.run_phase("train", self._train_config(self.epochs))
@@ -322,9 +331,20 @@ class MFCVAE(LatentEstimator):
     def _initialize_from_joint(self, ctx: FitContext) -> None:
         """Factor the trained joint mixture into facets (class docstring, step 2)."""
         module: MFCVAEModule = ctx.module  # type: ignore[assignment]
-        prior = module.prior
-        z = self._encoder_means(ctx)
         joint = module.joint_prior.facet_gmms()[0]  # type: ignore[union-attr]
+        self._factor(ctx, self._encoder_means(ctx), joint)
+
+    def _initialize_mixture(self, ctx: FitContext) -> None:
+        """A full-covariance joint GaussianMixture on the encoder means, factored at once."""
+        z = self._encoder_means(ctx)
+        seed = int(ctx.rng.integers(0, 2**31 - 1))
+        n_joint = math.prod(ctx.module.prior.facet_components)  # type: ignore[union-attr]
+        self._factor(ctx, z, fit_mixture(z, n_joint, "full", n_init=self.gmm_n_init, seed=seed))
+
+    def _factor(self, ctx: FitContext, z: np.ndarray, joint: GMM) -> None:
+        """Arrange the J components of ``joint`` on the facets' grid and set the facets."""
+        module: MFCVAEModule = ctx.module  # type: ignore[assignment]
+        prior = module.prior
         resp = joint.predict_proba(z)  # (n, J)
         mass = resp.sum(axis=0) + 1e-12
         means = (resp.T @ z) / mass[:, None]
