@@ -136,9 +136,12 @@ def test_mfcvae_and_ivae_per_seed_tables_equal_results_models_summary() -> None:
         '`facet_init="blocks"`': summary["mfcvae-blocks"]["min_facet_accuracy"],
         "30 epochs (`ivae-30`)": summary["ivae-30"]["weak_mcc"],
         "80 epochs (`ivae-80`)": summary["ivae-80"]["weak_mcc"],
+        "defaults (`ivae-default`)": summary["ivae-default"]["weak_mcc"],
     }
     for first_cell, values in rows.items():
         assert _table_row(doc, first_cell) == pytest.approx(values, abs=5e-4), first_cell
+    defaults = summary["ivae-default"]
+    assert f"| {defaults['n_weak_mcc_at_least_0.9']} / {len(defaults['seeds'])} |" in doc
 
 
 def test_metrics_speed_table_equals_benchmarks_results_json() -> None:
