@@ -28,7 +28,9 @@ import argparse
 import json
 import os
 import platform
+import sys
 import time
+from collections.abc import Callable, Iterable
 from concurrent.futures import ProcessPoolExecutor
 from pathlib import Path
 
@@ -108,6 +110,8 @@ CONFIGS: dict[str, dict] = {
     # four restarts of the defaults, the one with the highest log-likelihood kept (eleventh
     # round; n_init compares by the tight estimate since 2026-12-02)
     "vae50-iw10-refit-full-n_init4": {**_DEFAULTS, "n_init": 4},
+    # ten EM restarts (not three) of the initial mixture and of every prior refit
+    "vae50-iw10-refit-full-gmm10": {**_DEFAULTS, "gmm_n_init": 10},
     # VaDE's defaults since 2026-11-30 (_DEFAULTS), then 2,000 iterations of full-batch
     # L-BFGS (_POLISH), with the default 64-64, a 16-16 or an 8-8 decoder
     "vae50-iw10-refit-full-polish2000": {**_DEFAULTS, **_POLISH},
@@ -349,25 +353,44 @@ def summarize(rows: list[dict]) -> dict:
     }
 
 
-def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("configs", nargs="*", default=list(CONFIGS))
-    parser.add_argument("--workers", type=int, default=2)
+def sweep(
+    configs: dict[str, dict], seeds: Iterable[int], path: Callable[[str, int], Path],
+    run_and_store: Callable[[str, int], dict], default_workers: int,
+) -> None:  # fmt: skip
+    """Parse ``[config ...] [--workers W]`` and run the fits not stored yet in a pool.
+
+    Prints one line per fit (its config, seed and the scores it has among weak MCC,
+    accuracy and facet accuracy).
+    """
+    script = sys.modules["__main__"].__doc__ or ""
+    parser = argparse.ArgumentParser(description=script.strip().split("\n")[0])
+    parser.add_argument("configs", nargs="*", default=list(configs))
+    parser.add_argument("--workers", type=int, default=default_workers)
     args = parser.parse_args()
-    unknown = [c for c in args.configs if c not in CONFIGS]
+    unknown = [c for c in args.configs if c not in configs]
     if unknown:
-        parser.error(f"unknown configuration(s) {unknown}; expected some of {list(CONFIGS)}")
-    todo = [(c, s) for c in args.configs for s in SEEDS if not _path(c, s).exists()]
+        parser.error(f"unknown configuration(s) {unknown}; expected some of {list(configs)}")
+    todo = [(c, s) for c in args.configs for s in seeds if not path(c, s).exists()]
     with ProcessPoolExecutor(args.workers) as pool:
-        for row in pool.map(_run_and_store, *zip(*todo, strict=True)) if todo else []:
-            print(
-                f"  {row['config']} seed {row['seed']}: weak {row['weak_mcc']:.3f} "
-                f"acc {row['accuracy']:.3f} ({row['seconds']:.1f} s)",
-                flush=True,
+        for row in pool.map(run_and_store, *zip(*todo, strict=True)) if todo else []:
+            scores = " ".join(
+                f"{key} {row[key]:.3f}"
+                for key in ("weak_mcc", "accuracy", "facet_accuracy")
+                if key in row
             )
+            print(f"  {row['config']} seed {row['seed']}: {scores} ({row['seconds']:.1f} s)")
+
+
+def stored_rows(root: Path, config: str) -> list[dict]:
+    """The stored fits of one configuration, ``root/<config>/seed<s>.json``."""
+    return [json.loads(p.read_text()) for p in sorted((root / config).glob("seed*.json"))]
+
+
+def main() -> None:
+    sweep(CONFIGS, SEEDS, _path, _run_and_store, default_workers=2)
     summary = {}
     for config in CONFIGS:
-        rows = [json.loads(p.read_text()) for p in sorted((ROOT / config).glob("seed*.json"))]
+        rows = stored_rows(ROOT, config)
         if rows:
             summary[config] = summarize(rows)
             s = summary[config]

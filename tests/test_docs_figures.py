@@ -326,6 +326,46 @@ def test_vade_restarts_rows_equal_results_levers() -> None:
         ], config
 
 
+def test_mfcvae_facet_initialisation_table_equals_results_levers_mfcvae() -> None:
+    doc = (ROOT / "docs" / "models_mfcvae_ivae.md").read_text()
+    summary = json.loads((ROOT / "results" / "levers" / "mfcvae" / "summary.json").read_text())
+    assert "python benchmarks/levers_mfcvae.py" in doc
+    for config, row in summary.items():
+        line = next(r for r in doc.splitlines() if r.startswith(f"| `{config}`"))
+        cells = [c.strip() for c in line.strip("|").split("|")[1:]]
+        assert cells == [
+            str(row["facets_at_0.9"]),
+            str(row["facets_at_0.9_seeds_0_7"]),
+            str(row["recovered"]),
+            f"{row['median_facet_accuracy']:.3f}",
+            f"{row['median_weak_mcc']:.3f}",
+        ], config
+        assert row["fits"] == 16, config
+    facet = {
+        c: {
+            r["seed"]: r["facet_accuracy"]
+            for r in map(json.loads, map(Path.read_text, (ROOT / "results" / "levers" / "mfcvae"
+                                                          / c).glob("seed*.json")))
+        }
+        for c in ("mixture-gmm3", "mixture-gmm10")
+    }  # fmt: skip
+    seed1 = (facet["mixture-gmm3"][1], facet["mixture-gmm10"][1])
+    assert f"Seed 1 goes from {seed1[0]:.3f} (`mixture-gmm3`) to {seed1[1]:.3f}" in doc
+    from idvae.experiments.recovery.summary import is_recovered
+
+    runs = ROOT / "results" / "recovery" / "runs"
+    recovered = {
+        method: sorted(
+            p.parent.name for p in runs.glob(f"facets-*/{method}.json")
+            if is_recovered(json.loads(p.read_text()))
+        )
+        for method in ("mfcvae-mixture", "mfcvae-default")
+    }  # fmt: skip
+    assert recovered["mfcvae-mixture"] == recovered["mfcvae-default"]
+    both = ", ".join(recovered["mfcvae-default"])
+    assert f"recovers the same two as `mfcvae-default` ({both})" in doc
+
+
 def test_mfcvae_and_ivae_ranges_equal_results_models_summary() -> None:
     doc = (ROOT / "docs" / "models_mfcvae_ivae.md").read_text()
     summary = json.loads((MODELS / "summary.json").read_text())
