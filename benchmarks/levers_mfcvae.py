@@ -1,7 +1,7 @@
-"""MFCVAE's facet initialisations, measured per facet on 16 instances with two facets.
+"""MFCVAE's facet initialisations, measured per facet on 32 instances with two facets.
 
 The instances are those of the MFCVAE rate test (tests/test_recovery_rates.py) for seeds
-0-15: ``sample_model(3000, latent_dim=4, obs_dim=12, facets=(3, 3), joint=JOINT,
+0-31: ``sample_model(3000, latent_dim=4, obs_dim=12, facets=(3, 3), joint=JOINT,
 hidden=(12,), random_state=s)``, two independent facets of 3 states, 2 latent coordinates
 each. Each configuration is ``MFCVAE((2, 2), (3, 3), random_state=s, **config)`` on top of
 the estimator's defaults, scored against the truth:
@@ -13,8 +13,9 @@ the estimator's defaults, scored against the truth:
 - ``score``: the fit's mean ELBO per point.
 
 The rate test's bar is ``facet_accuracy >= 0.9``; issue 8's is weak MCC >= 0.95 and
-accuracy >= 0.95 (``recovered``). Seeds 0-7 are the test's; 8-15 were added to check a
-lever found on 0-7 on instances it was not found on.
+accuracy >= 0.95 (``recovered``). Seeds 0-7 are the test's. The tolerance of
+``most_additive`` was chosen looking at seeds 0-15; seeds 16-31 check it where nothing was
+chosen.
 
 Usage (resumable: one JSON file per fit; finished fits are skipped)::
 
@@ -35,15 +36,16 @@ from idvae._validation import write_json_atomic
 from levers_vade import stored_rows, sweep
 
 ROOT = Path(__file__).resolve().parent.parent / "results" / "levers" / "mfcvae"
-SEEDS = range(16)
+SEEDS = range(32)
 JOINT = np.outer([0.3, 0.3, 0.4], [0.25, 0.35, 0.4])
 
 CONFIGS: dict[str, dict] = {
-    "default": {},
-    # the default route with more restarts of its initial mixture
-    "joint-gmm10": {"gmm_n_init": 10},
-    # no joint training stage: a full-covariance mixture on the pretrained means, factored
-    "mixture-gmm3": {"facet_init": "mixture"},
+    # MFCVAE's defaults until 2026-12-02: the joint route, 3 EM restarts of its mixture
+    "joint-gmm3": {"facet_init": "joint", "gmm_n_init": 3},
+    # the same with more restarts of its initial mixture
+    "joint-gmm10": {"facet_init": "joint", "gmm_n_init": 10},
+    # the defaults since: no joint training stage; ten full-covariance mixtures on the
+    # pretrained means, the most additive of the nearly most likely factored (most_additive)
     "mixture-gmm10": {"facet_init": "mixture", "gmm_n_init": 10},
 }
 
@@ -94,12 +96,17 @@ def _run_and_store(config: str, seed: int) -> dict:
 
 
 def summarize(rows: list[dict]) -> dict:
-    """Counts over all seeds and over the rate test's seeds 0-7."""
-    test = [r for r in rows if r["seed"] < 8]
+    """Counts over all seeds, the rate test's seeds 0-7, and the halves 0-15 and 16-31."""
+
+    def passing(seeds: range) -> int:
+        return int(sum(r["facet_accuracy"] >= 0.9 for r in rows if r["seed"] in seeds))
+
     return {
         "fits": len(rows),
-        "facets_at_0.9": int(sum(r["facet_accuracy"] >= 0.9 for r in rows)),
-        "facets_at_0.9_seeds_0_7": int(sum(r["facet_accuracy"] >= 0.9 for r in test)),
+        "facets_at_0.9": passing(SEEDS),
+        "facets_at_0.9_seeds_0_7": passing(range(8)),
+        "facets_at_0.9_seeds_0_15": passing(range(16)),
+        "facets_at_0.9_seeds_16_31": passing(range(16, 32)),
         "recovered": int(sum(r["recovered"] for r in rows)),
         "median_facet_accuracy": float(np.median([r["facet_accuracy"] for r in rows])),
         "median_weak_mcc": float(np.median([r["weak_mcc"] for r in rows])),
@@ -116,7 +123,8 @@ def main() -> None:
             summary[config] = s = summarize(rows)
             print(
                 f"{config:14s} facets >= 0.9: {s['facets_at_0.9']}/{s['fits']} "
-                f"(seeds 0-7: {s['facets_at_0.9_seeds_0_7']})  recovered {s['recovered']}  "
+                f"(0-7: {s['facets_at_0.9_seeds_0_7']}, 0-15: {s['facets_at_0.9_seeds_0_15']}, "
+                f"16-31: {s['facets_at_0.9_seeds_16_31']})  recovered {s['recovered']}  "
                 f"median facet accuracy {s['median_facet_accuracy']:.3f}  "
                 f"{s['median_seconds']:.1f} s/fit"
             )

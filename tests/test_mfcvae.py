@@ -12,6 +12,8 @@ from idvae.models.mfcvae import (
     factor_grid,
     fade_in_weights,
     joint_gmm_from_facets,
+    mixture_grid,
+    most_additive,
 )
 
 
@@ -221,6 +223,35 @@ def test_factor_grid_recovers_a_permuted_additive_grid(rng, sizes):
     assert len({tuple(c) for c in found.tolist()}) == len(cells)
 
 
+def test_mixture_grid_reads_an_additive_mixture_from_its_points(rng):
+    """Points of a mixture whose means are additive on a 3 x 2 grid: the grid is found
+    (residual ~ 0, the true facets as partitions of the components) and resp is the
+    mixture's posterior."""
+    sizes, m = (3, 2), 2
+    effects = [rng.normal(size=(k, m)) * 6 for k in sizes]
+    cells = np.indices(sizes).reshape(2, -1).T
+    means = effects[0][cells[:, 0]] + effects[1][cells[:, 1]]
+    mixture = GMM(np.full(6, 1 / 6), means, np.full((6, m), 0.2))
+    z = mixture.sample(4000, random_state=0)
+    resp, found, residual = mixture_grid(mixture, z, sizes, random_state=0)
+    np.testing.assert_allclose(resp, mixture.predict_proba(z))
+    assert residual < 1e-3
+    for i in range(2):
+        assert _same_partition(cells[:, i], found[:, i]) or _same_partition(
+            cells[:, i], found[:, 1 - i]
+        )
+
+
+def test_most_additive_is_the_most_additive_of_the_nearly_most_likely():
+    # within 0.05 of the best log-likelihood: candidates 0, 1 and 3; 1 is the most additive
+    assert most_additive([-1.00, -1.04, -1.30, -1.02], [0.20, 0.05, 0.00, 0.10]) == 1
+    # a tighter tolerance leaves the most likely alone
+    assert most_additive([-1.00, -1.04, -1.30], [0.20, 0.05, 0.00], tolerance=0.01) == 0
+    assert most_additive([-2.0], [0.7]) == 0
+    with pytest.raises(ValueError, match="one residual per log-likelihood"):
+        most_additive([-1.0, -2.0], [0.1])
+
+
 def test_factor_grid_refuses_inconsistent_sizes():
     with pytest.raises(ValueError, match="prod\\(sizes\\)"):
         factor_grid(np.zeros((6, 2)), np.ones(6) / 6, (2, 2))
@@ -388,7 +419,7 @@ def test_a_faded_out_facet_neither_reaches_the_decoder_nor_pays_kl(rng):
 
 def test_resume_after_an_interruption_gives_the_uninterrupted_result(tmp_path):
     x, _ = _blobs()
-    config = SMALL | {"joint_epochs": 3, "epochs": 3}
+    config = SMALL | {"facet_init": "joint", "joint_epochs": 3, "epochs": 3}
     reference = MFCVAE((1, 1), (2, 2), **config).fit(x)
 
     class Crash(Exception):
@@ -412,15 +443,17 @@ def test_resume_after_an_interruption_gives_the_uninterrupted_result(tmp_path):
 
 
 def test_mixture_init_factors_a_full_mixture_without_a_joint_stage():
-    """facet_init="mixture": no joint phase, so joint_epochs changes nothing; a grid is fitted."""
+    """facet_init="mixture" (the default): no joint phase, so joint_epochs changes nothing;
+    a grid is fitted."""
     x, _ = _blobs()
+    assert MFCVAE().facet_init == "mixture"
     config = SMALL | {"facet_init": "mixture"}
     short = MFCVAE((1, 1), (2, 2), **(config | {"joint_epochs": 1})).fit(x)
     long = MFCVAE((1, 1), (2, 2), **(config | {"joint_epochs": 7})).fit(x)
     assert {entry["phase"] for entry in short.history_} == {"pretrain", "train"}
     np.testing.assert_array_equal(short.transform(x), long.transform(x))
     assert 0.0 <= short.grid_residual_ < 1.0
-    joint = MFCVAE((1, 1), (2, 2), **SMALL).fit(x)
+    joint = MFCVAE((1, 1), (2, 2), **(SMALL | {"facet_init": "joint"})).fit(x)
     assert "joint" in {entry["phase"] for entry in joint.history_}
     assert not np.array_equal(short.transform(x), joint.transform(x))
 

@@ -18,7 +18,7 @@ joint mixture to facets), ``_module`` (the torch module), ``_estimator`` (``MFCV
 from __future__ import annotations
 
 from idvae.models.mfcvae._estimator import EM_MAX_SAMPLES, INITIAL_POSTERIOR_VARIANCE, MFCVAE
-from idvae.models.mfcvae._factor import facet_basis, factor_grid
+from idvae.models.mfcvae._factor import facet_basis, factor_grid, mixture_grid, most_additive
 from idvae.models.mfcvae._module import MFCVAEModule
 from idvae.models.mfcvae._prior import (
     FacetedMixturePrior,
@@ -36,6 +36,8 @@ __all__ = [
     "check_facets",
     "facet_basis",
     "factor_grid",
+    "mixture_grid",
+    "most_additive",
     "fade_in_weights",
     "joint_gmm_from_facets",
 ]

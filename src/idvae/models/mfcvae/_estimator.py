@@ -14,16 +14,19 @@ from sklearn.utils._param_validation import Interval, StrOptions
 from idvae.mixture import GMM
 from idvae.models._base import FitContext, LatentEstimator, LatentModule, check_sizes, register
 from idvae.models._prior import fit_mixture
-from idvae.models.mfcvae._factor import facet_basis, factor_grid
+from idvae.models.mfcvae._factor import facet_basis, mixture_grid, most_additive
 from idvae.models.mfcvae._module import MFCVAEModule
 from idvae.models.mfcvae._prior import check_facets, fade_in_weights
 
-__all__ = ["EM_MAX_SAMPLES", "INITIAL_POSTERIOR_VARIANCE", "MFCVAE"]
+__all__ = ["EM_MAX_SAMPLES", "INITIAL_POSTERIOR_VARIANCE", "MFCVAE", "MIXTURE_CANDIDATES"]
 
 # q(z | x) starts, after pretraining, with this fraction of each latent coordinate's variance
 INITIAL_POSTERIOR_VARIANCE = 0.01
 # the closed-form update of the joint prior uses at most this many training points
 EM_MAX_SAMPLES = 10_000
+# facet_init="mixture" with gmm_n_init=None fits this many joint mixtures and keeps the most
+# additive of the nearly most likely (benchmarks/levers_mfcvae.py measured 10)
+MIXTURE_CANDIDATES = 10
 
 
 @register
@@ -39,7 +42,7 @@ class MFCVAE(LatentEstimator):
     1. ``pretrain``: an autoencoder on the encoder means (``pretrain_epochs``);
     2. initialisation of the facets, by ``facet_init``:
 
-       - ``"joint"`` (default; k >= 2): a seeded diagonal ``GaussianMixture`` with
+       - ``"joint"`` (k >= 2): a seeded diagonal ``GaussianMixture`` with
          J = prod K_i components on the encoder means initialises a joint prior, trained
          with the VaDE ELBO for ``joint_epochs`` (phase ``joint``); its J components are
          then arranged on the K_1 x ... x K_k grid whose means are most nearly additive
@@ -48,10 +51,13 @@ class MFCVAE(LatentEstimator):
          and each facet's mixture is set from the joint responsibilities summed over the
          other facets. This is the route the theory suggests (the joint mixture is
          identifiable up to an affine map, Thm 3.3; (P3) fixes the blocks);
-       - ``"mixture"`` (k >= 2): a seeded full-covariance ``GaussianMixture`` with
-         J = prod K_i components on the encoder means, factored into facets as above at
-         once, with no joint training stage (docs/recovery_levers.md, MFCVAE's facets: it
-         needs ``gmm_n_init`` of about 10);
+       - ``"mixture"`` (default since 2026-12-02; k >= 2): seeded full-covariance
+         ``GaussianMixture`` fits with J = prod K_i components on the encoder means
+         (``gmm_n_init`` of them, by default ``MIXTURE_CANDIDATES``); among those whose
+         log-likelihood is within ``MIXTURE_LOGLIK_TOLERANCE`` of the best, the one whose
+         means are most nearly additive is kept (``most_additive``: under (P3) the true
+         clustering factors) and factored into facets as above, with no joint training
+         stage (docs/models_mfcvae_ivae.md);
        - ``"blocks"``: a seeded diagonal ``GaussianMixture`` with K_i components on each
          block of the encoder means (Falck et al.'s style; the blocks of a plain
          autoencoder need not match the facets, so facets can come out mixed);
@@ -80,7 +86,9 @@ class MFCVAE(LatentEstimator):
         lr_decay_every: see ``lr_decay``.
         progressive: fade the facets in one after another during ``train``.
         fade_in_epochs: F, the length of each fade-in ramp; needs epochs >= k F.
-        gmm_n_init: restarts of each ``GaussianMixture`` initialisation.
+        gmm_n_init: restarts of each ``GaussianMixture`` initialisation; with
+            ``facet_init="mixture"``, the number of joint mixtures compared. None (default):
+            ``MIXTURE_CANDIDATES`` (10) for ``"mixture"``, 3 for the other routes.
         early_stopping: stop a phase when its loss stalls for ``patience`` epochs.
         patience: see ``early_stopping``.
         max_retries: non-finite epochs retried (halving the lr) before ``TrainingError``.
@@ -123,7 +131,7 @@ class MFCVAE(LatentEstimator):
         "joint_epochs": [Interval(Integral, 0, None, closed="left")],
         "progressive": ["boolean"],
         "fade_in_epochs": [Interval(Integral, 1, None, closed="left")],
-        "gmm_n_init": [Interval(Integral, 1, None, closed="left")],
+        "gmm_n_init": [Interval(Integral, 1, None, closed="left"), None],
     }
 
     def __init__(
@@ -135,7 +143,7 @@ class MFCVAE(LatentEstimator):
         decoder_sizes: Sequence[int] = (64, 512, 512),
         activation: str = "leaky_relu",
         likelihood: str = "gaussian",
-        facet_init: str = "joint",
+        facet_init: str = "mixture",
         pretrain_epochs: int = 15,
         joint_epochs: int = 30,
         epochs: int = 30,
@@ -145,7 +153,7 @@ class MFCVAE(LatentEstimator):
         lr_decay_every: int = 10,
         progressive: bool = False,
         fade_in_epochs: int = 5,
-        gmm_n_init: int = 3,
+        gmm_n_init: int | None = None,
         early_stopping: bool = False,
         patience: int = 5,
         max_retries: int = 5,
@@ -187,6 +195,12 @@ class MFCVAE(LatentEstimator):
     def n_facets(self) -> int:
         """k, the number of facets."""
         return len(check_facets(self.facet_dims, self.facet_components)[0])
+
+    def _gmm_restarts(self) -> int:
+        """``gmm_n_init``, or its default: the mixtures ``"mixture"`` compares, else 3."""
+        if self.gmm_n_init is not None:
+            return int(self.gmm_n_init)
+        return MIXTURE_CANDIDATES if self.facet_init == "mixture" else 3
 
     def _uses_joint_stage(self) -> bool:
         return self.facet_init == "joint" and self.n_facets >= 2
@@ -313,7 +327,7 @@ class MFCVAE(LatentEstimator):
         for i, block in enumerate(module.prior.slices):
             seed = int(ctx.rng.integers(0, 2**31 - 1))
             k = module.prior.facet_components[i]
-            gmm = fit_mixture(z[:, block], k, "diag", n_init=self.gmm_n_init, seed=seed)
+            gmm = fit_mixture(z[:, block], k, "diag", n_init=self._gmm_restarts(), seed=seed)
             module.prior.set_facet(i, gmm)
         self._small_posterior(module, z)
         self._start_fade(module)
@@ -324,7 +338,7 @@ class MFCVAE(LatentEstimator):
         z = self._encoder_means(ctx)
         seed = int(ctx.rng.integers(0, 2**31 - 1))
         n_joint = math.prod(module.prior.facet_components)
-        joint = fit_mixture(z, n_joint, "diag", n_init=self.gmm_n_init, seed=seed)
+        joint = fit_mixture(z, n_joint, "diag", n_init=self._gmm_restarts(), seed=seed)
         module.joint_prior.set_facet(0, joint)  # type: ignore[union-attr]
         self._small_posterior(module, z)
 
@@ -332,28 +346,31 @@ class MFCVAE(LatentEstimator):
         """Factor the trained joint mixture into facets (class docstring, step 2)."""
         module: MFCVAEModule = ctx.module  # type: ignore[assignment]
         joint = module.joint_prior.facet_gmms()[0]  # type: ignore[union-attr]
-        self._factor(ctx, self._encoder_means(ctx), joint)
-
-    def _initialize_mixture(self, ctx: FitContext) -> None:
-        """A full-covariance joint GaussianMixture on the encoder means, factored at once."""
         z = self._encoder_means(ctx)
         seed = int(ctx.rng.integers(0, 2**31 - 1))
-        n_joint = math.prod(ctx.module.prior.facet_components)  # type: ignore[union-attr]
-        self._factor(ctx, z, fit_mixture(z, n_joint, "full", n_init=self.gmm_n_init, seed=seed))
+        sizes = module.prior.facet_components
+        self._set_facets(ctx, z, *mixture_grid(joint, z, sizes, random_state=seed))
 
-    def _factor(self, ctx: FitContext, z: np.ndarray, joint: GMM) -> None:
-        """Arrange the J components of ``joint`` on the facets' grid and set the facets."""
+    def _initialize_mixture(self, ctx: FitContext) -> None:
+        """``gmm_n_init`` full-covariance joint mixtures on the encoder means; the most
+        additive of the nearly most likely (``most_additive``) is factored into facets."""
+        z = self._encoder_means(ctx)
+        sizes = ctx.module.prior.facet_components  # type: ignore[union-attr]
+        log_likelihoods, grids = [], []
+        for _ in range(self._gmm_restarts()):
+            seed = int(ctx.rng.integers(0, 2**31 - 1))
+            joint = fit_mixture(z, math.prod(sizes), "full", n_init=1, seed=seed)
+            log_likelihoods.append(float(joint.logpdf(z).mean()))
+            grids.append(mixture_grid(joint, z, sizes, random_state=seed))
+        best = most_additive(log_likelihoods, [residual for _, _, residual in grids])
+        self._set_facets(ctx, z, *grids[best])
+
+    def _set_facets(
+        self, ctx: FitContext, z: np.ndarray, resp: np.ndarray, cells: np.ndarray, residual: float
+    ) -> None:
+        """Set the facets from a joint clustering placed on the grid (``mixture_grid``)."""
         module: MFCVAEModule = ctx.module  # type: ignore[assignment]
         prior = module.prior
-        resp = joint.predict_proba(z)  # (n, J)
-        mass = resp.sum(axis=0) + 1e-12
-        means = (resp.T @ z) / mass[:, None]
-        cells, residual = factor_grid(
-            means,
-            mass / mass.sum(),
-            prior.facet_components,
-            random_state=int(ctx.rng.integers(0, 2**31 - 1)),
-        )
         facet_resp = [resp @ np.eye(k)[cells[:, i]] for i, k in enumerate(prior.facet_components)]
         A, b = facet_basis(z, facet_resp, prior.facet_dims)
         module.apply_latent_map(A, b)
