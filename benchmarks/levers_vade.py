@@ -378,7 +378,8 @@ def sweep(
                 for key in ("weak_mcc", "accuracy", "facet_accuracy")
                 if key in row
             )
-            print(f"  {row['config']} seed {row['seed']}: {scores} ({row['seconds']:.1f} s)")
+            line = f"  {row['config']} seed {row['seed']}: {scores} ({row['seconds']:.1f} s)"
+            print(line, flush=True)
 
 
 def stored_rows(root: Path, config: str) -> list[dict]:
