@@ -3,6 +3,7 @@ import pytest
 import torch
 
 from idvae import GMM
+from idvae.metrics import cluster_accuracy
 from idvae.models.mfcvae import (
     MFCVAE,
     FacetedMixturePrior,
@@ -487,6 +488,7 @@ def test_save_load_round_trip_keeps_facets(small_model, tmp_path):
             "fade_in_epochs",
         ),
         ({"facet_dims": (1, 1), "facet_components": (2, 2), "facet_init": "x"}, 300, "facet_init"),
+        ({"facet_dims": (1, 1), "facet_components": (2, 2), "pretrain": "pca"}, 300, "pretrain"),
     ],
 )
 def test_bad_facet_settings_are_refused(params, n, match):
@@ -519,3 +521,67 @@ def test_state_dicts_with_the_flat_facet_keys_still_load(rng):
     b.load_state_dict(flat, strict=True)
     z = torch.as_tensor(rng.normal(size=(10, 6)))
     np.testing.assert_array_equal(b.log_prob(z).detach().numpy(), a.log_prob(z).detach().numpy())
+
+
+def test_pretraining_is_an_autoencoder_or_a_vae():
+    """pretrain="ae" trains reconstruction alone and leaves the decoder's noise variance
+    where it starts; pretrain="vae" trains the ELBO with prior N(0, I), noise variance too."""
+    x, _ = _blobs()
+    only = SMALL | {"epochs": 0}
+    ae = MFCVAE((1, 1), (2, 2), **only).fit(x)
+    vae = MFCVAE((1, 1), (2, 2), **(only | {"pretrain": "vae"})).fit(x)
+    assert MFCVAE().pretrain == "ae"
+    first = {m: next(e for e in m.history_ if e["phase"] == "pretrain") for m in (ae, vae)}
+    assert "kl_z" not in first[ae] and {"recon", "kl_z"} <= set(first[vae])
+    fresh = MFCVAE((1, 1), (2, 2), **only)._new_module(x.shape[1], (), seed=0)
+    start = fresh.decoder.noise_variance().detach()
+    np.testing.assert_array_equal(ae.module_.decoder.noise_variance().detach(), start)
+    assert not torch.equal(vae.module_.decoder.noise_variance().detach(), start)
+
+
+def test_em_from_a_start_keeps_its_fixed_point_and_returns_to_it_from_nearby(rng):
+    """fit_mixture(start=g) runs EM from g: at a converged mixture it stays, from a
+    perturbed copy it returns (components keep the start's order); a start needs n_init=1."""
+    from idvae.models._prior import fit_mixture
+
+    means = np.array([[0.0, 0.0], [6.0, 0.0], [0.0, 6.0]])
+    z = means[rng.integers(0, 3, size=3000)] + rng.normal(size=(3000, 2))
+    fitted = fit_mixture(z, 3, "full", n_init=3, seed=0)
+    again = fit_mixture(z, 3, "full", n_init=1, seed=1, start=fitted)
+    np.testing.assert_allclose(again.means, fitted.means, atol=1e-3)
+    moved = GMM(fitted.weights, fitted.means + 0.5, fitted.covariances * 1.5)
+    back = fit_mixture(z, 3, "diag", n_init=1, seed=1, start=moved)
+    np.testing.assert_allclose(back.means, fitted.means, atol=0.05)
+    with pytest.raises(ValueError, match="n_init=1"):
+        fit_mixture(z, 3, "full", n_init=2, seed=0, start=fitted)
+
+
+def test_facet_refit_repairs_a_scrambled_facet_and_never_lowers_the_fit():
+    """_refit_facets on a fitted model: with facet 0's states merged into one place, it
+    brings them back (facet 0 accuracy >= 0.95 again); on a good prior, the likelihood of
+    the encoder means never goes down."""
+    from types import SimpleNamespace
+
+    x, c = _blobs(n=600)
+    config = SMALL | {"pretrain_epochs": 30, "epochs": 10, "gmm_n_init": 3}
+    model = MFCVAE((1, 1), (2, 2), **config).fit(x)
+    assert cluster_accuracy(c[:, 0], model.predict(x)[:, 0]) >= 0.95
+    module = model.module_
+    ctx = SimpleNamespace(
+        module=module, data=model._check_input(x, ()), rng=np.random.default_rng(0)
+    )
+
+    def fit_of_means() -> float:
+        return float(module.prior.to_gmm().logpdf(model._encoder_means(ctx)).mean())
+
+    before = fit_of_means()
+    model._refit_facets(ctx)
+    assert fit_of_means() >= before
+    good = module.prior.facet_gmms()[0]
+    merged = GMM([0.5, 0.5], np.repeat(good.means.mean(0, keepdims=True), 2, 0), good.covariances)
+    module.prior.set_facet(0, merged)
+    assert cluster_accuracy(c[:, 0], model.predict(x)[:, 0]) < 0.8
+    scrambled = fit_of_means()
+    model._refit_facets(ctx)
+    assert fit_of_means() > scrambled
+    assert cluster_accuracy(c[:, 0], model.predict(x)[:, 0]) >= 0.95

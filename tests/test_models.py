@@ -293,3 +293,24 @@ def test_the_checkpoint_fingerprint_is_the_same_for_float32_and_float64_data() -
     fingerprint = model._fingerprint(X, ())
     assert fingerprint == model._fingerprint(X.astype(np.float64), ())
     assert fingerprint != model._fingerprint(X[::-1], ())
+
+
+def test_standard_vae_loss_has_the_closed_form_kl_of_monte_carlo() -> None:
+    """kl_z = KL(q(z | x) || N(0, I)) in closed form agrees with E_q[log q - log N(0, I)]
+    estimated from draws; loss = recon + kl_z."""
+    from idvae.models._layers import Decoder, GaussianEncoder, standard_vae_loss
+
+    torch.manual_seed(0)
+    encoder = GaussianEncoder([5, 8], 3, "leaky_relu").double()
+    decoder = Decoder([3, 8, 5], "leaky_relu", "gaussian").double()
+    x = torch.randn(4, 5, dtype=torch.float64)
+    with torch.no_grad():
+        terms = standard_vae_loss(encoder, decoder, x, torch.Generator().manual_seed(1))
+        mean, logvar = encoder(x)
+        normal = torch.distributions.Normal(mean, torch.exp(0.5 * logvar))
+        z = normal.sample((200_000,))
+        log_ratio = (normal.log_prob(z) + 0.5 * (z**2 + np.log(2 * np.pi))).sum(-1)
+    mc = log_ratio.mean(0).mean()
+    se = log_ratio.mean(1).std() / np.sqrt(z.shape[0])
+    assert abs(float(terms["kl_z"]) - float(mc)) < 4 * float(se) + 1e-9
+    assert float(terms["loss"]) == pytest.approx(float(terms["recon"] + terms["kl_z"]))

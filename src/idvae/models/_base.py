@@ -95,10 +95,12 @@ from idvae.models._layers import (
     MIN_PRIOR_VARIANCE,
     Decoder,
     GaussianEncoder,
+    autoencoder_loss,
     check_sizes,
     gaussian_entropy,
     inverse_softplus,
     reparameterize,
+    standard_vae_loss,
 )
 from idvae.models._registry import REGISTRY, register
 from idvae.training import (
@@ -116,6 +118,7 @@ from idvae.training import (
     run_phase,
     save_checkpoint,
     set_numpy_rng_state,
+    step_lr,
 )
 
 if TYPE_CHECKING:
@@ -134,11 +137,13 @@ __all__ = [
     "LatentModule",
     "REGISTRY",
     "TrainingError",
+    "autoencoder_loss",
     "check_sizes",
     "gaussian_entropy",
     "inverse_softplus",
     "register",
     "reparameterize",
+    "standard_vae_loss",
 ]
 
 # a component is collapsed when its weight < COLLAPSE_FACTOR / J
@@ -412,6 +417,35 @@ class LatentEstimator(TransformerMixin, BaseEstimator):
         }
         settings.update(overrides)
         return TrainConfig(**settings)
+
+    def _train_with_refits(
+        self,
+        ctx: FitContext,
+        epochs: int,
+        data: tuple[torch.Tensor, ...],
+        every: int | None,
+        refit: Callable[[], None],
+        first_epoch: int = 0,
+    ) -> None:
+        """``epochs`` epochs of the phase ``train`` on ``data`` in chunks of ``every`` (None:
+        one chunk), with the step ``refit`` (of the prior) between chunks; the learning
+        rate's step schedule runs on across the chunks, from epoch ``first_epoch``."""
+        every = epochs if every is None else int(every)
+        done = 0
+        while done < epochs or epochs == 0:
+            chunk = min(every, epochs - done)
+            lr = step_lr(
+                float(self.lr),
+                float(getattr(self, "lr_decay", 1.0)),
+                int(getattr(self, "lr_decay_every", 10)),
+                first_epoch + done,
+            )
+            ctx.run_phase("train", self._train_config(chunk, lr=lr), data=data)
+            done += chunk
+            last = ctx.last_result
+            if done >= epochs or (last is not None and last.stopped_early):
+                break
+            ctx.run_step("refit", refit)
 
     def _on_epoch_end(self, module: LatentModule) -> Callable[[int, dict], dict]:
         def record(epoch: int, _: dict) -> dict:

@@ -22,8 +22,10 @@ __all__ = [
     "GaussianEncoder",
     "check_sizes",
     "gaussian_entropy",
+    "autoencoder_loss",
     "inverse_softplus",
     "reparameterize",
+    "standard_vae_loss",
 ]
 
 MIN_POSTERIOR_VARIANCE = 1e-6
@@ -152,6 +154,29 @@ def reparameterize(
     """z = mean + exp(logvar / 2) * eps with eps ~ N(0, I) drawn from ``generator``."""
     eps = torch.randn(mean.shape, generator=generator, device=mean.device, dtype=mean.dtype)
     return mean + torch.exp(0.5 * logvar) * eps
+
+
+def autoencoder_loss(
+    encoder: GaussianEncoder, decoder: Decoder, x: torch.Tensor
+) -> dict[str, torch.Tensor]:
+    """A plain autoencoder's loss on the encoder means (MSE or cross-entropy), batch mean."""
+    mean, _ = encoder(x)
+    return {"loss": decoder.reconstruction_error(x, mean).mean()}
+
+
+def standard_vae_loss(
+    encoder: GaussianEncoder, decoder: Decoder, x: torch.Tensor, generator: torch.Generator
+) -> dict[str, torch.Tensor]:
+    """Negative ELBO of a VAE with prior N(0, I): -E_q log p(x | z) + KL(q(z | x) || N(0, I)).
+
+    Returns the batch means ``loss`` = ``recon`` + ``kl_z``; the KL is in closed form,
+    0.5 sum(s2 + mu^2 - 1 - log s2).
+    """
+    mean, logvar = encoder(x)
+    z = reparameterize(mean, logvar, generator)
+    recon = -decoder.log_likelihood(x, z).mean()
+    kl_z = 0.5 * (torch.exp(logvar) + mean**2 - 1.0 - logvar).sum(dim=1).mean()
+    return {"loss": recon + kl_z, "recon": recon, "kl_z": kl_z}
 
 
 def gaussian_entropy(logvar: torch.Tensor) -> torch.Tensor:

@@ -19,6 +19,8 @@ module (``subsample_rows`` bounds the points it sees to ``GMM_INIT_SAMPLES``).
 
 from __future__ import annotations
 
+from typing import Any
+
 import numpy as np
 import torch
 from sklearn.mixture import GaussianMixture
@@ -320,7 +322,13 @@ def subsample_rows(n_samples: int, seed: int, limit: int) -> np.ndarray | None:
 
 
 def fit_mixture(
-    z: np.ndarray, n_components: int, covariance_type: str, *, n_init: int, seed: int
+    z: np.ndarray,
+    n_components: int,
+    covariance_type: str,
+    *,
+    n_init: int,
+    seed: int,
+    start: GMM | None = None,
 ) -> GMM:
     """A seeded scikit-learn ``GaussianMixture`` fitted to latents z, as an ``idvae.GMM``.
 
@@ -333,13 +341,31 @@ def fit_mixture(
         covariance_type: ``"diag"`` or ``"full"``.
         n_init: EM restarts.
         seed: the ``random_state`` of the ``GaussianMixture``.
+        start: a mixture with J components to start EM from (its weights, means and
+            covariances) instead of seeded k-means starts; then ``n_init`` must be 1.
     """
+    initial: dict[str, Any] = {}
+    if start is not None:
+        if n_init != 1 or start.n_components != n_components:
+            raise ValueError(
+                f"Expected n_init=1 and a start with {n_components} components but got "
+                f"n_init={n_init} and {start.n_components}"
+            )
+        precisions = np.linalg.inv(start.covariances)
+        if covariance_type == "diag":
+            precisions = np.diagonal(precisions, axis1=1, axis2=2)
+        initial = {
+            "weights_init": start.weights,
+            "means_init": start.means,
+            "precisions_init": precisions,
+        }
     gmm = GaussianMixture(
         n_components,
         covariance_type=covariance_type,
         n_init=n_init,
         reg_covar=1e-6 * max(float(z.var()), 1e-12),
         random_state=seed,
+        **initial,
     ).fit(z)
     prior = GMM.from_sklearn(gmm)
     weights = np.maximum(prior.weights, MIN_MIXTURE_WEIGHT)

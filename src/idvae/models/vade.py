@@ -38,6 +38,7 @@ from __future__ import annotations
 import math
 import os
 from collections.abc import Sequence
+from functools import partial
 from numbers import Integral, Real
 from pathlib import Path
 from typing import Any, ClassVar
@@ -57,10 +58,12 @@ from idvae.models._base import (
     GaussianEncoder,
     LatentEstimator,
     LatentModule,
+    autoencoder_loss,
     check_sizes,
     gaussian_entropy,
     register,
     reparameterize,
+    standard_vae_loss,
 )
 from idvae.models._geometries import EMBEDDINGS, isomap_embedding, spectral_embedding
 from idvae.models._prior import (
@@ -193,9 +196,7 @@ class VaDEModule(LatentModule):
         self, x: torch.Tensor, *, generator: torch.Generator
     ) -> dict[str, torch.Tensor]:
         """Autoencoder loss on the encoder means (MSE or cross-entropy), batch mean."""
-        mean, _ = self.encoder(x)
-        recon = self.decoder.reconstruction_error(x, mean).mean()
-        return {"loss": recon}
+        return autoencoder_loss(self.encoder, self.decoder, x)
 
     def pretrain_embedding_loss(
         self, x: torch.Tensor, target: torch.Tensor, *, generator: torch.Generator
@@ -215,11 +216,7 @@ class VaDEModule(LatentModule):
         self, x: torch.Tensor, *, generator: torch.Generator
     ) -> dict[str, torch.Tensor]:
         """Negative ELBO of a VAE with prior N(0, I) (recon and kl_z), batch means."""
-        mean, logvar = self.encoder(x)
-        z = reparameterize(mean, logvar, generator)
-        recon = -self.decoder.log_likelihood(x, z).mean()
-        kl_z = 0.5 * (torch.exp(logvar) + mean**2 - 1.0 - logvar).sum(dim=1).mean()
-        return {"loss": recon + kl_z, "recon": recon, "kl_z": kl_z}
+        return standard_vae_loss(self.encoder, self.decoder, x, generator)
 
     def log_responsibilities(self, x: torch.Tensor) -> torch.Tensor:
         """log p(c | z = E[z | x]), shape (n, J)."""
@@ -540,7 +537,9 @@ class VaDE(ClusterMixin, LatentEstimator):
         )
         if rest > 0:
             if subsampled:
-                self._train_with_refits(ctx, rest, ctx.data, first_epoch=init_epochs)
+                refit = partial(self._refit_prior, ctx, ctx.data[0])
+                every = self.prior_refit_every
+                self._train_with_refits(ctx, rest, ctx.data, every, refit, init_epochs)
             elif not best["stopped_early"]:
                 # continue the step schedule of the trial's learning rate
                 lr = step_lr(float(self.lr), float(self.lr_decay), self.lr_decay_every, init_epochs)
@@ -613,27 +612,8 @@ class VaDE(ClusterMixin, LatentEstimator):
                 data=pretrain_data,
             )
         ctx.run_step("init", lambda: self._initialize_prior(ctx, rows[0]))
-        self._train_with_refits(ctx, epochs, rows)
-
-    def _train_with_refits(
-        self, ctx: FitContext, epochs: int, data: tuple[torch.Tensor, ...], first_epoch: int = 0
-    ) -> None:
-        """``epochs`` ELBO epochs on ``data``, the prior refitted every ``prior_refit_every``;
-        the learning rate's step schedule starts at epoch ``first_epoch``."""
-        every = epochs if self.prior_refit_every is None else int(self.prior_refit_every)
-        done = 0
-        while done < epochs or epochs == 0:
-            chunk = min(every, epochs - done)
-            # the step schedule of the learning rate runs on across the chunks
-            lr = step_lr(
-                float(self.lr), float(self.lr_decay), self.lr_decay_every, first_epoch + done
-            )
-            ctx.run_phase("train", self._train_config(chunk, lr=lr), data=data)
-            done += chunk
-            last = ctx.last_result
-            if done >= epochs or (last is not None and last.stopped_early):
-                break
-            ctx.run_step("refit", lambda: self._refit_prior(ctx, data[0]))
+        refit = partial(self._refit_prior, ctx, rows[0])
+        self._train_with_refits(ctx, epochs, rows, self.prior_refit_every, refit)
 
     def _given_embedding(self, given: Any, x: torch.Tensor) -> torch.Tensor:
         """``pretrain`` as an array: checked against the data, standardised per column."""

@@ -23,7 +23,7 @@ from idvae.models._base import (
     LatentModule,
     check_sizes,
     register,
-    reparameterize,
+    standard_vae_loss,
 )
 
 __all__ = ["VAE", "VAEModule"]
@@ -54,13 +54,7 @@ class VAEModule(LatentModule):
 
     def loss(self, x: torch.Tensor, *, generator: torch.Generator) -> dict[str, torch.Tensor]:
         """Negative ELBO: -E_q log p(x|z) + KL(q(z|x) || N(0, I)), batch means."""
-        mean, logvar = self.encoder(x)
-        z = reparameterize(mean, logvar, generator)
-        recon = -self.decoder.log_likelihood(x, z)
-        # KL(N(mu, diag s2) || N(0, I)) = 0.5 sum(s2 + mu^2 - 1 - log s2)
-        kl_z = 0.5 * (torch.exp(logvar) + mean**2 - 1.0 - logvar).sum(dim=1)
-        recon, kl_z = recon.mean(), kl_z.mean()
-        return {"loss": recon + kl_z, "recon": recon, "kl_z": kl_z}
+        return standard_vae_loss(self.encoder, self.decoder, x, generator)
 
     def prior_gmm(self) -> GMM:
         return GMM([1.0], np.zeros((1, self.latent_dim)), np.eye(self.latent_dim)[None])

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Callable, Sequence
+from functools import partial
 from numbers import Integral
 from typing import Any, ClassVar
 
@@ -39,7 +40,9 @@ class MFCVAE(LatentEstimator):
 
     Fitting runs, through the checkpointed engine ``idvae.training``:
 
-    1. ``pretrain``: an autoencoder on the encoder means (``pretrain_epochs``);
+    1. ``pretrain``: the encoder and decoder pretrained for ``pretrain_epochs``, as an
+       autoencoder on the encoder means (``pretrain="ae"``) or as a VAE with prior N(0, I)
+       (``pretrain="vae"``);
     2. initialisation of the facets, by ``facet_init``:
 
        - ``"joint"`` (k >= 2): a seeded diagonal ``GaussianMixture`` with
@@ -77,7 +80,9 @@ class MFCVAE(LatentEstimator):
             feature) or ``"bernoulli"`` (X in [0, 1], e.g. images).
         facet_init: ``"joint"``, ``"mixture"`` or ``"blocks"`` (see above); with one facet
             they coincide.
-        pretrain_epochs: autoencoder pretraining epochs (0: none).
+        pretrain: ``"ae"`` (an autoencoder on the encoder means) or ``"vae"`` (a VAE with
+            prior N(0, I), VaDE's default pretraining).
+        pretrain_epochs: pretraining epochs (0: none).
         joint_epochs: epochs of the joint-mixture stage (``facet_init="joint"``, k >= 2).
         epochs: epochs of the faceted ELBO.
         batch_size: mini-batch size.
@@ -89,6 +94,11 @@ class MFCVAE(LatentEstimator):
         gmm_n_init: restarts of each ``GaussianMixture`` initialisation; with
             ``facet_init="mixture"``, the number of joint mixtures compared. None (default):
             ``MIXTURE_CANDIDATES`` (10) for ``"mixture"``, 3 for the other routes.
+        prior_refit_every: with k >= 2 facets, every this many epochs of ``train`` the
+            facets are fitted afresh by the ``"mixture"`` route on the encoder means and
+            replace the current ones when they fit those means better (the change of basis
+            counted); an EM step that can split and merge states, as VaDE's
+            ``prior_refit_every``. None (default): no refit.
         early_stopping: stop a phase when its loss stalls for ``patience`` epochs.
         patience: see ``early_stopping``.
         max_retries: non-finite epochs retried (halving the lr) before ``TrainingError``.
@@ -127,11 +137,13 @@ class MFCVAE(LatentEstimator):
         "decoder_sizes": ["array-like"],
         "activation": [StrOptions({"leaky_relu", "relu"})],
         "facet_init": [StrOptions({"joint", "mixture", "blocks"})],
+        "pretrain": [StrOptions({"ae", "vae"})],
         "pretrain_epochs": [Interval(Integral, 0, None, closed="left")],
         "joint_epochs": [Interval(Integral, 0, None, closed="left")],
         "progressive": ["boolean"],
         "fade_in_epochs": [Interval(Integral, 1, None, closed="left")],
         "gmm_n_init": [Interval(Integral, 1, None, closed="left"), None],
+        "prior_refit_every": [Interval(Integral, 1, None, closed="left"), None],
     }
 
     def __init__(
@@ -144,6 +156,7 @@ class MFCVAE(LatentEstimator):
         activation: str = "leaky_relu",
         likelihood: str = "gaussian",
         facet_init: str = "mixture",
+        pretrain: str = "ae",
         pretrain_epochs: int = 15,
         joint_epochs: int = 30,
         epochs: int = 30,
@@ -154,6 +167,7 @@ class MFCVAE(LatentEstimator):
         progressive: bool = False,
         fade_in_epochs: int = 5,
         gmm_n_init: int | None = None,
+        prior_refit_every: int | None = None,
         early_stopping: bool = False,
         patience: int = 5,
         max_retries: int = 5,
@@ -168,6 +182,7 @@ class MFCVAE(LatentEstimator):
         self.activation = activation
         self.likelihood = likelihood
         self.facet_init = facet_init
+        self.pretrain = pretrain
         self.pretrain_epochs = pretrain_epochs
         self.joint_epochs = joint_epochs
         self.epochs = epochs
@@ -178,6 +193,7 @@ class MFCVAE(LatentEstimator):
         self.progressive = progressive
         self.fade_in_epochs = fade_in_epochs
         self.gmm_n_init = gmm_n_init
+        self.prior_refit_every = prior_refit_every
         self.early_stopping = early_stopping
         self.patience = patience
         self.max_retries = max_retries
@@ -272,12 +288,14 @@ class MFCVAE(LatentEstimator):
     def _fit_phases(self, ctx: FitContext) -> None:
         module: MFCVAEModule = ctx.module  # type: ignore[assignment]
         if self.pretrain_epochs > 0:
-            autoencoder = list(module.encoder.parameters()) + list(module.decoder.net.parameters())
+            # the autoencoder leaves the decoder's noise variance alone; the VAE learns it
+            vae = self.pretrain == "vae"
+            decoder = module.decoder if vae else module.decoder.net
             ctx.run_phase(
                 "pretrain",
                 self._train_config(self.pretrain_epochs, lr_decay=1.0, early_stopping=False),
-                loss_fn=module.pretrain_loss,
-                parameters=autoencoder,
+                loss_fn=module.pretrain_vae_loss if vae else module.pretrain_loss,
+                parameters=list(module.encoder.parameters()) + list(decoder.parameters()),
             )
         if self._uses_joint_stage():
             ctx.run_step("init_joint", lambda: self._initialize_joint(ctx))
@@ -302,7 +320,9 @@ class MFCVAE(LatentEstimator):
             ctx.run_step("init", lambda: self._initialize_mixture(ctx))
         else:
             ctx.run_step("init", lambda: self._initialize_blocks(ctx))
-        ctx.run_phase("train", self._train_config(self.epochs))
+        every = self.prior_refit_every if self.n_facets >= 2 else None
+        refit = partial(self._refit_facets, ctx)
+        self._train_with_refits(ctx, self.epochs, ctx.data, every, refit)
 
     # -- initialisation -------------------------------------------------------------------
     def _encoder_means(self, ctx: FitContext) -> np.ndarray:
@@ -350,11 +370,19 @@ class MFCVAE(LatentEstimator):
         seed = int(ctx.rng.integers(0, 2**31 - 1))
         sizes = module.prior.facet_components
         self._set_facets(ctx, z, *mixture_grid(joint, z, sizes, random_state=seed))
+        self._start_fade(module)
 
     def _initialize_mixture(self, ctx: FitContext) -> None:
         """``gmm_n_init`` full-covariance joint mixtures on the encoder means; the most
         additive of the nearly most likely (``most_additive``) is factored into facets."""
         z = self._encoder_means(ctx)
+        log_likelihoods, grids = self._mixture_candidates(ctx, z)
+        self._set_facets(ctx, z, *grids[most_additive(log_likelihoods, _residuals(grids))])
+        self._start_fade(ctx.module)  # type: ignore[arg-type]
+
+    def _mixture_candidates(self, ctx: FitContext, z: np.ndarray) -> tuple[list, list]:
+        """``gmm_n_init`` seeded full-covariance joint mixtures of z: their mean
+        log-likelihoods and their grids (``mixture_grid``)."""
         sizes = ctx.module.prior.facet_components  # type: ignore[union-attr]
         log_likelihoods, grids = [], []
         for _ in range(self._gmm_restarts()):
@@ -362,31 +390,54 @@ class MFCVAE(LatentEstimator):
             joint = fit_mixture(z, math.prod(sizes), "full", n_init=1, seed=seed)
             log_likelihoods.append(float(joint.logpdf(z).mean()))
             grids.append(mixture_grid(joint, z, sizes, random_state=seed))
-        best = most_additive(log_likelihoods, [residual for _, _, residual in grids])
-        self._set_facets(ctx, z, *grids[best])
+        return log_likelihoods, grids
+
+    def _refit_facets(self, ctx: FitContext) -> None:
+        """The facets refitted on the encoder means in the current basis, kept if the
+        means are more likely under them (VaDE's prior refit, for facets).
+
+        The candidates are the current joint prior refined by EM with full covariances and
+        the ``"mixture"`` route's fresh mixtures (``_mixture_candidates``); the most
+        additive of the nearly most likely (``most_additive``) gives each facet's
+        responsibilities, and the facets are their moments in the current latent basis, so
+        the encoder and decoder are left as they are.
+        """
+        module: MFCVAEModule = ctx.module  # type: ignore[assignment]
+        prior = module.prior
+        z = self._encoder_means(ctx)
+        current = prior.to_gmm()
+        seed = int(ctx.rng.integers(0, 2**31 - 1))
+        refined = fit_mixture(z, current.n_components, "full", n_init=1, seed=seed, start=current)
+        log_likelihoods, grids = self._mixture_candidates(ctx, z)
+        log_likelihoods.insert(0, float(refined.logpdf(z).mean()))
+        grids.insert(0, mixture_grid(refined, z, prior.facet_components, random_state=seed))
+        resp, cells, residual = grids[most_additive(log_likelihoods, _residuals(grids))]
+        facets = _facet_moments(prior, z, resp, cells)
+        candidate = sum(
+            g.logpdf(z[:, block]) for g, block in zip(facets, prior.slices, strict=True)
+        )
+        if float(np.mean(candidate)) > float(current.logpdf(z).mean()):
+            for i, gmm in enumerate(facets):
+                prior.set_facet(i, gmm)
+            self.grid_residual_ = float(residual)
 
     def _set_facets(
         self, ctx: FitContext, z: np.ndarray, resp: np.ndarray, cells: np.ndarray, residual: float
     ) -> None:
-        """Set the facets from a joint clustering placed on the grid (``mixture_grid``)."""
+        """Set the facets from a joint clustering placed on the grid (``mixture_grid``): the
+        latent re-expressed in the basis whose block i spans facet i's effects
+        (``facet_basis``, folded into the encoder and decoder), each facet's mixture the
+        moments of its responsibilities there."""
         module: MFCVAEModule = ctx.module  # type: ignore[assignment]
         prior = module.prior
-        facet_resp = [resp @ np.eye(k)[cells[:, i]] for i, k in enumerate(prior.facet_components)]
-        A, b = facet_basis(z, facet_resp, prior.facet_dims)
+        A, b = facet_basis(z, _facet_responsibilities(prior, resp, cells), prior.facet_dims)
         module.apply_latent_map(A, b)
         s = (z - b) @ A.T
         # the posterior covariance in the new basis is not diagonal; start it small again
         self._small_posterior(module, s)
-        for i, block in enumerate(prior.slices):
-            r = facet_resp[i]
-            w = r.sum(axis=0) + 1e-12
-            mu = (r.T @ s[:, block]) / w[:, None]
-            var = (r.T @ s[:, block] ** 2) / w[:, None] - mu**2
-            var = np.maximum(var, 1e-3 * s[:, block].var(axis=0))
-            weights = np.maximum(w / w.sum(), 1e-6)
-            prior.set_facet(i, GMM(weights / weights.sum(), mu, var))
+        for i, gmm in enumerate(_facet_moments(prior, s, resp, cells)):
+            prior.set_facet(i, gmm)
         self.grid_residual_ = float(residual)
-        self._start_fade(module)
 
     def _after_fit(self, data: tuple[torch.Tensor, ...]) -> None:
         # the training tensors as already scaled: equal to predict(X), without redoing X
@@ -473,3 +524,28 @@ class MFCVAE(LatentEstimator):
             "random_state": 0,
             "device": "cpu",
         }
+
+
+def _residuals(grids: list[tuple[np.ndarray, np.ndarray, float]]) -> list[float]:
+    """The grid residuals of ``mixture_grid`` results."""
+    return [residual for _, _, residual in grids]
+
+
+def _facet_responsibilities(prior: Any, resp: np.ndarray, cells: np.ndarray) -> list[np.ndarray]:
+    """Each facet's state responsibilities, (n, K_i): the joint ones summed over the other
+    facets, joint component j sitting in grid cell ``cells[j]``."""
+    return [resp @ np.eye(k)[cells[:, i]] for i, k in enumerate(prior.facet_components)]
+
+
+def _facet_moments(prior: Any, s: np.ndarray, resp: np.ndarray, cells: np.ndarray) -> list[GMM]:
+    """Each facet's diagonal mixture on its block of s: the weighted moments of its
+    responsibilities (variances floored at 1e-3 of the block's)."""
+    facets = []
+    for r, block in zip(_facet_responsibilities(prior, resp, cells), prior.slices, strict=True):
+        w = r.sum(axis=0) + 1e-12
+        mu = (r.T @ s[:, block]) / w[:, None]
+        var = (r.T @ s[:, block] ** 2) / w[:, None] - mu**2
+        var = np.maximum(var, 1e-3 * s[:, block].var(axis=0))
+        weights = np.maximum(w / w.sum(), 1e-6)
+        facets.append(GMM(weights / weights.sum(), mu, var))
+    return facets

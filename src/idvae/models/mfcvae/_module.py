@@ -14,8 +14,10 @@ from idvae.models._base import (
     Decoder,
     GaussianEncoder,
     LatentModule,
+    autoencoder_loss,
     inverse_softplus,
     reparameterize,
+    standard_vae_loss,
 )
 from idvae.models.mfcvae._prior import FacetedMixturePrior
 
@@ -108,8 +110,13 @@ class MFCVAEModule(LatentModule):
         self, x: torch.Tensor, *, generator: torch.Generator
     ) -> dict[str, torch.Tensor]:
         """Autoencoder loss on the encoder means (MSE or cross-entropy), batch mean."""
-        mean, _ = self.encoder(x)
-        return {"loss": self.decoder.reconstruction_error(x, mean).mean()}
+        return autoencoder_loss(self.encoder, self.decoder, x)
+
+    def pretrain_vae_loss(
+        self, x: torch.Tensor, *, generator: torch.Generator
+    ) -> dict[str, torch.Tensor]:
+        """Negative ELBO of a VAE with prior N(0, I) over the whole latent, batch means."""
+        return standard_vae_loss(self.encoder, self.decoder, x, generator)
 
     def log_responsibilities(self, x: torch.Tensor) -> torch.Tensor:
         """log p(c_i | z_i = E[z_i | x]) of all facets side by side, shape (n, sum K_i)."""
