@@ -418,29 +418,36 @@ def test_a_faded_out_facet_neither_reaches_the_decoder_nor_pays_kl(rng):
     assert torch.all(module.decoder.net[0].weight.grad[:, 1] == 0)
 
 
-def test_resume_after_an_interruption_gives_the_uninterrupted_result(tmp_path):
+def _crash_and_resume(tmp_path, config: dict, method: str, crash_at: int) -> None:
+    """Fit with ``config``, killed just after the ``crash_at``-th call of ``method``, then
+    resumed from the checkpoint: the result equals the uninterrupted fit's."""
     x, _ = _blobs()
-    config = SMALL | {"facet_init": "joint", "joint_epochs": 3, "epochs": 3}
     reference = MFCVAE((1, 1), (2, 2), **config).fit(x)
 
     class Crash(Exception):
         pass
 
     crashing = MFCVAE((1, 1), (2, 2), **config)
-    em_steps = []
+    calls = []
 
-    def em_step_then_crash(module):
-        MFCVAE._joint_em_step(crashing, module)
-        em_steps.append(1)
-        if len(em_steps) == 2:  # killed in joint epoch 3, after 2 checkpointed epochs
+    def call_then_crash(*args):
+        getattr(MFCVAE, method)(crashing, *args)
+        calls.append(1)
+        if len(calls) == crash_at:
             raise Crash
 
-    crashing._joint_em_step = em_step_then_crash
+    setattr(crashing, method, call_then_crash)
     with pytest.raises(Crash):
         crashing.fit(x, checkpoint_dir=tmp_path)
     resumed = MFCVAE((1, 1), (2, 2), **config).fit(x, checkpoint_dir=tmp_path, resume=True)
     np.testing.assert_array_equal(resumed.transform(x), reference.transform(x))
     assert resumed.prior_ == reference.prior_
+
+
+def test_resume_after_an_interruption_gives_the_uninterrupted_result(tmp_path):
+    """Killed in joint epoch 3, after 2 checkpointed epochs."""
+    config = SMALL | {"facet_init": "joint", "joint_epochs": 3, "epochs": 3}
+    _crash_and_resume(tmp_path, config, "_joint_em_step", crash_at=2)
 
 
 def test_mixture_init_factors_a_full_mixture_without_a_joint_stage():
@@ -556,32 +563,34 @@ def test_em_from_a_start_keeps_its_fixed_point_and_returns_to_it_from_nearby(rng
         fit_mixture(z, 3, "full", n_init=2, seed=0, start=fitted)
 
 
-def test_facet_refit_repairs_a_scrambled_facet_and_never_lowers_the_fit():
-    """_refit_facets on a fitted model: with facet 0's states merged into one place, it
-    brings them back (facet 0 accuracy >= 0.95 again); on a good prior, the likelihood of
-    the encoder means never goes down."""
+def test_facet_refit_repairs_a_scrambled_facet_and_keeps_a_good_one():
+    """_refit_facets on a fitted model: on its good prior the states stay as they are, up
+    to their order (98 % of the labels at least); with facet 0's states merged into one
+    place, the refit brings them back (facet 0 accuracy >= 0.95 again)."""
     from types import SimpleNamespace
 
     x, c = _blobs(n=600)
     config = SMALL | {"pretrain_epochs": 30, "epochs": 10, "gmm_n_init": 3}
     model = MFCVAE((1, 1), (2, 2), **config).fit(x)
-    assert cluster_accuracy(c[:, 0], model.predict(x)[:, 0]) >= 0.95
+    labels = model.predict(x)
+    assert cluster_accuracy(c[:, 0], labels[:, 0]) >= 0.95
     module = model.module_
     ctx = SimpleNamespace(
         module=module, data=model._check_input(x, ()), rng=np.random.default_rng(0)
     )
-
-    def fit_of_means() -> float:
-        return float(module.prior.to_gmm().logpdf(model._encoder_means(ctx)).mean())
-
-    before = fit_of_means()
     model._refit_facets(ctx)
-    assert fit_of_means() >= before
+    after = model.predict(x)
+    assert min(cluster_accuracy(labels[:, i], after[:, i]) for i in range(2)) >= 0.98
     good = module.prior.facet_gmms()[0]
     merged = GMM([0.5, 0.5], np.repeat(good.means.mean(0, keepdims=True), 2, 0), good.covariances)
     module.prior.set_facet(0, merged)
     assert cluster_accuracy(c[:, 0], model.predict(x)[:, 0]) < 0.8
-    scrambled = fit_of_means()
     model._refit_facets(ctx)
-    assert fit_of_means() > scrambled
     assert cluster_accuracy(c[:, 0], model.predict(x)[:, 0]) >= 0.95
+
+
+def test_resume_after_a_crash_between_facet_refits_gives_the_uninterrupted_result(tmp_path):
+    """With a refit after every epoch, killed in the second refit (the refits' draws and
+    results are checkpointed with the steps)."""
+    config = SMALL | {"epochs": 4, "prior_refit_every": 1}
+    _crash_and_resume(tmp_path, config, "_refit_facets", crash_at=2)

@@ -83,8 +83,12 @@ CONFIGURATIONS: dict[str, tuple[str, dict[str, Any]]] = {
     "vade-restarts4": ("vade", {"n_init": 4}),
     "mfcvae-default": ("mfcvae", {}),
     # no joint training stage: a full-covariance joint mixture (10 EM restarts) on the
-    # pretrained means, factored into facets (docs/models_mfcvae_ivae.md)
-    "mfcvae-mixture": ("mfcvae", {"facet_init": "mixture", "gmm_n_init": 10}),
+    # pretrained means, factored into facets, no refits (the defaults of 2026-12-02 before
+    # prior_refit_every=5; docs/models_mfcvae_ivae.md)
+    "mfcvae-mixture": (
+        "mfcvae",
+        {"facet_init": "mixture", "gmm_n_init": 10, "prior_refit_every": None},
+    ),
     # VaDE's defaults started at the true z (20 pretraining epochs fit the encoder and the
     # decoder to it): does the objective keep the truth? (finding 9 of docs/recovery_levers.md)
     "vade-truth-start": ("vade", {"pretrain": TRUE_LATENT, "pretrain_epochs": 20}),
