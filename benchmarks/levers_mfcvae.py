@@ -55,6 +55,21 @@ CONFIGS: dict[str, dict] = {
     # they fit the encoder means better (VaDE's prior refit, finding 4)
     "mixture-refit10": {"facet_init": "mixture", "gmm_n_init": 10, "prior_refit_every": 10},
     "mixture-refit5": {"facet_init": "mixture", "gmm_n_init": 10, "prior_refit_every": 5},
+    # smaller networks with the refits (the rate test's decoder has one hidden layer of 12)
+    "refit5-net64": {
+        "facet_init": "mixture",
+        "gmm_n_init": 10,
+        "prior_refit_every": 5,
+        "encoder_sizes": (64, 64),
+        "decoder_sizes": (64, 64),
+    },
+    "refit5-net32": {
+        "facet_init": "mixture",
+        "gmm_n_init": 10,
+        "prior_refit_every": 5,
+        "encoder_sizes": (32, 32),
+        "decoder_sizes": (32, 32),
+    },
     # training twice as long (at 30 epochs the ELBO still falls fast)
     "mixture-e60": {"facet_init": "mixture", "gmm_n_init": 10, "epochs": 60},
 }

@@ -343,7 +343,7 @@ def test_mfcvae_facet_initialisation_table_equals_results_levers_mfcvae() -> Non
     assert "python benchmarks/levers_mfcvae.py" in doc
     assert set(summary) == {
         "joint-gmm3", "joint-gmm10", "mixture-gmm10", "mixture-ae50", "mixture-vae15",
-        "mixture-e60", "mixture-refit10", "mixture-refit5",
+        "mixture-e60", "mixture-refit10", "mixture-refit5", "refit5-net64", "refit5-net32",
     }  # fmt: skip
     for config, row in summary.items():
         line = next(r for r in doc.splitlines() if r.startswith(f"| `{config}`"))
@@ -378,6 +378,23 @@ def test_mfcvae_facet_initialisation_table_equals_results_levers_mfcvae() -> Non
     for seed in (24, 27, 3, 6):
         before, after = (rows[c][seed]["facet_accuracy"] for c in rows)
         assert f"{before:.3f} → {after:.3f}" in text, seed
+    small = summary["refit5-net64"]
+    assert (small["facets_at_0.9_seeds_0_7"], small["facets_at_0.9_seeds_16_31"]) == (7, 13)
+    assert f"it passes 13 against {refit['facets_at_0.9_seeds_16_31']}" in text
+    assert f"it recovers {small['recovered']} of 32 against {refit['recovered']}" in text
+    assert f"(median weak MCC {small['median_weak_mcc']:.3f};" in text
+    net64 = _mfcvae_rows("refit5-net64")
+    assert f"seeds 3 and 7 reach {net64[3]['weak_mcc']:.3f} and {net64[7]['weak_mcc']:.3f})" in text
+    lost = [
+        s
+        for s in range(16, 32)
+        if net64[s]["facet_accuracy"] < 0.9 <= rows["mixture-refit5"][s]["facet_accuracy"]
+    ]
+    lost += [s for s in range(8) if net64[s]["facet_accuracy"] < 0.9]
+    assert (
+        f"on seeds {', '.join(map(str, sorted(lost)[:-1]))} and {sorted(lost)[-1]} the latent"
+        in text
+    )
     weak = [rows["mixture-refit5"][seed]["weak_mcc"] for seed in (3, 7)]
     assert f"(weak MCC {weak[0]:.3f} and {weak[1]:.3f} with the refits)" in text
     new, old = summary["mixture-gmm10"], summary["joint-gmm3"]
