@@ -39,39 +39,33 @@ ROOT = Path(__file__).resolve().parent.parent / "results" / "levers" / "mfcvae"
 SEEDS = range(32)
 JOINT = np.outer([0.3, 0.3, 0.4], [0.25, 0.35, 0.4])
 
+# every configuration sets what it measures on top of the estimator's defaults; the facet
+# refits, default since 2026-12-02, are off unless named
+NO_REFITS = {"prior_refit_every": None}
+MIXTURE = {"facet_init": "mixture", "gmm_n_init": 10} | NO_REFITS
+REFIT5 = MIXTURE | {"prior_refit_every": 5}
+
 CONFIGS: dict[str, dict] = {
     # MFCVAE's defaults until 2026-12-02: the joint route, 3 EM restarts of its mixture
-    "joint-gmm3": {"facet_init": "joint", "gmm_n_init": 3},
+    "joint-gmm3": {"facet_init": "joint", "gmm_n_init": 3} | NO_REFITS,
     # the same with more restarts of its initial mixture
-    "joint-gmm10": {"facet_init": "joint", "gmm_n_init": 10},
-    # the defaults since: no joint training stage; ten full-covariance mixtures on the
-    # pretrained means, the most additive of the nearly most likely factored (most_additive)
-    "mixture-gmm10": {"facet_init": "mixture", "gmm_n_init": 10},
+    "joint-gmm10": {"facet_init": "joint", "gmm_n_init": 10} | NO_REFITS,
+    # no joint training stage: ten full-covariance mixtures on the pretrained means, the
+    # most additive of the nearly most likely factored (most_additive)
+    "mixture-gmm10": MIXTURE,
     # the pretraining: 50 autoencoder epochs instead of 15; a VAE with prior N(0, I)
     # instead of the autoencoder (VaDE's pretraining, docs/recovery_levers.md)
-    "mixture-ae50": {"facet_init": "mixture", "gmm_n_init": 10, "pretrain_epochs": 50},
-    "mixture-vae15": {"facet_init": "mixture", "gmm_n_init": 10, "pretrain": "vae"},
-    # the facets refitted by the mixture route every 10 / 5 epochs of training, kept when
-    # they fit the encoder means better (VaDE's prior refit, finding 4)
-    "mixture-refit10": {"facet_init": "mixture", "gmm_n_init": 10, "prior_refit_every": 10},
-    "mixture-refit5": {"facet_init": "mixture", "gmm_n_init": 10, "prior_refit_every": 5},
+    "mixture-ae50": MIXTURE | {"pretrain_epochs": 50},
+    "mixture-vae15": MIXTURE | {"pretrain": "vae"},
+    # the facets refitted every 10 / 5 epochs of training, kept when they fit the
+    # posteriors better (VaDE's prior refit, finding 4); every 5 is the default since
+    "mixture-refit10": MIXTURE | {"prior_refit_every": 10},
+    "mixture-refit5": REFIT5,
     # smaller networks with the refits (the rate test's decoder has one hidden layer of 12)
-    "refit5-net64": {
-        "facet_init": "mixture",
-        "gmm_n_init": 10,
-        "prior_refit_every": 5,
-        "encoder_sizes": (64, 64),
-        "decoder_sizes": (64, 64),
-    },
-    "refit5-net32": {
-        "facet_init": "mixture",
-        "gmm_n_init": 10,
-        "prior_refit_every": 5,
-        "encoder_sizes": (32, 32),
-        "decoder_sizes": (32, 32),
-    },
+    "refit5-net64": REFIT5 | {"encoder_sizes": (64, 64), "decoder_sizes": (64, 64)},
+    "refit5-net32": REFIT5 | {"encoder_sizes": (32, 32), "decoder_sizes": (32, 32)},
     # training twice as long (at 30 epochs the ELBO still falls fast)
-    "mixture-e60": {"facet_init": "mixture", "gmm_n_init": 10, "epochs": 60},
+    "mixture-e60": MIXTURE | {"epochs": 60},
 }
 
 
