@@ -69,9 +69,10 @@ def _mfcvae(config: str, seed: int) -> dict:
         if config == "mfcvae-joint"
         else {"facet_init": "blocks", "epochs": 60}
     )
+    # prior_refit_every=None: these configurations predate the facet refits (2026-12-02)
     model = idvae.MFCVAE(
         (2, 2), (3, 3), **_NETS, pretrain_epochs=10, batch_size=128, random_state=seed,
-        device="cpu", **epochs,
+        device="cpu", prior_refit_every=None, **epochs,
     ).fit(sim.x)  # fmt: skip
     labels = model.predict(sim.x)
     # facets are identifiable only up to their order: match them to the truth first
