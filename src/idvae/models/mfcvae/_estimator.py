@@ -409,11 +409,10 @@ class MFCVAE(LatentEstimator):
         the ``"mixture"`` route's fresh mixtures on the encoder means
         (``_mixture_candidates``); the most additive of the nearly most likely
         (``most_additive``) gives each facet's responsibilities, its facets matched to the
-        blocks they fit best. Candidate and current
-        clustering are compared alike: each facet's mixture is the moments of its
-        responsibilities over the posteriors q(z | x) (means and variances, the ELBO's
-        optimum for the prior given q), scored by the log-likelihood of the means. The
-        encoder and decoder are left as they are. Above ``GMM_INIT_SAMPLES`` rows, all of
+        blocks they fit best. Candidate and current clustering are compared alike: each
+        facet's mixture is the moments of its responsibilities over the posteriors
+        q(z | x) (means and variances, the ELBO's optimum for the prior given q), scored by
+        the log-likelihood of the means. The encoder and decoder are left as they are. Above ``GMM_INIT_SAMPLES`` rows, all of
         it runs on a seeded subset of that size.
         """
         module: MFCVAEModule = ctx.module  # type: ignore[assignment]
