@@ -412,8 +412,8 @@ class MFCVAE(LatentEstimator):
         blocks they fit best. Candidate and current clustering are compared alike: each
         facet's mixture is the moments of its responsibilities over the posteriors
         q(z | x) (means and variances, the ELBO's optimum for the prior given q), scored by
-        the log-likelihood of the means. The encoder and decoder are left as they are. Above ``GMM_INIT_SAMPLES`` rows, all of
-        it runs on a seeded subset of that size.
+        the log-likelihood of the means. The encoder and decoder are left as they are.
+        Above ``GMM_INIT_SAMPLES`` rows, all of it runs on a seeded subset of that size.
         """
         module: MFCVAEModule = ctx.module  # type: ignore[assignment]
         prior = module.prior
