@@ -72,7 +72,7 @@ import hashlib
 import json
 import warnings
 from collections.abc import Callable, Sequence
-from dataclasses import KW_ONLY, dataclass, field
+from dataclasses import KW_ONLY, dataclass, field, replace
 from numbers import Integral, Real
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, ClassVar
@@ -434,13 +434,9 @@ class LatentEstimator(TransformerMixin, BaseEstimator):
         done = 0
         while done < epochs or epochs == 0:
             chunk = min(every, epochs - done)
-            lr = step_lr(
-                float(self.lr),
-                float(getattr(self, "lr_decay", 1.0)),
-                int(getattr(self, "lr_decay_every", 10)),
-                first_epoch + done,
-            )
-            ctx.run_phase("train", self._train_config(chunk, lr=lr), data=data)
+            config = self._train_config(chunk)
+            lr = step_lr(config.lr, config.lr_decay, config.lr_decay_every, first_epoch + done)
+            ctx.run_phase("train", replace(config, lr=lr), data=data)
             done += chunk
             last = ctx.last_result
             if done >= epochs or (last is not None and last.stopped_early):

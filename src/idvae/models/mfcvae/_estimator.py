@@ -18,7 +18,7 @@ from idvae.models._base import FitContext, LatentEstimator, LatentModule, check_
 from idvae.models._prior import GMM_INIT_SAMPLES, fit_mixture, subsample_rows
 from idvae.models.mfcvae._factor import facet_basis, mixture_grid, most_additive
 from idvae.models.mfcvae._module import MFCVAEModule
-from idvae.models.mfcvae._prior import check_facets, fade_in_weights
+from idvae.models.mfcvae._prior import check_facets, fade_in_weights, joint_gmm_from_facets
 
 __all__ = ["EM_MAX_SAMPLES", "INITIAL_POSTERIOR_VARIANCE", "MFCVAE", "MIXTURE_CANDIDATES"]
 
@@ -433,9 +433,10 @@ class MFCVAE(LatentEstimator):
         now = _facet_moments(prior, z, current.predict_proba(z), own.T, var)
         # a fresh grid's facets come in any order: each is matched to the block it fits
         orders = [_facet_moments(prior, z, resp, cells[:, o], var) for o in _facet_orders(prior)]
-        facets = max(orders, key=lambda candidate: _faceted_loglik(prior, candidate, z))
-        if _faceted_loglik(prior, facets, z) > _faceted_loglik(prior, now, z):
-            for i, gmm in enumerate(facets):
+        scores = [float(joint_gmm_from_facets(f).logpdf(z).mean()) for f in orders]
+        best = int(np.argmax(scores))
+        if scores[best] > float(joint_gmm_from_facets(now).logpdf(z).mean()):
+            for i, gmm in enumerate(orders[best]):
                 prior.set_facet(i, gmm)
             self.grid_residual_ = float(residual)
 
@@ -583,8 +584,3 @@ def _facet_orders(prior: Any) -> list[list[int]]:
         for order in itertools.permutations(range(len(shapes)))
         if all(shapes[j] == shapes[i] for i, j in enumerate(order))
     ]
-
-
-def _faceted_loglik(prior: Any, facets: list[GMM], z: np.ndarray) -> float:
-    """Mean log density of z under the product of the facets' mixtures (one per block)."""
-    return float(np.mean(sum(g.logpdf(z[:, b]) for g, b in zip(facets, prior.slices, strict=True))))
