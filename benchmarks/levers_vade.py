@@ -357,7 +357,8 @@ def sweep(
     configs: dict[str, dict], seeds: Iterable[int], path: Callable[[str, int], Path],
     run_and_store: Callable[[str, int], dict], default_workers: int,
 ) -> None:  # fmt: skip
-    """Parse ``[config ...] [--workers W]`` and run the fits not stored yet in a pool.
+    """Parse ``[config ...] [--workers W] [--seeds A-B]`` and run the fits not stored yet
+    in a pool (``--seeds``: the seeds A..B instead of ``seeds``).
 
     Prints one line per fit (its config, seed and the scores it has among weak MCC,
     accuracy and facet accuracy).
@@ -366,10 +367,12 @@ def sweep(
     parser = argparse.ArgumentParser(description=script.strip().split("\n")[0])
     parser.add_argument("configs", nargs="*", default=list(configs))
     parser.add_argument("--workers", type=int, default=default_workers)
+    parser.add_argument("--seeds", type=_seed_range, default=None, help="A-B, e.g. 32-63")
     args = parser.parse_args()
     unknown = [c for c in args.configs if c not in configs]
     if unknown:
         parser.error(f"unknown configuration(s) {unknown}; expected some of {list(configs)}")
+    seeds = seeds if args.seeds is None else args.seeds
     todo = [(c, s) for c in args.configs for s in seeds if not path(c, s).exists()]
     with ProcessPoolExecutor(args.workers) as pool:
         for row in pool.map(run_and_store, *zip(*todo, strict=True)) if todo else []:
@@ -380,6 +383,14 @@ def sweep(
             )
             line = f"  {row['config']} seed {row['seed']}: {scores} ({row['seconds']:.1f} s)"
             print(line, flush=True)
+
+
+def _seed_range(text: str) -> range:
+    """``"A-B"`` -> range(A, B + 1), for ``--seeds``."""
+    first, _, last = text.partition("-")
+    if not (first.isdigit() and last.isdigit() and int(first) <= int(last)):
+        raise argparse.ArgumentTypeError(f"expected seeds as A-B with A <= B but got {text!r}")
+    return range(int(first), int(last) + 1)
 
 
 def stored_rows(root: Path, config: str) -> list[dict]:

@@ -10,6 +10,7 @@ from idvae.models.mfcvae import (
     MFCVAEModule,
     check_facets,
     facet_basis,
+    faceted_basis,
     factor_grid,
     fade_in_weights,
     joint_gmm_from_facets,
@@ -279,6 +280,47 @@ def test_facet_basis_gives_blocks_that_depend_on_their_own_facet_only(rng):
                 assert explained > 0.9
             else:
                 assert explained < 0.01
+
+
+def test_faceted_basis_of_one_gaussian_decorrelates_it(rng):
+    """One facet with one state: the profile n log|det A| - n/2 sum_t log(a_t' C a_t) is
+    maximal exactly when A C A' is diagonal (Hadamard's inequality), so s = A z comes out
+    uncorrelated, each coordinate keeping z's variance."""
+    z = rng.normal(size=(2000, 3)) @ rng.normal(size=(3, 3))
+    A = faceted_basis(z, np.zeros_like(z), [np.ones((2000, 1))], (3,))
+    corr = np.corrcoef(z @ A.T, rowvar=False)
+    np.testing.assert_allclose(corr, np.eye(3), atol=1e-4)
+    np.testing.assert_allclose((z @ A.T).std(axis=0), z.std(axis=0), rtol=1e-8)
+
+
+def test_faceted_basis_unmixes_the_facets_of_a_mixed_latent(rng):
+    """z of a faceted model with diagonal covariances of distinct variance ratios, mixed by
+    a map near the identity (as a fitted latent is near its blocks): from the identity the
+    profile likelihood returns the blocks (no facet leaks into another's block) and, within
+    each, the axes (A M is a scaled permutation, off-entries < 5 % of the row's largest);
+    the posterior variances enter as extra spread and change nothing here."""
+    n = 4000
+    c = rng.integers(0, 3, size=(n, 2))
+    means = [
+        np.array([[-3.0, 0.0], [0.0, 3.0], [3.0, -3.0]]),
+        np.array([[0.0, -3.0], [3.0, 0.0], [-3.0, 3.0]]),
+    ]
+    scales = [
+        np.array([[0.5, 1.0], [1.0, 0.6], [0.7, 0.7]]),
+        np.array([[0.9, 0.4], [0.5, 0.5], [0.6, 1.0]]),
+    ]
+    z_true = np.concatenate(
+        [means[i][c[:, i]] + scales[i][c[:, i]] * rng.normal(size=(n, 2)) for i in range(2)], axis=1
+    )
+    mix = np.eye(4) + 0.3 * rng.normal(size=(4, 4))
+    z = z_true @ mix.T
+    resp = [np.eye(3)[c[:, i]] for i in range(2)]
+    for var in (np.zeros_like(z), np.full_like(z, 1e-4)):
+        T = faceted_basis(z, var, resp, (2, 2)) @ mix
+        share = np.abs(T) / np.abs(T).max(axis=1, keepdims=True)
+        assert np.sort(share, axis=1)[:, :-1].max() < 0.05
+        largest = np.argmax(share, axis=1)
+        assert set(largest[:2]) == {0, 1} and set(largest[2:]) == {2, 3}
 
 
 def test_em_update_is_the_weighted_moment_solution(rng):
@@ -587,6 +629,34 @@ def test_facet_refit_repairs_a_scrambled_facet_and_keeps_a_good_one():
     assert cluster_accuracy(c[:, 0], model.predict(x)[:, 0]) < 0.8
     model._refit_facets(ctx)
     assert cluster_accuracy(c[:, 0], model.predict(x)[:, 0]) >= 0.95
+
+
+def test_facet_refit_with_refit_basis_unmixes_blocks_that_carry_two_facets():
+    """A fitted model whose latent is re-expressed so that each block carries both facets
+    (decode(encode(x)) unchanged): refitting the facets in that basis cannot separate them
+    (accuracy stays below 0.95), while refit_basis=True moves the latent back to a basis
+    where each facet has its own block (both facets >= 0.95 again)."""
+    import copy
+    from types import SimpleNamespace
+
+    x, c = _blobs(n=600)
+    config = SMALL | {"pretrain_epochs": 30, "epochs": 10, "gmm_n_init": 3}
+    fitted = MFCVAE((1, 1), (2, 2), **config).fit(x)
+
+    def accuracies(model):
+        labels = model.predict(x)
+        return [cluster_accuracy(c[:, i], labels[:, i]) for i in range(2)]
+
+    assert min(accuracies(fitted)) >= 0.95
+    for basis in (False, True):
+        model = copy.deepcopy(fitted)
+        model.module_.apply_latent_map(np.array([[1.0, 0.7], [0.5, 1.0]]), np.zeros(2))
+        model.refit_basis = basis
+        ctx = SimpleNamespace(
+            module=model.module_, data=model._check_input(x, ()), rng=np.random.default_rng(0)
+        )
+        model._refit_facets(ctx)
+        assert (min(accuracies(model)) >= 0.95) == basis
 
 
 def test_resume_after_a_crash_between_facet_refits_gives_the_uninterrupted_result(tmp_path):

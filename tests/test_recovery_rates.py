@@ -9,6 +9,8 @@ fail: VaDE must beat PCA on the same eight instances.
 
 from __future__ import annotations
 
+import functools
+
 import numpy as np
 import pytest
 from sklearn.decomposition import PCA
@@ -79,29 +81,38 @@ def ivae_scores() -> list[float]:
     return scores
 
 
-def mfcvae_scores() -> list[float]:
-    """The lower of the two per-facet cluster accuracies per seed, facets matched first.
+@functools.cache
+def mfcvae_fits() -> list[tuple[float, float]]:
+    """(lower per-facet cluster accuracy, weak MCC to the true z) per seed, facets matched
+    first.
 
     Two independent facets of 3 states, 2 latent coordinates per facet (ne(U_i) = block i,
     as MFCVAE assumes), one hidden LeakyReLU layer to 12 dimensions. Facets are identifiable
     up to their order, so they are matched to the truth first. MFCVAE with its defaults
     (until 2026-12-02 this test fitted (64, 64) networks for 10 + 40 + 20 epochs with the
-    joint route, 5 of 8; the facet refits of 2026-12-02 pass seed 3 and lose seed 6).
+    joint route, 5 of 8; the facet refits of 2026-12-02 reached 6 of 8; the basis refits
+    and 60 epochs of 2026-12-03 reach 7, benchmarks/levers_mfcvae.py refit5-basis-e60).
     """
     joint = np.outer([0.3, 0.3, 0.4], [0.25, 0.35, 0.4])
-    scores = []
+    fits = []
     for seed in SEEDS:
         sim = sample_model(
             3000, latent_dim=4, obs_dim=12, facets=(3, 3), joint=joint, hidden=(12,),
             random_state=seed,
         )  # fmt: skip
-        labels = MFCVAE((2, 2), (3, 3), random_state=seed, device="cpu").fit(sim.x).predict(sim.x)
+        model = MFCVAE((2, 2), (3, 3), random_state=seed, device="cpu").fit(sim.x)
+        labels = model.predict(sim.x)
         accuracy = max(
-            [cluster_accuracy(sim.u[:, i], labels[:, order[i]]) for i in range(2)]
+            min(cluster_accuracy(sim.u[:, i], labels[:, order[i]]) for i in range(2))
             for order in ((0, 1), (1, 0))
         )
-        scores.append(min(accuracy))
-    return scores
+        fits.append((accuracy, _weak(sim.z, model.transform(sim.x))))
+    return fits
+
+
+def mfcvae_scores() -> list[float]:
+    """The lower of the two per-facet cluster accuracies per seed (``mfcvae_fits``)."""
+    return [accuracy for accuracy, _ in mfcvae_fits()]
 
 
 SCORES = {"ivae": ivae_scores, "mfcvae": mfcvae_scores}
@@ -115,20 +126,7 @@ def _scores(name: str) -> list[float]:
     return _cache[name]
 
 
-@pytest.mark.parametrize(
-    "name",
-    [
-        "ivae",
-        pytest.param(
-            "mfcvae",
-            marks=pytest.mark.xfail(
-                strict=True,
-                reason="MFCVAE's defaults reach per-facet accuracy >= 0.9 on 6 of seeds 0-7 "
-                "(benchmarks/levers_mfcvae.py, mixture-refit5, 2026-12-02); the target is 7",
-            ),
-        ),
-    ],
-)
+@pytest.mark.parametrize("name", list(SCORES))
 def test_recovers_on_seven_of_eight_seeds(name):
     """iVAE: weak MCC >= 0.9 given the true u; MFCVAE: each facet's accuracy >= 0.9."""
     scores = _scores(name)
@@ -140,3 +138,14 @@ def test_median_over_eight_seeds(name):
     """The median over the eight seeds reaches the per-seed threshold, 0.9."""
     scores = _scores(name)
     assert np.median(scores) >= 0.9, scores
+
+
+@pytest.mark.xfail(
+    strict=True,
+    reason="issue 8: at its bar (weak MCC and each facet's accuracy >= 0.95) MFCVAE's defaults "
+    "recover 5 of seeds 0-7 (benchmarks/levers_mfcvae.py refit5-basis-e60, 2026-12-03: seeds "
+    "3, 6 and 7 miss); the target is 7",
+)
+def test_mfcvae_recovers_both_facets_at_issue_8s_bar_on_seven_of_eight():
+    fits = mfcvae_fits()
+    assert sum(a >= 0.95 and w >= 0.95 for a, w in fits) >= TARGET, fits

@@ -84,11 +84,14 @@ CONFIGURATIONS: dict[str, tuple[str, dict[str, Any]]] = {
     "mfcvae-default": ("mfcvae", {}),
     # no joint training stage: a full-covariance joint mixture (10 EM restarts) on the
     # pretrained means, factored into facets, no refits (the defaults of 2026-12-02 before
-    # prior_refit_every=5; docs/models_mfcvae_ivae.md)
+    # prior_refit_every=5; docs/models_mfcvae_ivae.md), 30 faceted epochs
     "mfcvae-mixture": (
         "mfcvae",
-        {"facet_init": "mixture", "gmm_n_init": 10, "prior_refit_every": None},
+        {"facet_init": "mixture", "gmm_n_init": 10, "prior_refit_every": None, "epochs": 30},
     ),
+    # the same with the facets refitted every 5 epochs in place: the defaults from
+    # 2026-12-02 until the basis refits and 60 epochs of 2026-12-03
+    "mfcvae-refit5": ("mfcvae", {"refit_basis": False, "epochs": 30}),
     # VaDE's defaults started at the true z (20 pretraining epochs fit the encoder and the
     # decoder to it): does the objective keep the truth? (finding 9 of docs/recovery_levers.md)
     "vade-truth-start": ("vade", {"pretrain": TRUE_LATENT, "pretrain_epochs": 20}),

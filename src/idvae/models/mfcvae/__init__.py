@@ -18,7 +18,13 @@ joint mixture to facets), ``_module`` (the torch module), ``_estimator`` (``MFCV
 from __future__ import annotations
 
 from idvae.models.mfcvae._estimator import EM_MAX_SAMPLES, INITIAL_POSTERIOR_VARIANCE, MFCVAE
-from idvae.models.mfcvae._factor import facet_basis, factor_grid, mixture_grid, most_additive
+from idvae.models.mfcvae._factor import (
+    facet_basis,
+    faceted_basis,
+    factor_grid,
+    mixture_grid,
+    most_additive,
+)
 from idvae.models.mfcvae._module import MFCVAEModule
 from idvae.models.mfcvae._prior import (
     FacetedMixturePrior,
@@ -35,6 +41,7 @@ __all__ = [
     "MFCVAEModule",
     "check_facets",
     "facet_basis",
+    "faceted_basis",
     "factor_grid",
     "mixture_grid",
     "most_additive",

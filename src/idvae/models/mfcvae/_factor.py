@@ -14,6 +14,7 @@ from idvae._validation import RandomState, check_array, check_random_state
 __all__ = [
     "MIXTURE_LOGLIK_TOLERANCE",
     "facet_basis",
+    "faceted_basis",
     "factor_grid",
     "mixture_grid",
     "most_additive",
@@ -202,3 +203,73 @@ def facet_basis(
     scale = np.std((z - b) @ A.T, axis=0)
     A = A / np.where(scale > 0, scale, 1.0)[:, None]
     return A, b
+
+
+def faceted_basis(
+    z: np.ndarray,
+    var: np.ndarray,
+    facet_resp: Sequence[np.ndarray],
+    facet_dims: Sequence[int],
+    start: np.ndarray | None = None,
+) -> np.ndarray:
+    """The linear map s = A z under which a clustering fits the faceted prior best.
+
+    With the facets' responsibilities fixed, the faceted prior (facet i's states acting on
+    block i of s only, diagonal covariances) has its maximum-likelihood parameters in closed
+    form: the responsibility-weighted moments of s. What is left is the profile
+    log-likelihood of A, up to a constant,
+
+        n log |det A| - 1/2 sum_i sum_{t in block i} sum_k N_ik log(a_t' C_ik a_t),
+
+    where a_t is row t of A, N_ik the mass of state k of facet i and C_ik the weighted
+    covariance of z in that state plus its weighted mean posterior variance ``var``. A
+    coordinate that carries another facet's effects, or that mixes axes of unequal spread,
+    pays for it in its within-state variances. The profile is maximised by L-BFGS from
+    ``start`` (default the identity); each row of A is then scaled so that s_t has the
+    variance of z_t (the profile does not depend on the rows' scales).
+
+    Args:
+        z: array (n, m), the posterior means; m = sum(facet_dims).
+        var: array (n, m), the posterior variances.
+        facet_resp: k arrays (n, K_i), the facet responsibilities.
+        facet_dims: (d_1, ..., d_k).
+        start: array (m, m), the initial A.
+
+    Returns:
+        A, array (m, m), invertible.
+    """
+    from scipy.optimize import minimize
+
+    n, m = z.shape
+    rows: list[tuple[int, np.ndarray, np.ndarray]] = []  # (t, N_k (K,), C_k (K, m, m))
+    t0 = 0
+    for resp, d in zip(facet_resp, facet_dims, strict=True):
+        mass = resp.sum(axis=0) + 1e-12
+        mean = (resp.T @ z) / mass[:, None]
+        centred = z[None, :, :] - mean[:, None, :]  # (K, n, m)
+        cov = np.einsum("nk,kni,knj->kij", resp, centred, centred) / mass[:, None, None]
+        cov = cov + np.einsum("nk,ni->ki", resp, var)[:, :, None] * np.eye(m) / mass[:, None, None]
+        for t in range(t0, t0 + d):
+            rows.append((t, mass, cov))
+        t0 += d
+
+    def objective(flat: np.ndarray) -> tuple[float, np.ndarray]:
+        A = flat.reshape(m, m)
+        sign, log_det = np.linalg.slogdet(A)
+        if sign == 0:
+            return np.inf, np.zeros_like(flat)
+        value = -n * log_det
+        grad = -n * np.linalg.inv(A).T
+        for t, mass, cov in rows:
+            a = A[t]
+            ca = cov @ a  # (K, m)
+            quad = np.maximum(ca @ a, 1e-300)  # (K,)
+            value += 0.5 * float(mass @ np.log(quad))
+            grad[t] += (mass / quad) @ ca
+        return value / n, grad.ravel() / n
+
+    A0 = np.eye(m) if start is None else np.asarray(start, dtype=float)
+    result = minimize(objective, A0.ravel(), jac=True, method="L-BFGS-B")
+    A = result.x.reshape(m, m) if np.isfinite(result.fun) else A0
+    scale = np.std(z @ A.T, axis=0) / np.maximum(np.std(z, axis=0), 1e-12)
+    return A / np.where(scale > 0, scale, 1.0)[:, None]
