@@ -1,18 +1,21 @@
-"""Wall time of whole fits of ``levers_vade.py`` configurations, for a quiet machine.
+"""Wall time of whole fits of ``levers_vade.py`` (or ``levers_mfcvae.py``) configurations,
+for a quiet machine.
 
 The per-fit seconds in ``results/levers`` were taken with other jobs on the cores. This
-times the fits of the named configurations the way ``levers_vade.fit_one`` does (the fit,
+times the fits of the named configurations the way ``fit_one`` does (for VaDE the fit,
 ``transform`` and ``score``; not the log-likelihoods it computes afterwards), one after
-another on one torch thread, and reports the median and the spread per configuration. Run
+another on one torch thread, the configurations taking turns seed by seed so that a change
+of load falls on all of them, and reports the median and the spread per configuration. Run
 it with nothing else on the machine; the load average at the end is recorded.
 
 Usage::
 
-    python benchmarks/levers_fit_time.py CONFIG [CONFIG ...] [--seeds 0,1,2]
+    python benchmarks/levers_fit_time.py CONFIG [CONFIG ...] [--seeds 0,1,2] [--mfcvae]
 
-Writes ``results/levers/fit_time.json``: per configuration, the seconds of each seed's fit,
-their median, min and max, and the host. Configurations timed before and not named again
-keep their entries.
+Writes ``results/levers/fit_time.json`` (with ``--mfcvae``: the configurations of
+``levers_mfcvae.py``, to ``results/levers/mfcvae/fit_time.json``): per configuration, the
+seconds of each seed's fit, their median, min and max, and the host. Configurations timed
+before and not named again keep their entries.
 """
 
 from __future__ import annotations
@@ -23,23 +26,30 @@ import os
 
 import numpy as np
 
+import levers_mfcvae
+import levers_vade
 from idvae._validation import write_json_atomic
-from levers_vade import CONFIGS, ROOT, fit_one
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("configs", nargs="+")
     parser.add_argument("--seeds", default="0,1,2")
+    parser.add_argument("--mfcvae", action="store_true", help="levers_mfcvae.py's configurations")
     args = parser.parse_args()
-    unknown = [c for c in args.configs if c not in CONFIGS]
+    levers = levers_mfcvae if args.mfcvae else levers_vade
+    unknown = [c for c in args.configs if c not in levers.CONFIGS]
     if unknown:
-        parser.error(f"unknown configuration(s) {unknown}; expected some of {list(CONFIGS)}")
+        expected = list(levers.CONFIGS)
+        parser.error(f"unknown configuration(s) {unknown}; expected some of {expected}")
     seeds = [int(s) for s in args.seeds.split(",")]
-    path = ROOT / "fit_time.json"
+    path = levers.ROOT / "fit_time.json"
     out = json.loads(path.read_text()) if path.exists() else {}
-    for config in args.configs:
-        rows = [fit_one(config, seed) for seed in seeds]
+    fits = {c: [] for c in args.configs}
+    for seed in seeds:
+        for config in args.configs:
+            fits[config].append(levers.fit_one(config, seed))
+    for config, rows in fits.items():
         seconds = [r["seconds"] for r in rows]
         out[config] = {
             "seeds": seeds,

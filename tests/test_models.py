@@ -295,6 +295,50 @@ def test_the_checkpoint_fingerprint_is_the_same_for_float32_and_float64_data() -
     assert fingerprint != model._fingerprint(X[::-1], ())
 
 
+def test_posterior_moments_maximise_the_elbo_prior_terms(rng) -> None:
+    """posterior_moments(r, z, var) maximises sum_nj r_nj E_q[log w_j N(z; mu_j, S_j)] over
+    q(z | x_n) = N(z_n, diag var_n): with one-hot r the weights are the cluster shares, the
+    means the cluster means and S_j the biased covariance plus the mean posterior variance;
+    with soft r every perturbation of the result scores lower (full and diagonal)."""
+    from idvae.models._prior import posterior_moments
+
+    n, m, J = 600, 3, 4
+    z = rng.normal(size=(n, m)) @ rng.normal(size=(m, m)) + rng.normal(size=(n, 1)) * 2
+    var = rng.uniform(0.01, 0.2, size=(n, m))
+    labels = rng.integers(0, J, size=n)
+    fit = posterior_moments(np.eye(J)[labels], z, var, diagonal=False)
+    for j in range(J):
+        inside = labels == j
+        np.testing.assert_allclose(fit.weights[j], inside.mean(), rtol=1e-9)
+        np.testing.assert_allclose(fit.means[j], z[inside].mean(0), rtol=1e-9)
+        expected = np.cov(z[inside], rowvar=False, bias=True) + np.diag(var[inside].mean(0))
+        np.testing.assert_allclose(fit.covariances[j], expected, rtol=1e-9, atol=1e-12)
+
+    resp = rng.dirichlet(np.ones(J), size=n)
+
+    def objective(g: GMM) -> float:
+        inv = np.linalg.inv(g.covariances)  # (J, m, m)
+        trace = np.einsum("jkk,nk->nj", inv, var)  # tr(S_j^-1 diag var_n)
+        logs = np.log(g.weights)
+        dens = np.stack(
+            [GMM([1.0], g.means[j : j + 1], g.covariances[j : j + 1]).logpdf(z) for j in range(J)],
+            axis=1,
+        )
+        return float(np.sum(resp * (logs[None, :] + dens - 0.5 * trace)))
+
+    for diagonal in (False, True):
+        best = posterior_moments(resp, z, var, diagonal=diagonal)
+        value = objective(best)
+        for _ in range(20):
+            # S_j -> L S_j L', L near the identity: larger and smaller spreads alike
+            L = np.eye(m) + 0.05 * rng.normal(size=(J, m, m))
+            L = L * np.eye(m) if diagonal else L
+            cov = L @ best.covariances @ np.transpose(L, (0, 2, 1))
+            weights = best.weights * np.exp(0.1 * rng.normal(size=J))
+            moved = GMM(weights / weights.sum(), best.means + 0.05 * rng.normal(size=(J, m)), cov)
+            assert objective(moved) < value
+
+
 def test_standard_vae_loss_has_the_closed_form_kl_of_monte_carlo() -> None:
     """kl_z = KL(q(z | x) || N(0, I)) in closed form agrees with E_q[log q - log N(0, I)]
     estimated from draws; loss = recon + kl_z."""

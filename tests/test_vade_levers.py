@@ -105,9 +105,16 @@ def _separated(seed: int) -> tuple[np.ndarray, np.ndarray]:
     return z, u
 
 
-def test_refit_replaces_a_merged_prior_and_never_lowers_the_fit() -> None:
+@pytest.mark.parametrize("refit_moments", [False, True])
+def test_refit_replaces_a_merged_prior_and_never_lowers_the_fit(refit_moments: bool) -> None:
+    """From a prior that merges two clusters the refit finds the three, whether it compares
+    the clusterings on the means as they are or by their posterior moments; refitting the
+    optimum again keeps it."""
     z, u = _separated(0)
-    est = VaDE(latent_dim=2, n_components=3, covariance_type="full", gmm_n_init=3)
+    est = VaDE(
+        latent_dim=2, n_components=3, covariance_type="full", gmm_n_init=3,
+        refit_moments=refit_moments,
+    )  # fmt: skip
     module = VaDEModule(2, 2, 3, (), (), "leaky_relu", "gaussian", "full").double()
 
     class Ctx:  # the two attributes the refit reads
@@ -115,7 +122,8 @@ def test_refit_replaces_a_merged_prior_and_never_lowers_the_fit() -> None:
 
     ctx = Ctx()
     ctx.module = module
-    est._encoder_means = lambda _ctx, _x=None: z  # the latents the refit sees
+    # the posteriors the refit sees: means z, small variances
+    est._encoder_moments = lambda _ctx, _x=None: (z, np.full_like(z, 0.01))
     # two components on one cluster, one component over the other two
     merged = [np.array([0.5, 0.25, 0.25]), np.array([[2.0, 2.0], [-4.0, 0.3], [-4.0, -0.3]])]
     covs = np.stack([np.diag([9.0, 9.0]), np.eye(2), np.eye(2)])

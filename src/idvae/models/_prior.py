@@ -37,6 +37,7 @@ __all__ = [
     "diagonal_gaussian_kl",
     "diagonal_log_density",
     "fit_mixture",
+    "posterior_moments",
     "sample_mixture",
     "subsample_rows",
 ]
@@ -370,3 +371,34 @@ def fit_mixture(
     prior = GMM.from_sklearn(gmm)
     weights = np.maximum(prior.weights, MIN_MIXTURE_WEIGHT)
     return GMM(weights / weights.sum(), prior.means, prior.covariances)
+
+
+def posterior_moments(
+    resp: np.ndarray, z: np.ndarray, var: np.ndarray | None, *, diagonal: bool
+) -> GMM:
+    """The mixture that the responsibilities ``resp`` give the posteriors q(z | x_n) =
+    N(z_n, diag var_n): weights the mean responsibilities, means and covariances the
+    responsibility-weighted moments of the z_n plus the weighted mean posterior variance
+    (the maximiser of the ELBO's prior terms for that clustering, as ``em_step``).
+    Variances are floored at 1e-3 of z's per coordinate, weights at 1e-6.
+
+    Args:
+        resp: array (n, J), rows summing to 1.
+        z: array (n, m), the posterior means.
+        var: array (n, m), the posterior variances, or None (points).
+        diagonal: diagonal covariances (else full).
+    """
+    w = resp.sum(axis=0) + 1e-12
+    mu = (resp.T @ z) / w[:, None]
+    floor = 1e-3 * z.var(axis=0)
+    extra = 0.0 if var is None else (resp.T @ var) / w[:, None]
+    if diagonal:
+        spread = (resp.T @ z**2) / w[:, None] - mu**2 + extra
+        covariances = np.maximum(spread, floor)
+    else:
+        second = np.einsum("nj,ni,nk->jik", resp, z, z) / w[:, None, None]
+        covariances = second - np.einsum("ji,jk->jik", mu, mu)
+        idx = np.arange(z.shape[1])
+        covariances[:, idx, idx] = np.maximum(covariances[:, idx, idx] + extra, floor)
+    weights = np.maximum(w / w.sum(), 1e-6)
+    return GMM(weights / weights.sum(), mu, covariances)

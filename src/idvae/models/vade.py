@@ -70,6 +70,7 @@ from idvae.models._prior import (
     GMM_INIT_SAMPLES,
     GaussianMixturePrior,
     fit_mixture,
+    posterior_moments,
     subsample_rows,
 )
 from idvae.training import PhaseResult, step_lr
@@ -301,6 +302,12 @@ class VaDE(ClusterMixin, LatentEstimator):
             initialisation) and replaces the prior when its mean log-likelihood on them is
             higher: an EM step
             on the prior that can split and merge components, which gradient steps cannot.
+        refit_moments: compare the refit's candidate and the current prior alike: each
+            clustering's mixture is the moments of its responsibilities over the
+            posteriors q(z | x) (means and variances, the ELBO's optimum for the prior given
+            q), scored on the encoder means; the candidate's replaces the prior only when it
+            scores higher. Without it (default) the trained prior, which also absorbs the
+            posterior variances, is compared on the means with a mixture fitted to them.
         n_init: number of trials (restarts of the whole fit, like scikit-learn's
             ``GaussianMixture(n_init=...)``). Trial 0 starts from the seed's network
             weights (it is exactly the ``n_init=1`` fit), each further trial from fresh
@@ -389,6 +396,7 @@ class VaDE(ClusterMixin, LatentEstimator):
         "pretrain": [StrOptions({"vae", "ae", "spectral", "isomap"}), "array-like"],
         "importance_samples": [Interval(Integral, 1, None, closed="left")],
         "prior_refit_every": [Interval(Integral, 1, None, closed="left"), None],
+        "refit_moments": ["boolean"],
         "pretrain_epochs": [Interval(Integral, 0, None, closed="left")],
         "gmm_n_init": [Interval(Integral, 1, None, closed="left")],
         "n_init": [Interval(Integral, 1, None, closed="left")],
@@ -418,6 +426,7 @@ class VaDE(ClusterMixin, LatentEstimator):
         gmm_n_init: int = 3,
         importance_samples: int = 10,
         prior_refit_every: int | None = 20,
+        refit_moments: bool = False,
         n_init: int = 1,
         init_epochs: int | None = None,
         init_fraction: float = 1.0,
@@ -447,6 +456,7 @@ class VaDE(ClusterMixin, LatentEstimator):
         self.gmm_n_init = gmm_n_init
         self.importance_samples = importance_samples
         self.prior_refit_every = prior_refit_every
+        self.refit_moments = refit_moments
         self.n_init = n_init
         self.init_epochs = init_epochs
         self.init_fraction = init_fraction
@@ -699,14 +709,22 @@ class VaDE(ClusterMixin, LatentEstimator):
 
     def _encoder_means(self, ctx: FitContext, x: torch.Tensor | None = None) -> np.ndarray:
         """E[z | x] of the training data (or of the scaled rows x), float64, shape (n, m)."""
+        return self._encoder_moments(ctx, x)[0]
+
+    def _encoder_moments(
+        self, ctx: FitContext, x: torch.Tensor | None = None
+    ) -> tuple[np.ndarray, np.ndarray]:
+        """The means and variances of q(z | x) on the training data (or the scaled rows
+        x), float64, shape (n, m) each."""
         module: VaDEModule = ctx.module  # type: ignore[assignment]
         x = ctx.data[0] if x is None else x
         was_training = module.training
         module.eval()
         with torch.no_grad():
-            z = torch.cat([module.encoder(b)[0] for b in x.split(4096)], dim=0)
+            parts = [module.encoder(b) for b in x.split(4096)]
         module.train(was_training)
-        return z.double().cpu().numpy()
+        mean = torch.cat([p[0] for p in parts]).double().cpu().numpy()
+        return mean, np.exp(torch.cat([p[1] for p in parts]).double().cpu().numpy())
 
     def _mixture_on(self, z: np.ndarray, seed: int) -> GMM:
         """A seeded ``GaussianMixture`` (``gmm_n_init`` restarts) fitted to latents z."""
@@ -723,9 +741,13 @@ class VaDE(ClusterMixin, LatentEstimator):
         """Replace the prior by a GaussianMixture on the encoder means of rows x if that fits
         them better."""
         seed = int(ctx.rng.integers(0, 2**31 - 1))
-        z = self._sampled_encoder_means(ctx, seed, x)
+        z, var = self._sampled_encoder_moments(ctx, seed, x)
         current = ctx.module.prior.to_gmm()
         candidate = self._mixture_on(z, seed)
+        if self.refit_moments:
+            diagonal = self.covariance_type == "diag"
+            current = posterior_moments(current.predict_proba(z), z, var, diagonal=diagonal)
+            candidate = posterior_moments(candidate.predict_proba(z), z, var, diagonal=diagonal)
         if float(candidate.logpdf(z).mean()) > float(current.logpdf(z).mean()):
             ctx.module.prior.load_gmm(candidate)
 
@@ -733,10 +755,16 @@ class VaDE(ClusterMixin, LatentEstimator):
         """The encoder means of the rows x, or, above ``GMM_INIT_SAMPLES`` of them, of a
         random subset of that size drawn from ``seed`` (the mixture fits and their comparison
         see the same rows)."""
+        return self._sampled_encoder_moments(ctx, seed, x)[0]
+
+    def _sampled_encoder_moments(
+        self, ctx: FitContext, seed: int, x: torch.Tensor
+    ) -> tuple[np.ndarray, np.ndarray]:
+        """The means and variances of q(z | x) on the rows of ``_sampled_encoder_means``."""
         rows = subsample_rows(len(x), seed, GMM_INIT_SAMPLES)
         if rows is not None:
             x = x[torch.as_tensor(rows, device=x.device)]
-        return self._encoder_means(ctx, x)
+        return self._encoder_moments(ctx, x)
 
     def _after_fit(self, data: tuple[torch.Tensor, ...]) -> None:
         # the training tensors as already scaled: equal to predict(X), without redoing X

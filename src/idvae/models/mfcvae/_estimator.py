@@ -15,7 +15,12 @@ from sklearn.utils._param_validation import Interval, StrOptions
 
 from idvae.mixture import GMM
 from idvae.models._base import FitContext, LatentEstimator, LatentModule, check_sizes, register
-from idvae.models._prior import GMM_INIT_SAMPLES, fit_mixture, subsample_rows
+from idvae.models._prior import (
+    GMM_INIT_SAMPLES,
+    fit_mixture,
+    posterior_moments,
+    subsample_rows,
+)
 from idvae.models.mfcvae._factor import (
     facet_basis,
     faceted_basis,
@@ -594,17 +599,10 @@ def _facet_moments(
     """Each facet's diagonal mixture on its block of s: the weighted moments of its
     responsibilities, plus the weighted posterior variances ``var`` (n, m) where given
     (variances floored at 1e-3 of the block's)."""
-    facets = []
-    for r, block in zip(_facet_responsibilities(prior, resp, cells), prior.slices, strict=True):
-        w = r.sum(axis=0) + 1e-12
-        mu = (r.T @ s[:, block]) / w[:, None]
-        spread = (r.T @ s[:, block] ** 2) / w[:, None] - mu**2
-        if var is not None:
-            spread = spread + (r.T @ var[:, block]) / w[:, None]
-        spread = np.maximum(spread, 1e-3 * s[:, block].var(axis=0))
-        weights = np.maximum(w / w.sum(), 1e-6)
-        facets.append(GMM(weights / weights.sum(), mu, spread))
-    return facets
+    return [
+        posterior_moments(r, s[:, block], None if var is None else var[:, block], diagonal=True)
+        for r, block in zip(_facet_responsibilities(prior, resp, cells), prior.slices, strict=True)
+    ]
 
 
 def _rebased(
