@@ -457,17 +457,17 @@ class MFCVAE(LatentEstimator):
         now_resp = current.predict_proba(z)
         now = _facet_moments(prior, z, now_resp, own.T, var)
         # a fresh grid's facets come in any order: each is matched to the block it fits
-        orders = [_facet_moments(prior, z, resp, cells[:, o], var) for o in _facet_orders(prior)]
+        permutations = _facet_orders(prior)
+        orders = [_facet_moments(prior, z, resp, cells[:, o], var) for o in permutations]
         scores = [float(joint_gmm_from_facets(f).logpdf(z).mean()) for f in orders]
         best = int(np.argmax(scores))
         current_score = float(joint_gmm_from_facets(now).logpdf(z).mean())
         choices = [(current_score, None, None, None), (scores[best], None, orders[best], residual)]
         if self.refit_basis:
-            cells_best = cells[:, _facet_orders(prior)[best]]
+            cells_best = cells[:, permutations[best]]
             for r, c, res in ((now_resp, own.T, None), (resp, cells_best, residual)):
-                score, A, facets = _rebased(prior, z, var, r, c)
-                choices.append((score, A, facets, res))
-        score, A, facets, res = max(choices, key=lambda choice: choice[0])
+                choices.append((*_rebased(prior, z, var, r, c), res))
+        _, A, facets, res = max(choices, key=lambda choice: choice[0])
         if facets is None:
             return
         if A is not None:
@@ -616,8 +616,8 @@ def _rebased(
     A = faceted_basis(z, var, _facet_responsibilities(prior, resp, cells), prior.facet_dims)
     s = z @ A.T
     facets = _facet_moments(prior, s, resp, cells, var @ (A**2).T)
-    score = float(joint_gmm_from_facets(facets).logpdf(s).mean()) + np.linalg.slogdet(A)[1]
-    return float(score), A, facets
+    score = float(joint_gmm_from_facets(facets).logpdf(s).mean() + np.linalg.slogdet(A)[1])
+    return score, A, facets
 
 
 def _facet_orders(prior: Any) -> list[list[int]]:

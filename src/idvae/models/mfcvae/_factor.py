@@ -7,7 +7,7 @@ from collections.abc import Sequence
 from typing import Any
 
 import numpy as np
-from scipy.optimize import linear_sum_assignment
+from scipy.optimize import linear_sum_assignment, minimize
 
 from idvae._validation import RandomState, check_array, check_random_state
 
@@ -210,7 +210,6 @@ def faceted_basis(
     var: np.ndarray,
     facet_resp: Sequence[np.ndarray],
     facet_dims: Sequence[int],
-    start: np.ndarray | None = None,
 ) -> np.ndarray:
     """The linear map s = A z under which a clustering fits the faceted prior best.
 
@@ -224,22 +223,19 @@ def faceted_basis(
     where a_t is row t of A, N_ik the mass of state k of facet i and C_ik the weighted
     covariance of z in that state plus its weighted mean posterior variance ``var``. A
     coordinate that carries another facet's effects, or that mixes axes of unequal spread,
-    pays for it in its within-state variances. The profile is maximised by L-BFGS from
-    ``start`` (default the identity); each row of A is then scaled so that s_t has the
-    variance of z_t (the profile does not depend on the rows' scales).
+    pays for it in its within-state variances. The profile is maximised by L-BFGS from the
+    identity (z's own basis); each row of A is then scaled so that s_t has the variance of
+    z_t (the profile does not depend on the rows' scales).
 
     Args:
         z: array (n, m), the posterior means; m = sum(facet_dims).
         var: array (n, m), the posterior variances.
         facet_resp: k arrays (n, K_i), the facet responsibilities.
         facet_dims: (d_1, ..., d_k).
-        start: array (m, m), the initial A.
 
     Returns:
         A, array (m, m), invertible.
     """
-    from scipy.optimize import minimize
-
     n, m = z.shape
     rows: list[tuple[int, np.ndarray, np.ndarray]] = []  # (t, N_k (K,), C_k (K, m, m))
     t0 = 0
@@ -268,8 +264,7 @@ def faceted_basis(
             grad[t] += (mass / quad) @ ca
         return value / n, grad.ravel() / n
 
-    A0 = np.eye(m) if start is None else np.asarray(start, dtype=float)
-    result = minimize(objective, A0.ravel(), jac=True, method="L-BFGS-B")
-    A = result.x.reshape(m, m) if np.isfinite(result.fun) else A0
+    result = minimize(objective, np.eye(m).ravel(), jac=True, method="L-BFGS-B")
+    A = result.x.reshape(m, m) if np.isfinite(result.fun) else np.eye(m)
     scale = np.std(z @ A.T, axis=0) / np.maximum(np.std(z, axis=0), 1e-12)
     return A / np.where(scale > 0, scale, 1.0)[:, None]
