@@ -1643,3 +1643,21 @@ def test_fair_refit_finding_equals_results_levers() -> None:
         pair = f"{before[seed]['accuracy']:.3f} to {after[seed]['accuracy']:.3f}"
         assert pair in text, seed
     assert f"(weak MCC {after[7]['weak_mcc']:.4f}," in text and not after[7]["recovered"]
+
+
+def test_full_posterior_finding_equals_results_levers() -> None:
+    """Finding 35 of docs/recovery_levers.md (q of full covariance) against results/levers."""
+    text = re.sub(r"\s+", " ", (ROOT / "docs" / "recovery_levers.md").read_text())
+    before, after = (
+        {
+            s: json.loads((ROOT / "results" / "levers" / c / f"seed{s}.json").read_text())
+            for s in range(10)
+        }
+        for c in ("vae50-iw10-refit-full", "vae50-iw10-refit-full-qfull")
+    )
+    for seed in (2, 7):
+        assert f"{before[seed]['weak_mcc']:.3f} to {after[seed]['weak_mcc']:.3f}" in text, seed
+        assert after[seed]["recovered"]
+    assert f"on accuracy ({after[1]['accuracy']:.3f})" in text and not after[1]["recovered"]
+    assert f"(weak MCC {after[5]['weak_mcc']:.3f})" in text and not after[5]["recovered"]
+    assert not any(after[s]["recovered"] for s in (0, 4, 8))

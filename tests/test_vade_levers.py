@@ -38,6 +38,46 @@ def _exact_log_px(module: VaDEModule, x: torch.Tensor) -> torch.Tensor:
     return torch.as_tensor(pushed.logpdf(x.numpy()))
 
 
+@pytest.mark.parametrize("posterior", ["diag", "full"])
+def test_the_exact_posterior_makes_every_importance_weight_equal_p_x(posterior: str) -> None:
+    """One prior component and a linear decoder: p(z | x) = N(M x + c, S) with S =
+    (W'W / s2 + P^-1)^-1 full. An encoder set to it gives log p(x | z_k) + log p(z_k) -
+    log q(z_k | x) = log p(x) for every draw, exactly, when q may have a full covariance
+    (posterior="full", L = chol S); a diagonal q cannot be set to it and its weights vary."""
+    torch.manual_seed(0)
+    m, n, s2 = 2, 4, 0.3
+    module = VaDEModule(
+        n, m, 1, (), (), "leaky_relu", "gaussian", "full", s2, 3, posterior=posterior
+    ).double()
+    layer = module.decoder.net[0]
+    w, b = layer.weight.detach().numpy(), layer.bias.detach().numpy()
+    prior = module.prior.to_gmm()
+    mu, prec = prior.means[0], np.linalg.inv(prior.covariances[0])
+    cov = np.linalg.inv(w.T @ w / s2 + prec)
+    # E[z | x] = cov (W' (x - b) / s2 + P mu): linear in x
+    gain, offset = cov @ w.T / s2, cov @ (prec @ mu - w.T @ b / s2)
+    chol = np.linalg.cholesky(cov)
+    head = module.encoder.head
+    with torch.no_grad():
+        head.weight.zero_()
+        head.weight[:m] = torch.as_tensor(gain)
+        head.bias[:m] = torch.as_tensor(offset)
+        var = np.diag(chol) ** 2 - idvae.models._layers.MIN_POSTERIOR_VARIANCE
+        head.bias[m:] = idvae.models._layers.inverse_softplus(torch.as_tensor(var))
+        if posterior == "full":
+            module.encoder.offdiag.weight.zero_()
+            module.encoder.offdiag.bias.copy_(torch.as_tensor(chol[np.tril_indices(m, -1)]))
+    x = torch.randn(32, n, generator=torch.Generator().manual_seed(1), dtype=torch.float64)
+    with torch.no_grad():
+        log_px, log_pz, log_q = module.log_weight_terms(x, 50, torch.Generator().manual_seed(2))
+    log_w = (log_px + log_pz - log_q).numpy()
+    exact = _exact_log_px(module, x).numpy()
+    if posterior == "full":
+        np.testing.assert_allclose(log_w, np.broadcast_to(exact, log_w.shape), atol=1e-9)
+    else:
+        assert log_w.std(axis=0).min() > 1e-3
+
+
 def test_importance_weighted_bound_tightens_towards_the_exact_likelihood() -> None:
     x = torch.randn(64, 4, generator=torch.Generator().manual_seed(1), dtype=torch.float64)
     exact = float(_exact_log_px(_linear_module(1), x).mean())

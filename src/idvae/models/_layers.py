@@ -54,13 +54,20 @@ def inverse_softplus(y: torch.Tensor) -> torch.Tensor:
 class GaussianEncoder(nn.Module):
     """q(z | x) = N(mean(x), diag var(x)); var through softplus with a floor.
 
+    With ``full_covariance`` the encoder also has a head ``offdiag`` for the entries below
+    the diagonal of a Cholesky factor L = diag(sqrt var) + lower(offdiag), so that
+    q(z | x) = N(mean, L L') (``posterior``); it starts at zero, the diagonal q.
+
     Args:
         sizes: widths ``[n_in, *hidden]``; the heads map the last width to 2 * latent_dim.
         latent_dim: m.
         activation: nonlinearity between layers.
+        full_covariance: add the ``offdiag`` head (m (m - 1) / 2 outputs).
     """
 
-    def __init__(self, sizes: Sequence[int], latent_dim: int, activation: str) -> None:
+    def __init__(
+        self, sizes: Sequence[int], latent_dim: int, activation: str, full_covariance: bool = False
+    ) -> None:
         super().__init__()
         from idvae.nets import mlp
 
@@ -70,10 +77,31 @@ class GaussianEncoder(nn.Module):
         )
         self.head = nn.Linear(sizes[-1], 2 * latent_dim)
         self.latent_dim = latent_dim
+        self.offdiag = None
+        if full_covariance:
+            self.offdiag = nn.Linear(sizes[-1], latent_dim * (latent_dim - 1) // 2)
+            nn.init.zeros_(self.offdiag.weight)
+            nn.init.zeros_(self.offdiag.bias)
 
     def forward(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """(mean, logvar), each of shape (n, latent_dim)."""
-        out = self.head(self.body(x))
+        return self._moments(self.head(self.body(x)))
+
+    def posterior(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """(mean, logvar, L): L of shape (n, m, m), lower triangular with diagonal
+        exp(logvar / 2), the Cholesky factor of q's covariance (diagonal without
+        ``full_covariance``)."""
+        hidden = self.body(x)
+        mean, logvar = self._moments(self.head(hidden))
+        chol = torch.diag_embed(torch.exp(0.5 * logvar))
+        if self.offdiag is not None:
+            rows, cols = torch.tril_indices(self.latent_dim, self.latent_dim, -1)
+            lower = torch.zeros_like(chol)
+            lower[:, rows, cols] = self.offdiag(hidden)
+            chol = chol + lower
+        return mean, logvar, chol
+
+    def _moments(self, out: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         mean, raw = out[:, : self.latent_dim], out[:, self.latent_dim :]
         var = torch.nn.functional.softplus(raw) + MIN_POSTERIOR_VARIANCE
         return mean, torch.log(var)

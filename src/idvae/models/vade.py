@@ -125,11 +125,15 @@ class VaDEModule(LatentModule):
         covariance_type: str,
         noise_variance: str | float = "learned",
         importance_samples: int = 1,
+        posterior: str = "diag",
     ) -> None:
         super().__init__()
         self.latent_dim = latent_dim
         self.importance_samples = int(importance_samples)
-        self.encoder = GaussianEncoder([n_features, *encoder_sizes], latent_dim, activation)
+        self.full_posterior = posterior == "full"
+        self.encoder = GaussianEncoder(
+            [n_features, *encoder_sizes], latent_dim, activation, self.full_posterior
+        )
         self.decoder = Decoder(
             [latent_dim, *decoder_sizes, n_features], activation, likelihood, noise_variance
         )
@@ -144,10 +148,11 @@ class VaDEModule(LatentModule):
     def loss(self, x: torch.Tensor, *, generator: torch.Generator) -> dict[str, torch.Tensor]:
         """The negative ELBO and its three terms (module docstring), batch means.
 
-        With ``importance_samples`` K > 1 the negative importance-weighted bound instead
-        (``iw_loss``).
+        With ``importance_samples`` K > 1, or a full-covariance posterior, the negative
+        importance-weighted bound instead (``iw_loss``; with K = 1 an estimate of the ELBO
+        from one draw).
         """
-        if self.importance_samples > 1:
+        if self.importance_samples > 1 or self.full_posterior:
             return self.iw_loss(x, generator=generator)
         mean, logvar = self.encoder(x)
         z = reparameterize(mean, logvar, generator)
@@ -183,10 +188,15 @@ class VaDEModule(LatentModule):
         The importance weights of ``iw_loss`` and ``VaDE.log_likelihood`` are
         p(x | z_k) p(z_k) / q(z_k | x), with the mixture prior marginalised exactly.
         """
-        mean, logvar = self.encoder(x)
+        if self.full_posterior:  # z = mean + L eps; log det L is still sum logvar / 2
+            mean, logvar, chol = self.encoder.posterior(x)
+            shift = lambda eps: torch.einsum("nij,knj->kni", chol, eps)  # noqa: E731
+        else:
+            mean, logvar = self.encoder(x)
+            shift = lambda eps: torch.exp(0.5 * logvar)[None] * eps  # noqa: E731
         n, m = mean.shape
         eps = torch.randn((k, n, m), generator=generator, device=mean.device, dtype=mean.dtype)
-        z = (mean[None] + torch.exp(0.5 * logvar)[None] * eps).reshape(k * n, m)
+        z = (mean[None] + shift(eps)).reshape(k * n, m)
         log_q = (-0.5 * (eps**2 + logvar[None] + LOG_2PI)).sum(-1)
         joint = self.prior.log_weights()[None, :] + self.prior.expected_log_density(z, 0.0)
         log_pz = torch.logsumexp(joint, 1).reshape(k, n)
@@ -308,6 +318,12 @@ class VaDE(ClusterMixin, LatentEstimator):
             q), scored on the encoder means; the candidate's replaces the prior only when it
             scores higher. Without it (default) the trained prior, which also absorbs the
             posterior variances, is compared on the means with a mixture fitted to them.
+        posterior_covariance: ``"diag"`` (default): q(z | x) = N(mean, diag var), VaDE's;
+            ``"full"``: N(mean, L L') with a Cholesky factor L from the encoder
+            (``GaussianEncoder.posterior``), which removes the mean-field posterior's pull
+            towards latent coordinates in which the posterior is uncorrelated; the loss is
+            then the importance-weighted bound (the ELBO from one draw when
+            ``importance_samples=1``).
         n_init: number of trials (restarts of the whole fit, like scikit-learn's
             ``GaussianMixture(n_init=...)``). Trial 0 starts from the seed's network
             weights (it is exactly the ``n_init=1`` fit), each further trial from fresh
@@ -397,6 +413,7 @@ class VaDE(ClusterMixin, LatentEstimator):
         "importance_samples": [Interval(Integral, 1, None, closed="left")],
         "prior_refit_every": [Interval(Integral, 1, None, closed="left"), None],
         "refit_moments": ["boolean"],
+        "posterior_covariance": [StrOptions({"diag", "full"})],
         "pretrain_epochs": [Interval(Integral, 0, None, closed="left")],
         "gmm_n_init": [Interval(Integral, 1, None, closed="left")],
         "n_init": [Interval(Integral, 1, None, closed="left")],
@@ -427,6 +444,7 @@ class VaDE(ClusterMixin, LatentEstimator):
         importance_samples: int = 10,
         prior_refit_every: int | None = 20,
         refit_moments: bool = False,
+        posterior_covariance: str = "diag",
         n_init: int = 1,
         init_epochs: int | None = None,
         init_fraction: float = 1.0,
@@ -457,6 +475,7 @@ class VaDE(ClusterMixin, LatentEstimator):
         self.importance_samples = importance_samples
         self.prior_refit_every = prior_refit_every
         self.refit_moments = refit_moments
+        self.posterior_covariance = posterior_covariance
         self.n_init = n_init
         self.init_epochs = init_epochs
         self.init_fraction = init_fraction
@@ -481,6 +500,7 @@ class VaDE(ClusterMixin, LatentEstimator):
             self.covariance_type,
             self.noise_variance,
             self.importance_samples,
+            self.posterior_covariance,
         )
 
     def _check_data(self, n_samples: int, n_features: int) -> None:
@@ -721,10 +741,22 @@ class VaDE(ClusterMixin, LatentEstimator):
         was_training = module.training
         module.eval()
         with torch.no_grad():
-            parts = [module.encoder(b) for b in x.split(4096)]
+            parts = [self._posterior_moments(module, b) for b in x.split(4096)]
         module.train(was_training)
         mean = torch.cat([p[0] for p in parts]).double().cpu().numpy()
-        return mean, np.exp(torch.cat([p[1] for p in parts]).double().cpu().numpy())
+        return mean, torch.cat([p[1] for p in parts]).double().cpu().numpy()
+
+    @staticmethod
+    def _posterior_moments(
+        module: VaDEModule, x: torch.Tensor
+    ) -> tuple[torch.Tensor, torch.Tensor]:
+        """The means and marginal variances of q(z | x): exp(logvar), or with a full
+        posterior the diagonal of L L'."""
+        if module.full_posterior:
+            mean, _, chol = module.encoder.posterior(x)
+            return mean, (chol.double() ** 2).sum(-1)
+        mean, logvar = module.encoder(x)
+        return mean, logvar.double().exp()
 
     def _mixture_on(self, z: np.ndarray, seed: int) -> GMM:
         """A seeded ``GaussianMixture`` (``gmm_n_init`` restarts) fitted to latents z."""

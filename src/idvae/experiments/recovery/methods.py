@@ -81,6 +81,8 @@ CONFIGURATIONS: dict[str, tuple[str, dict[str, Any]]] = {
     # four restarts of the defaults, the one with the highest log-likelihood on the training
     # rows kept (the eleventh round of docs/recovery_levers.md)
     "vade-restarts4": ("vade", {"n_init": 4}),
+    # the defaults with q(z | x) of full covariance (docs/recovery_levers.md, fourteenth round)
+    "vade-qfull": ("vade", {"posterior_covariance": "full"}),
     "mfcvae-default": ("mfcvae", {}),
     # no joint training stage: a full-covariance joint mixture (10 EM restarts) on the
     # pretrained means, factored into facets, no refits (the defaults of 2026-12-02 before
