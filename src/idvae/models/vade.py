@@ -188,15 +188,18 @@ class VaDEModule(LatentModule):
         The importance weights of ``iw_loss`` and ``VaDE.log_likelihood`` are
         p(x | z_k) p(z_k) / q(z_k | x), with the mixture prior marginalised exactly.
         """
+        chol = None
         if self.full_posterior:  # z = mean + L eps; log det L is still sum logvar / 2
             mean, logvar, chol = self.encoder.posterior(x)
-            shift = lambda eps: torch.einsum("nij,knj->kni", chol, eps)  # noqa: E731
         else:
             mean, logvar = self.encoder(x)
-            shift = lambda eps: torch.exp(0.5 * logvar)[None] * eps  # noqa: E731
         n, m = mean.shape
         eps = torch.randn((k, n, m), generator=generator, device=mean.device, dtype=mean.dtype)
-        z = (mean[None] + shift(eps)).reshape(k * n, m)
+        if chol is None:
+            shift = torch.exp(0.5 * logvar)[None] * eps
+        else:
+            shift = torch.einsum("nij,knj->kni", chol, eps)
+        z = (mean[None] + shift).reshape(k * n, m)
         log_q = (-0.5 * (eps**2 + logvar[None] + LOG_2PI)).sum(-1)
         joint = self.prior.log_weights()[None, :] + self.prior.expected_log_density(z, 0.0)
         log_pz = torch.logsumexp(joint, 1).reshape(k, n)
