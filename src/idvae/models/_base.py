@@ -443,6 +443,32 @@ class LatentEstimator(TransformerMixin, BaseEstimator):
                 break
             ctx.run_step("refit", refit)
 
+    def _encoder_means(self, ctx: FitContext, x: torch.Tensor | None = None) -> np.ndarray:
+        """E[z | x] on the training rows (or on the scaled rows x), float64, shape (n, m)."""
+        return self._encoder_moments(ctx, x)[0]
+
+    def _encoder_moments(
+        self, ctx: FitContext, x: torch.Tensor | None = None
+    ) -> tuple[np.ndarray, np.ndarray]:
+        """The means and marginal variances of q(z | x) on the training rows (or on the
+        scaled rows x), float64, shape (n, m) each; the module's mode is left as it was."""
+        module = ctx.module
+        x = ctx.data[0] if x is None else x
+        was_training = module.training
+        module.eval()
+        with torch.no_grad():
+            parts = [self._posterior_moments(module, b) for b in x.split(_EVAL_BATCH)]
+        module.train(was_training)
+        mean = torch.cat([p[0] for p in parts]).double().cpu().numpy()
+        return mean, torch.cat([p[1] for p in parts]).double().cpu().numpy()
+
+    @staticmethod
+    def _posterior_moments(module: Any, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """The means and marginal variances of q(z | x) on the rows x, for a module whose
+        ``encoder(x)`` returns the means and log-variances."""
+        mean, logvar = module.encoder(x)
+        return mean, logvar.double().exp()
+
     def _on_epoch_end(self, module: LatentModule) -> Callable[[int, dict], dict]:
         def record(epoch: int, _: dict) -> dict:
             weights = module.mixture_weights()

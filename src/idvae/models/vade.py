@@ -730,36 +730,16 @@ class VaDE(ClusterMixin, LatentEstimator):
         trials[i] = torch.load(path, map_location=ctx.device, weights_only=True)
         return trials[i]
 
-    def _encoder_means(self, ctx: FitContext, x: torch.Tensor | None = None) -> np.ndarray:
-        """E[z | x] of the training data (or of the scaled rows x), float64, shape (n, m)."""
-        return self._encoder_moments(ctx, x)[0]
-
-    def _encoder_moments(
-        self, ctx: FitContext, x: torch.Tensor | None = None
-    ) -> tuple[np.ndarray, np.ndarray]:
-        """The means and variances of q(z | x) on the training data (or the scaled rows
-        x), float64, shape (n, m) each."""
-        module: VaDEModule = ctx.module  # type: ignore[assignment]
-        x = ctx.data[0] if x is None else x
-        was_training = module.training
-        module.eval()
-        with torch.no_grad():
-            parts = [self._posterior_moments(module, b) for b in x.split(4096)]
-        module.train(was_training)
-        mean = torch.cat([p[0] for p in parts]).double().cpu().numpy()
-        return mean, torch.cat([p[1] for p in parts]).double().cpu().numpy()
-
     @staticmethod
     def _posterior_moments(
         module: VaDEModule, x: torch.Tensor
     ) -> tuple[torch.Tensor, torch.Tensor]:
-        """The means and marginal variances of q(z | x): exp(logvar), or with a full
-        posterior the diagonal of L L'."""
-        if module.full_posterior:
-            mean, _, chol = module.encoder.posterior(x)
-            return mean, (chol.double() ** 2).sum(-1)
-        mean, logvar = module.encoder(x)
-        return mean, logvar.double().exp()
+        """The means and marginal variances of q(z | x): with a full posterior the
+        diagonal of L L', else exp(logvar)."""
+        if not module.full_posterior:
+            return LatentEstimator._posterior_moments(module, x)
+        mean, _, chol = module.encoder.posterior(x)
+        return mean, (chol.double() ** 2).sum(-1)
 
     def _mixture_on(self, z: np.ndarray, seed: int) -> GMM:
         """A seeded ``GaussianMixture`` (``gmm_n_init`` restarts) fitted to latents z."""

@@ -347,18 +347,6 @@ class MFCVAE(LatentEstimator):
         self._train_with_refits(ctx, self.epochs, ctx.data, every, refit)
 
     # -- initialisation -------------------------------------------------------------------
-    def _encoder_means(self, ctx: FitContext) -> np.ndarray:
-        return self._encoder_moments(ctx)[0]
-
-    def _encoder_moments(self, ctx: FitContext) -> tuple[np.ndarray, np.ndarray]:
-        """The means and variances of q(z | x) on the training rows, (n, m) each."""
-        module: MFCVAEModule = ctx.module  # type: ignore[assignment]
-        module.eval()
-        with torch.no_grad():
-            parts = [module.encoder(b) for b in ctx.data[0].split(4096)]
-        mean = torch.cat([p[0] for p in parts]).double().cpu().numpy()
-        return mean, np.exp(torch.cat([p[1] for p in parts]).double().cpu().numpy())
-
     @staticmethod
     def _small_posterior(module: MFCVAEModule, z: np.ndarray) -> None:
         module.reset_posterior_variance(INITIAL_POSTERIOR_VARIANCE * z.var(axis=0))
