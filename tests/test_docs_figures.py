@@ -1778,3 +1778,55 @@ def test_pretrain_geometry_table_equals_its_results() -> None:
     assert f"the others left it at {lo:.3f}–{hi:.3f} and stay below 0.95" in text
     gain = max(b["weak_mcc"] - a["weak_mcc"] for a, b in zip(pre, post, strict=True))
     assert f"by at most {gain:.3f} (seed 0)" in text
+
+
+def test_pretrain_screen_table_equals_its_results() -> None:
+    """The pretraining screen's table (docs/recovery_levers.md) equals
+    results/levers/pretrain_screen/, and finding 38 holds there."""
+    doc = (ROOT / "docs" / "recovery_levers.md").read_text()
+    files = sorted((ROOT / "results" / "levers" / "pretrain_screen").glob("*.json"))
+    rows = {f.stem: json.loads(f.read_text()) for f in files}
+    assert len(rows) == 13
+    for variant, row in rows.items():
+        cells = " | ".join(f"{w:.3f}" for w in row["weak_mcc"])
+        assert f"| `{variant}` | {cells} | {row['at_least_095']}/10 |" in doc, variant
+    vae = [r for v, r in rows.items() if v not in ("ae", "isomap", "spectral")]
+    folded = [r["weak_mcc"][s] for r in vae for s in (0, 2)]
+    assert 0.515 <= min(folded) < 0.525 and 0.745 <= max(folded) < 0.755  # "0.52–0.75"
+    assert {r["at_least_095"] for r in vae} == {2, 3, 4}
+    assert all(max(r["weak_mcc"][s] for r in rows.values()) < 0.95 for s in (4, 5, 8))
+    text = re.sub(r"\s+", " ", doc)
+    isomap, spectral = rows["isomap"]["weak_mcc"][2], rows["spectral"]["weak_mcc"][0]
+    assert (
+        f"Isomap lifts seed 2 to {isomap:.3f} and the spectral embedding seed 0 to {spectral:.3f}"
+        in text
+    )
+    assert rows["spectral"]["at_least_095"] == 0
+
+
+def test_pretrain_drift_table_equals_its_results() -> None:
+    """Finding 39's table (docs/recovery_levers.md) equals results/levers/pretrain_drift/,
+    and its claims hold there and in the oracle fits it cites."""
+    levers = ROOT / "results" / "levers"
+    rows = [
+        json.loads((levers / "pretrain_drift" / f"seed{s}.json").read_text()) for s in range(10)
+    ]
+    doc = (ROOT / "docs" / "recovery_levers.md").read_text()
+    labels = {
+        "start": "regressed on the true z",
+        "after_5": "after 5 epochs of the N(0, I) pretraining",
+        "after_20": "after 20 epochs",
+        "after_50": "after 50 epochs",
+    }
+    for key, label in labels.items():
+        assert f"| {label} | " + " | ".join(f"{r[key]:.3f}" for r in rows) + " |" in doc, key
+    end = [r["after_50"] for r in rows]
+    text = re.sub(r"\s+", " ", doc)
+    assert f"50 epochs of it end at weak MCC {min(end):.3f}–{max(end):.3f}" in text
+    assert [s for s, v in enumerate(end) if v < 0.95] == [0, 4, 5, 8]
+    oracle = [
+        json.loads((levers / c / f"seed{s}.json").read_text())["weak_mcc"]
+        for c in ("truth-iw10", "truth-dec16-iw10-full", "truth-defaults")
+        for s in (4, 5)
+    ]
+    assert f"(weak MCC {min(oracle):.3f}–{max(oracle):.3f} in the oracle" in text
