@@ -1830,3 +1830,24 @@ def test_pretrain_drift_table_equals_its_results() -> None:
         for s in (4, 5)
     ]
     assert f"(weak MCC {min(oracle):.3f}–{max(oracle):.3f} in the oracle" in text
+
+
+def test_results_pretraining_paragraph_equals_its_results() -> None:
+    """RESULTS.md's summary of the fifteenth round equals its results files."""
+    levers = ROOT / "results" / "levers"
+    geometry = json.loads((levers / "pretrain_geometry.json").read_text())
+    moved = [r["moved"] for r in geometry.values()]
+    drift = [
+        json.loads((levers / "pretrain_drift" / f"seed{s}.json").read_text())["after_50"]
+        for s in range(10)
+    ]
+    screen = [json.loads(f.read_text()) for f in (levers / "pretrain_screen").glob("*.json")]
+    text = re.sub(r"\s+", " ", (ROOT / "RESULTS.md").read_text())
+    assert f"(weak MCC {min(moved):.3f}–{max(moved):.3f} between the two)" in text
+    assert f"None of {len(screen)} variants" in text
+    assert f"more than {max(r['at_least_095'] for r in screen)} of the ten seeds" in text
+    assert f"to weak MCC {min(drift):.3f}–{max(drift):.3f} after 50 epochs" in text
+    ended = [s for s, r in geometry.items() if r["trained"]["weak_mcc"] >= 0.95]
+    started = min(geometry[s]["pretrained"]["weak_mcc"] for s in ended)
+    assert f"those the pretraining left at {started:.3f} or more" in text
+    assert all(r["pretrained"]["weak_mcc"] < started for s, r in geometry.items() if s not in ended)
