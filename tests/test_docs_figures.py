@@ -1817,6 +1817,7 @@ def test_pretrain_drift_table_equals_its_results() -> None:
         "after_5": "after 5 epochs of the N(0, I) pretraining",
         "after_20": "after 20 epochs",
         "after_50": "after 50 epochs",
+        "refit": "the defaults fitted from that latent",
     }
     for key, label in labels.items():
         assert f"| {label} | " + " | ".join(f"{r[key]:.3f}" for r in rows) + " |" in doc, key
@@ -1824,6 +1825,9 @@ def test_pretrain_drift_table_equals_its_results() -> None:
     text = re.sub(r"\s+", " ", doc)
     assert f"50 epochs of it end at weak MCC {min(end):.3f}–{max(end):.3f}" in text
     assert [s for s, v in enumerate(end) if v < 0.95] == [0, 4, 5, 8]
+    refit = [rows[s]["refit"] for s in (0, 4, 8)]
+    assert max(refit) < 0.95 and f"not come back on seeds 0, 4 and 8 ({min(refit):.3f}–" in text
+    assert f"{max(refit):.3f}): 50 epochs" in text
     oracle = [
         json.loads((levers / c / f"seed{s}.json").read_text())["weak_mcc"]
         for c in ("truth-iw10", "truth-dec16-iw10-full", "truth-defaults")
