@@ -15,8 +15,10 @@ from idvae.experiments.executors import map_tasks
 from idvae.experiments.recovery import (
     CONFIGURATIONS,
     applies,
+    is_oracle,
     is_recovered,
     method_params,
+    recovered_by_any,
     recovery_instances,
     run_recovery,
     run_task,
@@ -181,6 +183,29 @@ def test_is_recovered_needs_both_scores_and_a_successful_fit():
     assert not is_recovered(_row("a", "m", 0.95, 0.94))
     assert not is_recovered(_row("a", "m", 0.94, 1.0))
     assert not is_recovered(_row("a", "m", 0.99, 0.99, status="failed"))
+
+
+def test_union_counts_an_instance_once_when_any_method_recovers_it():
+    rows = [
+        _row("a", "m", 0.99, 0.99), _row("a", "n", 0.99, 0.99),  # both
+        _row("b", "m", 0.99, 0.90), _row("b", "n", 0.96, 0.97),  # n only
+        _row("c", "m", 0.90, 0.99), _row("c", "n", 0.94, 0.99),  # neither
+        _row("d", "n", 0.99, 0.99, family="facets"),  # m does not apply to d
+        _row("d", "o", 0.10, 0.10, family="facets"),  # a method not asked about
+    ]  # fmt: skip
+    union = recovered_by_any(rows, ["m", "n"])
+    assert (union["n"], union["recovered"], union["instances"]) == (4, 3, ["a", "b", "d"])
+    assert union["families"] == {
+        "random": {"n": 3, "recovered": 2},
+        "facets": {"n": 1, "recovered": 1},
+    }
+    assert recovered_by_any(rows, ["m"])["recovered"] == 1
+
+
+def test_oracles_are_the_configurations_that_read_the_truth():
+    oracles = {m for m in CONFIGURATIONS if is_oracle(m)}
+    assert oracles == {"vade-truth-start", "ivae-oracle", "true-posterior"}
+    assert not any(is_oracle(m) for m in ("pca", "vade-default", "vade-two-starts", "ae+gmm"))
 
 
 # --------------------------------------------------------------------------- executors

@@ -81,6 +81,7 @@ from idvae.experiments.recovery.methods import (
     TRUTH,
     applies,
     estimator_class,
+    is_oracle,
     lost_record,
     method_params,
     resolved_params,
@@ -90,6 +91,7 @@ from idvae.experiments.recovery.methods import (
 from idvae.experiments.recovery.summary import (
     RECOVERY_THRESHOLD,
     is_recovered,
+    recovered_by_any,
     summarize,
     summary_table,
 )
@@ -102,9 +104,11 @@ __all__ = [
     "RecoveryResult",
     "TRUE_LATENT",
     "applies",
+    "is_oracle",
     "is_recovered",
     "method_params",
     "paired_progress",
+    "recovered_by_any",
     "recovery_instances",
     "run_recovery",
     "run_task",

@@ -30,6 +30,7 @@ __all__ = [
     "TRUTH",
     "applies",
     "estimator_class",
+    "is_oracle",
     "lost_record",
     "method_params",
     "resolved_params",
@@ -120,6 +121,15 @@ CONFIGURATIONS: dict[str, tuple[str, dict[str, Any]]] = {
 # --quick: caps on epoch counts (a configuration's smaller value is kept) and small nets.
 QUICK_CAPS = {"pretrain_epochs": 2, "epochs": 3, "joint_epochs": 2}
 QUICK_SIZES = {"encoder_sizes": [16, 16], "decoder_sizes": [16, 16]}
+
+
+def is_oracle(method: str) -> bool:
+    """Whether a configuration reads the truth: the true posterior (the ceiling), iVAE given
+    the true u, or a fit started at the true z (``pretrain=TRUE_LATENT``)."""
+    if method == CEILING:
+        return True
+    estimator, params = CONFIGURATIONS[method]
+    return estimator == "ivae" or params.get("pretrain") == TRUE_LATENT
 
 
 def estimator_class(estimator: str) -> type | None:

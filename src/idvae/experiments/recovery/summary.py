@@ -9,7 +9,13 @@ import numpy as np
 
 from idvae.experiments.recovery.methods import CEILING, TRUTH
 
-__all__ = ["RECOVERY_THRESHOLD", "is_recovered", "summarize", "summary_table"]
+__all__ = [
+    "RECOVERY_THRESHOLD",
+    "is_recovered",
+    "recovered_by_any",
+    "summarize",
+    "summary_table",
+]
 
 RECOVERY_THRESHOLD = 0.95
 
@@ -94,6 +100,41 @@ def summarize(
         }
         summary[method] = entry
     return summary
+
+
+def recovered_by_any(
+    rows: Sequence[Mapping[str, Any]],
+    methods: Sequence[str],
+    *,
+    threshold: float = RECOVERY_THRESHOLD,
+) -> dict[str, Any]:
+    """The instances that at least one of ``methods`` recovers: what a perfect choice among
+    their fits would reach, the ceiling of any rule that selects among them.
+
+    Returns:
+        ``{"methods", "n", "recovered", "instances", "families": {family: {"n",
+        "recovered"}}}`` over the instances with a row of any of the methods (a method that
+        does not apply to an instance, such as MFCVAE to k = 1, adds nothing there);
+        ``instances`` lists the recovered ones.
+    """
+    by_instance: dict[str, dict[str, Mapping[str, Any]]] = {}
+    for row in rows:
+        if row["method"] in methods:
+            by_instance.setdefault(row["instance"], {})[row["method"]] = row
+    hits = {k: any(is_recovered(r, threshold) for r in v.values()) for k, v in by_instance.items()}
+    families: dict[str, dict[str, int]] = {}
+    for name, hit in hits.items():
+        family = next(iter(by_instance[name].values())).get("family") or "all"
+        entry = families.setdefault(family, {"n": 0, "recovered": 0})
+        entry["n"] += 1
+        entry["recovered"] += int(hit)
+    return {
+        "methods": list(methods),
+        "n": len(hits),
+        "recovered": sum(hits.values()),
+        "instances": sorted(k for k, hit in hits.items() if hit),
+        "families": families,
+    }
 
 
 def _instances(
