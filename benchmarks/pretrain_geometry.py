@@ -40,6 +40,7 @@ from __future__ import annotations
 
 import argparse
 import time
+from collections.abc import Callable
 
 import numpy as np
 import torch
@@ -48,6 +49,7 @@ from failure_anatomy import within_clusters
 from idvae import VaDE
 from idvae._validation import write_json_atomic
 from idvae.metrics import mcc
+from idvae.models._layers import standard_vae_loss
 from idvae.report import align_affine, fit_affine_alignment
 from levers_vade import ROOT, SEEDS, _instance
 
@@ -140,10 +142,14 @@ def screen(variant: str) -> dict:
     }
 
 
-def drift(seed: int, epochs: int = 50, read: tuple[int, ...] = (5, 20, 50)) -> dict:
-    """Weak MCC to the truth of a latent started at the true z, as N(0, I) pretraining runs."""
-    from idvae.models._layers import standard_vae_loss
-
+def drift(
+    seed: int,
+    epochs: int = 50,
+    read: tuple[int, ...] = (5, 20, 50),
+    loss: Callable[..., dict] = standard_vae_loss,
+) -> dict:
+    """Weak MCC to the truth of a latent started at the true z, as N(0, I) pretraining runs
+    (``loss(encoder, decoder, x, generator)``, by default the VAE's negative ELBO)."""
     sim = _instance(seed)
     est = VaDE(2, 3, random_state=0, device="cpu", pretrain=sim.z, epochs=0).fit(sim.x)
     module, x = est.module_, torch.as_tensor(est._scale(sim.x))
@@ -163,9 +169,9 @@ def drift(seed: int, epochs: int = 50, read: tuple[int, ...] = (5, 20, 50)) -> d
     row = {"seed": seed, "start": weak(latent())}
     for epoch in range(1, epochs + 1):
         for batch in torch.randperm(len(x), generator=generator).split(est.batch_size):
-            loss = standard_vae_loss(module.encoder, module.decoder, x[batch], generator)
+            value = loss(module.encoder, module.decoder, x[batch], generator)
             optimizer.zero_grad()
-            loss["loss"].backward()
+            value["loss"].backward()
             optimizer.step()
         if epoch in read:
             row[f"after_{epoch}"] = weak(latent())

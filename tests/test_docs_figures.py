@@ -1741,6 +1741,88 @@ def test_full_posterior_benchmark_progress_equals_its_run_files() -> None:
     assert len(random["gained"]) == 1 and len(facets["lost"]) == 1 and not facets["gained"]
 
 
+def test_pretrain_probes_table_equals_its_results() -> None:
+    """The sixteenth round's table and findings 40-42 (docs/recovery_levers.md) equal
+    results/levers/pretrain_probes/, whose ``defaults`` are the fifteenth round's fits."""
+    levers = ROOT / "results" / "levers"
+    probes = {
+        p.stem: json.loads(p.read_text()) for p in (levers / "pretrain_probes").glob("*.json")
+    }
+    assert set(probes) == {
+        "defaults",
+        "iw-pretrain",
+        "refit-every-epoch",
+        "scratch-refit-every-epoch",
+        "round-components",
+        "spread-scratch",
+    }
+    doc = (ROOT / "docs" / "recovery_levers.md").read_text()
+    text = re.sub(r"\s+", " ", doc)
+    for name, probe in probes.items():
+        rows = probe["rows"]
+        assert [r["seed"] for r in rows] == list(range(10))
+        assert probe["recovered"] == sum(
+            r["weak_mcc"] >= 0.95 and r["accuracy"] >= 0.95 for r in rows
+        )
+        cells = " | ".join(f"{r['weak_mcc']:.3f} / {r['accuracy']:.3f}" for r in rows)
+        assert f"| `{name}` | {cells} | {probe['recovered']}/10 |" in doc
+    geometry = json.loads((levers / "pretrain_geometry.json").read_text())
+    for row in probes["defaults"]["rows"]:  # the same fit as the fifteenth round's
+        assert row["weak_mcc"] == geometry[str(row["seed"])]["trained"]["weak_mcc"]
+    iw, base = probes["iw-pretrain"]["rows"], probes["defaults"]["rows"]
+    pre = [r["pretrained_weak_mcc"] for r in iw]
+    at_095 = sum(p >= 0.95 for p in pre)
+    assert f"| {' | '.join(f'{p:.3f}' for p in pre)} | {at_095}/10 at ≥ 0.95 |" in doc
+    assert (
+        f"goes from weak MCC {geometry['0']['pretrained']['weak_mcc']:.3f} (the ELBO, "
+        f"fifteenth round) to {pre[0]:.3f}"
+    ) in text
+    assert f"ends at {iw[0]['weak_mcc']:.3f} with accuracy {iw[0]['accuracy']:.3f}" in text
+    gained = [r["seed"] for r, b in zip(iw, base, strict=True) if r["recovered"] > b["recovered"]]
+    lost = [r["seed"] for r, b in zip(iw, base, strict=True) if r["recovered"] < b["recovered"]]
+    assert gained == [7] and not lost and f"a hair ({base[7]['weak_mcc']:.3f} here)" in text
+    assert (
+        f"recovers {probes['iw-pretrain']['recovered']} against the defaults' "
+        f"{probes['defaults']['recovered']}"
+    ) in text
+    after = {
+        key: [
+            json.loads((levers / folder / f"seed{s}.json").read_text())["after_50"]
+            for s in (0, 4, 5, 8)
+        ]
+        for key, folder in (("iw", "pretrain_probes/drift-iw"), ("elbo", "pretrain_drift"))
+    }
+
+    def listed(values: list[float]) -> str:
+        return ", ".join(f"{v:.3f}" for v in values[:-1]) + f" and {values[-1]:.3f}"
+
+    assert (
+        f"50 epochs of it ended at weak MCC {listed(after['iw'])} on seeds 0, 4, 5 and 8, "
+        f"against {listed(after['elbo'])} for the ELBO"
+    ) in text
+    count = {name: probe["recovered"] for name, probe in probes.items()}
+    assert (
+        f"Refitting it every epoch recovers {count['refit-every-epoch']} of 10 after the VAE "
+        f"pretraining and {count['scratch-refit-every-epoch']} of 10 without one."
+    ) in text
+    spread = probes["spread-scratch"]["rows"]
+    assert f"it recovers {count['spread-scratch']} of 10" in text
+    assert f"{spread[0]['weak_mcc']:.3f} / {spread[0]['accuracy']:.3f}" in text
+    best_other = max(p["rows"][0]["weak_mcc"] for n, p in probes.items() if n != "spread-scratch")
+    assert spread[0]["weak_mcc"] > best_other
+    assert all(spread[s]["accuracy"] < 0.95 <= base[s]["accuracy"] for s in (3, 6))
+    rounded = probes["round-components"]["rows"]
+    moved = [
+        max(abs(r[k] - b[k]) for r, b in zip(rounded, base, strict=True))
+        for k in ("weak_mcc", "accuracy")
+    ]
+    assert (
+        f"the weak MCC moves by at most {moved[0]:.3f} and the accuracy by at most "
+        f"{moved[1]:.3f} from the defaults' fit"
+    ) in text
+    assert f"seed 7 crossing the line ({rounded[7]['weak_mcc']:.3f})" in text
+
+
 def test_union_of_the_fits_equals_its_results() -> None:
     """RESULTS.md's count of what a perfect choice among the non-oracle fits would reach
     equals results/recovery/union.json, and that file the benchmark's results today."""
@@ -1865,6 +1947,27 @@ def test_pretrain_drift_table_equals_its_results() -> None:
         for s in (4, 5)
     ]
     assert f"(weak MCC {min(oracle):.3f}–{max(oracle):.3f} in the oracle" in text
+
+
+def test_results_probes_paragraph_equals_its_results() -> None:
+    """RESULTS.md's summary of the sixteenth round equals results/levers/pretrain_probes/."""
+    folder = ROOT / "results" / "levers" / "pretrain_probes"
+    count = {p.stem: json.loads(p.read_text())["recovered"] for p in folder.glob("*.json")}
+    text = re.sub(r"\s+", " ", (ROOT / "RESULTS.md").read_text())
+    assert (
+        f"The defaults recover {count['defaults']} of the ten seeds in that run. Pretraining "
+        f"on the importance-weighted bound recovers {count['iw-pretrain']}, and so does "
+        f"rounding the mixture's components towards a common shape "
+        f"({count['round-components']})"
+    ) in text
+    assert count["iw-pretrain"] == count["round-components"] == count["defaults"] + 1
+    assert (
+        f"refitted every epoch it recovers {count['refit-every-epoch']} after the VAE "
+        f"pretraining and {count['scratch-refit-every-epoch']} without one, and started as a "
+        f"fixed spread of Gaussians it recovers {count['spread-scratch']}."
+    ) in text
+    worse = ("refit-every-epoch", "scratch-refit-every-epoch", "spread-scratch")
+    assert all(count[n] < count["defaults"] for n in worse)
 
 
 def test_results_pretraining_paragraph_equals_its_results() -> None:
