@@ -23,15 +23,24 @@ regressed on the true z, then trained 50 epochs by the pretraining's objective) 
 importance-weighted bound of ``iw-pretrain`` as that objective
 (``results/levers/pretrain_probes/drift-iw/seed<s>.json``).
 
+``--basin INSTANCE --t T ...`` asks how wide the truth's basin is on an instance of the
+recovery benchmark: the defaults are started (as ``vade-truth-start`` is, 20 epochs of
+regression on the start) at (1 - t) z + t v, between the true z (t = 0) and the defaults'
+own pretrained latent v mapped affinely onto z (t = 1), and each start's weak MCC is set
+beside the fit's (``results/levers/pretrain_probes/basin/<instance>.json``). An oracle
+probe: it reads the truth.
+
 Usage (one file per probe, ``results/levers/pretrain_probes/<probe>.json``)::
 
     python benchmarks/pretrain_probes.py iw-pretrain spread-scratch ...
     python benchmarks/pretrain_probes.py --drift 0 4 5 8
+    python benchmarks/pretrain_probes.py --basin random-37 --t 0.25 0.5 0.75 0.85 0.9 0.95 1
 """
 
 from __future__ import annotations
 
 import argparse
+import json
 import math
 import time
 from functools import partial
@@ -41,13 +50,16 @@ import torch
 
 from idvae import GMM, VaDE
 from idvae._validation import write_json_atomic
+from idvae.experiments.recovery import CONFIGURATIONS, simulate_instance
 from idvae.metrics import cluster_accuracy, mcc
 from idvae.models._layers import LOG_2PI
 from idvae.models.vade import VaDEModule
+from idvae.report import align_affine
 from levers_vade import ROOT, SEEDS, _instance
 from pretrain_geometry import drift
 
 OUT = ROOT / "pretrain_probes"
+RECOVERY = ROOT.parent / "recovery"
 IW_DRAWS = 10
 SPREAD = 2.5  # distance between neighbouring means of the simplex prior
 ROUNDING = 0.5  # how far each covariance moves towards the pooled shape
@@ -148,17 +160,56 @@ def run(probe: str) -> dict:
     }
 
 
+def instance_specs() -> dict[str, dict]:
+    """The recovery benchmark's instances by id."""
+    results = json.loads((RECOVERY / "results.json").read_text())
+    return {spec["id"]: spec for spec in results["instances"]}
+
+
+def basin(instance: str, ts: list[float]) -> dict:
+    """Fits of the defaults started between the true z and their own pretrained latent."""
+    sim = simulate_instance(spec := instance_specs()[instance])
+    m, j = spec["latent_dim"], spec["n_components"]
+    start_params = CONFIGURATIONS["vade-truth-start"][1]
+    pretrained = VaDE(m, j, random_state=0, device="cpu", epochs=0).fit(sim.x).transform(sim.x)
+    toward = align_affine(pretrained, sim.z)
+    rows = []
+    for t in ts:
+        start = (1 - t) * sim.z + t * toward
+        params = {**start_params, "pretrain": start}
+        est = VaDE(m, j, random_state=0, device="cpu", **params).fit(sim.x)
+        row = {
+            "t": t,
+            "start_weak_mcc": float(mcc(sim.z, start, alignment="affine", random_state=0)),
+            "weak_mcc": float(mcc(sim.z, est.transform(sim.x), alignment="affine", random_state=0)),
+            "accuracy": float(cluster_accuracy(sim.u, est.predict(sim.x))),
+        }
+        rows.append(row)
+        print(instance, {k: round(v, 3) for k, v in row.items()}, flush=True)
+    weak = float(mcc(sim.z, pretrained, alignment="affine", random_state=0))
+    return {"instance": instance, "pretrained_weak_mcc": weak, "rows": rows}
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("probes", nargs="*", metavar="PROBE", help=", ".join(PROBES))
     parser.add_argument("--drift", nargs="+", type=int, choices=list(SEEDS), metavar="SEED")
+    parser.add_argument("--basin", metavar="INSTANCE")
+    parser.add_argument("--t", nargs="+", type=float, default=[0.25, 0.5, 0.75, 1.0])
     args = parser.parse_args()
-    if bool(args.probes) == bool(args.drift):
-        parser.error("expected either PROBE names or --drift SEED ...")
+    if sum(map(bool, (args.probes, args.drift, args.basin))) != 1:
+        parser.error("expected one of PROBE names, --drift SEED ... or --basin INSTANCE")
+    if args.basin and args.basin not in instance_specs():
+        parser.error(f"expected an instance of the recovery benchmark but got {args.basin!r}")
+    if not all(0 <= t <= 1 for t in args.t):
+        parser.error(f"expected every --t in [0, 1] but got {args.t}")
     unknown = sorted(set(args.probes) - set(PROBES))
     if unknown:
         parser.error(f"expected probes among {', '.join(PROBES)} but got {', '.join(unknown)}")
     torch.set_num_threads(1)
+    if args.basin:
+        write_json_atomic(OUT / "basin" / f"{args.basin}.json", basin(args.basin, args.t))
+        return
     for seed in args.drift or ():
         row = drift(seed, loss=iw_standard_bound)
         write_json_atomic(OUT / "drift-iw" / f"seed{seed}.json", row)

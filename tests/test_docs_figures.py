@@ -1823,6 +1823,57 @@ def test_pretrain_probes_table_equals_its_results() -> None:
     assert f"seed 7 crossing the line ({rounded[7]['weak_mcc']:.3f})" in text
 
 
+def test_basin_table_equals_its_results() -> None:
+    """Finding 44's table and statements (docs/recovery_levers.md) equal
+    results/levers/pretrain_probes/basin/."""
+    folder = ROOT / "results" / "levers" / "pretrain_probes" / "basin"
+    runs = {i: json.loads((folder / f"{i}.json").read_text()) for i in BASIN_INSTANCES}
+    doc = (ROOT / "docs" / "recovery_levers.md").read_text()
+    text = re.sub(r"\s+", " ", doc)
+    for instance, run in runs.items():
+        for r in run["rows"]:
+            cells = f"{r['start_weak_mcc']:.3f} | {r['weak_mcc']:.3f} / {r['accuracy']:.3f}"
+            assert f"| {instance} | {r['t']:g} | {cells} |" in doc
+    rows = {i: {r["t"]: r for r in run["rows"]} for i, run in runs.items()}
+    r37, r39, s2 = rows["random-37"], rows["random-39"], rows["seed-2"]
+    near = [r for r in r37.values() if r["start_weak_mcc"] >= 0.905]
+    assert all(abs(r["weak_mcc"] - r["start_weak_mcc"]) <= 0.03 for r in near)
+    back = [r37[t] for t in (0.25, 0.5, 0.75)]  # the starts closest to the truth
+    assert f"starts at {r37[0.75]['start_weak_mcc']:.3f} or above come back" in text
+    assert (
+        f"({min(r['weak_mcc'] for r in back):.3f}–{max(r['weak_mcc'] for r in back):.3f})" in text
+    )
+    assert (
+        f"a start at {r37[0.85]['start_weak_mcc']:.3f} ends at {r37[0.85]['weak_mcc']:.3f}" in text
+    )
+    assert (
+        f"even a start at {r39[0.5]['start_weak_mcc']:.3f} ends at {r39[0.5]['weak_mcc']:.3f}"
+        in text
+    )
+    assert (
+        f"a start at {s2[0.5]['start_weak_mcc']:.3f} already falls to {s2[0.5]['weak_mcc']:.3f}, "
+        f"and one at {s2[0.75]['start_weak_mcc']:.3f} falls to {s2[0.75]['weak_mcc']:.3f}"
+    ) in text
+    ends = [rows[i][1.0] for i in BASIN_INSTANCES]
+    starts = [r["start_weak_mcc"] for r in ends]
+    results = json.loads((ROOT / "results" / "recovery" / "results.json").read_text())
+    defaults = {
+        r["instance"]: r["weak_mcc"] for r in results["rows"] if r["method"] == "vade-default"
+    }
+    assert (
+        f"(t = 1, at {min(starts):.3f}–{max(starts):.3f}) the fits end at "
+        f"{ends[0]['weak_mcc']:.3f}, {ends[1]['weak_mcc']:.3f} and {ends[2]['weak_mcc']:.3f}, "
+        f"near the defaults' own fits on the benchmark ({defaults['seed-2']:.3f}, "
+        f"{defaults['random-37']:.3f} and {defaults['random-39']:.3f})"
+    ) in text
+    assert all(
+        abs(r["weak_mcc"] - defaults[i]) < 0.03 for i, r in zip(BASIN_INSTANCES, ends, strict=True)
+    )
+
+
+BASIN_INSTANCES = ("seed-2", "random-37", "random-39")
+
+
 def test_union_of_the_fits_equals_its_results() -> None:
     """RESULTS.md's count of what a perfect choice among the non-oracle fits would reach
     equals results/recovery/union.json, and that file the benchmark's results today."""
