@@ -27,8 +27,9 @@ importance-weighted bound of ``iw-pretrain`` as that objective
 recovery benchmark: the defaults are started (as ``vade-truth-start`` is, 20 epochs of
 regression on the start) at (1 - t) z + t v, between the true z (t = 0) and the defaults'
 own pretrained latent v mapped affinely onto z (t = 1), and each start's weak MCC is set
-beside the fit's (``results/levers/pretrain_probes/basin/<instance>.json``). An oracle
-probe: it reads the truth.
+beside the fit's and the fit's log-likelihood on its training rows
+(``results/levers/pretrain_probes/basin/<instance>.json``). An oracle probe: it reads the
+truth.
 
 Usage (one file per probe, ``results/levers/pretrain_probes/<probe>.json``)::
 
@@ -183,6 +184,7 @@ def basin(instance: str, ts: list[float]) -> dict:
             "start_weak_mcc": float(mcc(sim.z, start, alignment="affine", random_state=0)),
             "weak_mcc": float(mcc(sim.z, est.transform(sim.x), alignment="affine", random_state=0)),
             "accuracy": float(cluster_accuracy(sim.u, est.predict(sim.x))),
+            "log_likelihood": est.log_likelihood(sim.x),  # nats per point, 1,000 draws
         }
         rows.append(row)
         print(instance, {k: round(v, 3) for k, v in row.items()}, flush=True)

@@ -1832,7 +1832,10 @@ def test_basin_table_equals_its_results() -> None:
     text = re.sub(r"\s+", " ", doc)
     for instance, run in runs.items():
         for r in run["rows"]:
-            cells = f"{r['start_weak_mcc']:.3f} | {r['weak_mcc']:.3f} / {r['accuracy']:.3f}"
+            cells = (
+                f"{r['start_weak_mcc']:.3f} | {r['weak_mcc']:.3f} / {r['accuracy']:.3f} | "
+                f"{r['log_likelihood']:.3f}"
+            )
             assert f"| {instance} | {r['t']:g} | {cells} |" in doc
     rows = {i: {r["t"]: r for r in run["rows"]} for i, run in runs.items()}
     r37, r39, s2 = rows["random-37"], rows["random-39"], rows["seed-2"]
@@ -1869,6 +1872,26 @@ def test_basin_table_equals_its_results() -> None:
     assert all(
         abs(r["weak_mcc"] - defaults[i]) < 0.03 for i, r in zip(BASIN_INSTANCES, ends, strict=True)
     )
+    # finding 45: the nearest start's fit is the most likely; a dip in the middle
+    ll = {i: {t: r["log_likelihood"] for t, r in rows[i].items()} for i in BASIN_INSTANCES}
+    for i in BASIN_INSTANCES:
+        assert max(ll[i], key=ll[i].get) == min(ll[i])
+    gains = [ll[i][min(ll[i])] - ll[i][1.0] for i in ("random-37", "random-39", "seed-2")]
+    assert (
+        f"by {gains[0]:.2f} nats per point on random-37 ({ll['random-37'][0.25]:.3f} against "
+        f"{ll['random-37'][1.0]:.3f}), {gains[1]:.2f} on random-39 and {gains[2]:.2f} on seed-2"
+    ) in text
+    r37_ll = [ll["random-37"][t] for t in sorted(ll["random-37"])]
+    assert r37_ll == sorted(r37_ll, reverse=True)  # falls steadily along the path
+    assert ll["random-39"][0.85] < ll["random-39"][1.0] < ll["random-39"][0.5]
+    assert (
+        f"({ll['random-39'][0.85]:.3f} at t = 0.85 against {ll['random-39'][1.0]:.3f} at t = 1)"
+    ) in text
+    assert ll["seed-2"][0.85] < min(ll["seed-2"][0.9], ll["seed-2"][0.5])
+    assert (
+        f"({ll['seed-2'][0.85]:.3f} at t = 0.85, against {ll['seed-2'][0.9]:.3f} at t = 0.9 and "
+        f"{ll['seed-2'][0.5]:.3f} at t = 0.5)"
+    ) in text
 
 
 BASIN_INSTANCES = ("seed-2", "random-37", "random-39")
