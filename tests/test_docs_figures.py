@@ -1900,8 +1900,7 @@ BASIN_INSTANCES = ("seed-2", "random-37", "random-39")
 def test_union_of_the_fits_equals_its_results() -> None:
     """RESULTS.md's count of what a perfect choice among the non-oracle fits would reach
     equals results/recovery/union.json, and that file the benchmark's results today."""
-    sys.path.insert(0, str(ROOT / "benchmarks"))
-    from recovery_progress import union
+    union = _benchmark_module("recovery_progress").union
 
     out = ROOT / "results" / "recovery"
     stored = json.loads((out / "union.json").read_text())
