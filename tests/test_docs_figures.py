@@ -38,6 +38,17 @@ HISTORICAL = re.compile(r"historical, not regenerable", re.IGNORECASE)
 FIGURE = re.compile(r"[\d.,\s/()×%–~≈*+\-s]*\d[\d.,\s/()×%–~≈*+\-s]*")
 
 
+def _squeezed(text: str) -> str:
+    """``text`` with every run of whitespace one space, so that a sentence matches across
+    the line breaks of a wrapped paragraph."""
+    return re.sub(r"\s+", " ", text)
+
+
+def _read_squeezed(path: str) -> str:
+    """The file at ``path`` (relative to the repository) read and squeezed."""
+    return _squeezed((ROOT / path).read_text())
+
+
 def _heading_lines(lines: list[str]) -> list[tuple[int, int, str]]:
     """(line index, level, title) of every Markdown heading outside fenced code."""
     heads, fenced = [], False
@@ -328,7 +339,7 @@ def test_results_demo_row_equals_results_demo() -> None:
     text = (ROOT / "RESULTS.md").read_text()
     assert row in text
     best = max(m["heldout_elbo_max"] for m in modes)
-    flat = re.sub(r"\s+", " ", text)
+    flat = _squeezed(text)
     assert (
         f"keeps weak MCC {reference['weak_mcc_to_truth']:.3f} to the truth and reaches a "
         f"held-out ELBO {reference['heldout_elbo'] - best:.3f} nats per sample above the runs' "
@@ -342,7 +353,7 @@ def test_results_demo_row_equals_results_demo() -> None:
         f"{weak[1]:.3f}",
     }
     for doc, sentence in quoted.items():
-        assert sentence in re.sub(r"\s+", " ", (ROOT / doc).read_text()), doc
+        assert sentence in _read_squeezed(doc), doc
 
 
 def test_vade_restarts_rows_equal_results_levers() -> None:
@@ -823,7 +834,7 @@ def test_table3_figures_equal_results_table3() -> None:
     # every complete study is scored in results.json, and every study is complete
     assert set(payload["studies"]) == {k for k, c in counts.items() if c == n_runs}
     assert f"**{sum(counts.values())} of 90 runs done**" in text
-    flat = re.sub(r"\s+", " ", text)
+    flat = _squeezed(text)
     for key in counts:
         if key.startswith("arch1-mfcvae"):  # their times are quoted run by run below
             continue
@@ -864,7 +875,7 @@ def test_table3_figures_equal_results_table3() -> None:
     assert "took " + ", ".join(f"{s:,.0f} s" for s in first[:2]) in flat
     assert f"and {first[2]:,.0f} s" in flat
     assert f"{seconds('arch1-mfcvae-relu', 0):,.0f} s per run" in flat
-    readme = re.sub(r"\s+", " ", (ROOT / "README.md").read_text())
+    readme = _read_squeezed("README.md")
     assert f"all {len(payload['studies'])} of its 9 studies" in readme
     assert f"({sum(counts.values())} of 90 runs)" in readme
     for study in payload["studies"].values():
@@ -913,7 +924,7 @@ def test_fifth_round_figures_equal_their_results() -> None:
         f"polish_iterations=2000` (full-batch L-BFGS at the end) | {row['recovered']}/"
         f"{row['fits']} | {row['median_weak_mcc']:.3f} | {row['median_accuracy']:.3f} |"
     ) in results
-    flat = re.sub(r"\s+", " ", results)
+    flat = _squeezed(results)
     assert f"findings 23–24) recovers {row['recovered']}/{row['fits']}." in flat
     assert f"(`polish_iterations`, {row['median_seconds']:.0f} s per fit here;" in flat
 
@@ -921,7 +932,7 @@ def test_fifth_round_figures_equal_their_results() -> None:
 def test_sixth_round_figures_equal_their_results() -> None:
     """Findings 26-27 of docs/recovery_levers.md equal the fits of results/levers and the
     portfolio file, and the claims made about them hold in those files."""
-    text = re.sub(r"\s+", " ", (ROOT / "docs" / "recovery_levers.md").read_text())
+    text = _read_squeezed("docs/recovery_levers.md")
     levers = ROOT / "results" / "levers"
     vae, truth = "dec16-vae50-iw10-refit-full-polish2000", "truth-dec16-iw10-refit-full-polish2000"
     isomap = "dec16-isomap50-iw10-refit-full-polish2000"
@@ -1016,7 +1027,7 @@ def test_sixth_round_figures_equal_their_results() -> None:
     assert (
         f"cheaper fit takes a median of {quiet['median_seconds']:.1f} s on one torch thread, "
         f"against {default['median_seconds']:.1f} s for the defaults"
-    ) in re.sub(r"\s+", " ", (ROOT / "RESULTS.md").read_text())
+    ) in _read_squeezed("RESULTS.md")
     control = json.loads((levers / "summary.json").read_text())[
         "dec16-vae50-n_init2-iw10-refit-full-polish2000"
     ]
@@ -1035,14 +1046,14 @@ def test_sixth_round_figures_equal_their_results() -> None:
     for path in (levers / "multistart").glob("*/seed4.json"):
         seed4 += [r["weak_mcc"] for r in json.loads(path.read_text())["rows"]]
     assert f"stays at weak MCC {max(seed4):.3f} or below" in text
-    results = re.sub(r"\s+", " ", (ROOT / "RESULTS.md").read_text())
+    results = _read_squeezed("RESULTS.md")
     assert f"recover {row['recovered']}/10, above the floor on these seeds" in results
     assert f"it costs a median of {row['median_seconds']:.0f} s per fit here" in results
     assert (
         f"it also recovers {half['recovered']}/10 ({half['median_seconds']:.0f} s per fit in the "
         "same conditions)"
     ) in results
-    readme = re.sub(r"\s+", " ", (ROOT / "README.md").read_text())
+    readme = _read_squeezed("README.md")
     assert f"polish_iterations=2000)`) recover {row['recovered']} of the seeds 0–9" in readme
     assert (
         f"the higher bound kept | **{row['recovered']}/10** | {row['median_weak_mcc']:.3f} | "
@@ -1058,7 +1069,7 @@ def test_two_start_benchmark_progress_equals_its_run_files() -> None:
 
     out = ROOT / "results" / "recovery"
     runs = out / "runs"
-    text = re.sub(r"\s+", " ", (ROOT / "RESULTS.md").read_text())
+    text = _read_squeezed("RESULTS.md")
     progress = json.loads((out / "progress.json").read_text())
     assert "python benchmarks/recovery_progress.py vade-two-starts-polished vade-two-starts" in text
     for method in ("vade-two-starts-polished", "vade-two-starts"):
@@ -1109,7 +1120,7 @@ def test_two_start_benchmark_progress_equals_its_run_files() -> None:
         )
         assert pair in text.replace("against the defaults' ", "against "), i
     # README: "on the recovery benchmark's random instances no more than the defaults"
-    readme = re.sub(r"\s+", " ", (ROOT / "README.md").read_text())
+    readme = _read_squeezed("README.md")
     assert (
         f"on the recovery benchmark's random instances {random['recovered']} of 40 against the "
         f"defaults' {random['reference_recovered']}"
@@ -1194,7 +1205,7 @@ def test_oracle_lever_fits_start_at_the_truth() -> None:
 
 def test_seventh_round_figures_equal_their_results() -> None:
     """Finding 28 of docs/recovery_levers.md (5,000 points) equals the fits of results/levers."""
-    text = re.sub(r"\s+", " ", (ROOT / "docs" / "recovery_levers.md").read_text())
+    text = _read_squeezed("docs/recovery_levers.md")
     levers = ROOT / "results" / "levers"
     default = "n5000-vae50-iw10-refit-full"
     two = "n5000-dec16-starts-vae+isomap30-e60-iw10-refit-full-polish1000"
@@ -1271,7 +1282,7 @@ def test_truth_start_oracle_figures_equal_results_recovery() -> None:
     from idvae.experiments.recovery import is_recovered, paired_progress
 
     out = ROOT / "results" / "recovery"
-    text = re.sub(r"\s+", " ", (ROOT / "RESULTS.md").read_text())
+    text = _read_squeezed("RESULTS.md")
     progress = json.loads((out / "progress.json").read_text())["vade-truth-start"]
     assert progress == paired_progress(out, "vade-truth-start")
     pooled = progress["families"]["all"]
@@ -1309,7 +1320,7 @@ def test_truth_start_bounds_and_levers_equal_results_levers_truth_start() -> Non
     and the counts read from them are recomputed here."""
     module = _benchmark_module("truth_start")
     doc = (ROOT / "docs" / "recovery_levers.md").read_text()
-    text = re.sub(r"\s+", " ", doc)
+    text = _squeezed(doc)
     bounds, levers = _truth_start_stage("bounds"), _truth_start_stage("levers")
     assert [s["id"] for s in bounds["instances"]] == [
         s["id"] for s in module.feasible_misses(module.DEFAULT, ROOT / "results" / "recovery")
@@ -1352,7 +1363,7 @@ def test_truth_start_bounds_and_levers_equal_results_levers_truth_start() -> Non
 def test_truth_start_figures_in_results_md_equal_results_levers_truth_start() -> None:
     """RESULTS.md's and README's summary of the eighth round equal results/levers/truth_start."""
     module = _benchmark_module("truth_start")
-    text = re.sub(r"\s+", " ", (ROOT / "RESULTS.md").read_text())
+    text = _read_squeezed("RESULTS.md")
     bounds, levers = _truth_start_stage("bounds"), _truth_start_stage("levers")
     rows = {(r["instance"], r["method"]): r for r in bounds["rows"]}
     ids = [s["id"] for s in bounds["instances"]]
@@ -1364,7 +1375,7 @@ def test_truth_start_figures_in_results_md_equal_results_levers_truth_start() ->
     higher, clear = sum(g > 0 for g in gains), sum(g > 0.1 for g in gains)
     assert f"higher likelihood on {higher} of the {len(ids)}, by more than 0.1 on {clear}:" in text
     assert f"On the other {len(ids) - clear} the objective" in text
-    readme = re.sub(r"\s+", " ", (ROOT / "README.md").read_text())
+    readme = _read_squeezed("README.md")
     assert f"On {clear} of the {len(ids)} the truth start's fit has the clearly higher" in readme
     best = max(summary["n_recovered"] for summary in levers["summary"].values())
     assert f"keeps the truth on more than {best}." in text
@@ -1384,7 +1395,7 @@ def test_truth_start_portfolio_equals_results_levers_truth_start() -> None:
     clearly more likely than every start's."""
     module = _benchmark_module("truth_start")
     doc = (ROOT / "docs" / "recovery_levers.md").read_text()
-    text = re.sub(r"\s+", " ", doc)
+    text = _squeezed(doc)
     bounds, starts = _truth_start_stage("bounds"), _truth_start_stage("starts")
     pooled = bounds["rows"] + starts["rows"]
     for row in module.portfolio_table(pooled, starts["instances"]):
@@ -1428,7 +1439,7 @@ def test_search_probes_equal_results_levers_search_probes() -> None:
     module = _benchmark_module("search_probes")
     root = ROOT / "results" / "levers" / "search_probes"
     doc = (ROOT / "docs" / "recovery_levers.md").read_text()
-    text = re.sub(r"\s+", " ", doc)
+    text = _squeezed(doc)
     records = {probe: module.load(probe, root) for probe in ("ltsa", "flow", "overcomplete")}
     for probe, rows in records.items():
         assert [r["seed"] for r in rows] == list(range(10)), probe
@@ -1472,7 +1483,7 @@ def test_subsample_search_equals_results_levers_truth_start() -> None:
     makes of the results files, and the counts are recomputed here."""
     module = _benchmark_module("truth_start")
     doc = (ROOT / "docs" / "recovery_levers.md").read_text()
-    text = re.sub(r"\s+", " ", doc)
+    text = _squeezed(doc)
     bounds, search = _truth_start_stage("bounds"), _truth_start_stage("search")
     names = list(module.SEARCH)
     for row in module.beside_defaults_table(
@@ -1483,7 +1494,7 @@ def test_subsample_search_equals_results_levers_truth_start() -> None:
     ids = [s["id"] for s in search["instances"]]
     recovered = [i for i in ids if module.is_recovered(rows[(i, names[0])])]
     assert f"recovers {len(recovered)} of the {len(ids)} misses" in text
-    results = re.sub(r"\s+", " ", (ROOT / "RESULTS.md").read_text())
+    results = _read_squeezed("RESULTS.md")
     assert f"recovers {len(recovered)} of the {len(ids)} misses" in results
     assert f": {', '.join(recovered[:-1])} and {recovered[-1]}, all" in text
     probes = _benchmark_module("search_probes")
@@ -1520,8 +1531,8 @@ def test_restarts_round_equals_results_levers_truth_start() -> None:
     here, and the fit time is results/levers/fit_time.json's."""
     module = _benchmark_module("truth_start")
     doc = (ROOT / "docs" / "recovery_levers.md").read_text()
-    text = re.sub(r"\s+", " ", doc)
-    results = re.sub(r"\s+", " ", (ROOT / "RESULTS.md").read_text())
+    text = _squeezed(doc)
+    results = _read_squeezed("RESULTS.md")
     by_miss, misses, by_kept, kept = module.restarts_results(ROOT / module.OUT)
     assert [s["id"] for s in misses] == [
         s["id"] for s in module.search_misses(ROOT / module.RECOVERY)
@@ -1580,7 +1591,7 @@ def test_longer_stage_equals_results_levers_truth_start() -> None:
     and the levers stage's."""
     module = _benchmark_module("truth_start")
     doc = (ROOT / "docs" / "recovery_levers.md").read_text()
-    text = re.sub(r"\s+", " ", doc)
+    text = _squeezed(doc)
     bounds, longer = _truth_start_stage("bounds"), _truth_start_stage("longer")
     levers = _truth_start_stage("levers")
     names = list(module.LONGER)
@@ -1617,7 +1628,7 @@ def test_restarts4_benchmark_progress_equals_its_run_files() -> None:
     from idvae.experiments.recovery import paired_progress
 
     out = ROOT / "results" / "recovery"
-    text = re.sub(r"\s+", " ", (ROOT / "RESULTS.md").read_text())
+    text = _read_squeezed("RESULTS.md")
     progress = json.loads((out / "progress.json").read_text())["vade-restarts4"]
     assert progress == paired_progress(out, "vade-restarts4")  # not stale
 
@@ -1653,7 +1664,7 @@ def test_restarts4_benchmark_progress_equals_its_run_files() -> None:
         f"the eleventh round of docs/recovery_levers.md); {count}, RESULTS.md"
         in (ROOT / "docs" / "recovery.md").read_text()
     )
-    levers = re.sub(r"\s+", " ", (ROOT / "docs" / "recovery_levers.md").read_text())
+    levers = _read_squeezed("docs/recovery_levers.md")
     assert (
         f"it recovers {pooled['recovered']} of the 54, not the estimated 32, against the "
         f"defaults' {pooled['reference_recovered']}. Of the {len(oracle)} misses of the search "
@@ -1664,7 +1675,7 @@ def test_restarts4_benchmark_progress_equals_its_run_files() -> None:
 def test_fair_refit_finding_equals_results_levers() -> None:
     """Finding 34 of docs/recovery_levers.md (the fair prior refit) against the fits of
     results/levers."""
-    text = re.sub(r"\s+", " ", (ROOT / "docs" / "recovery_levers.md").read_text())
+    text = _read_squeezed("docs/recovery_levers.md")
     fits = {
         c: {
             s: json.loads((ROOT / "results" / "levers" / c / f"seed{s}.json").read_text())
@@ -1683,7 +1694,7 @@ def test_fair_refit_finding_equals_results_levers() -> None:
 
 def test_full_posterior_finding_equals_results_levers() -> None:
     """Finding 35 of docs/recovery_levers.md (q of full covariance) against results/levers."""
-    text = re.sub(r"\s+", " ", (ROOT / "docs" / "recovery_levers.md").read_text())
+    text = _read_squeezed("docs/recovery_levers.md")
     before, after = (
         {
             s: json.loads((ROOT / "results" / "levers" / c / f"seed{s}.json").read_text())
@@ -1709,7 +1720,7 @@ def test_full_posterior_benchmark_progress_equals_its_run_files() -> None:
     assert progress == paired_progress(out, "vade-qfull")  # not stale
     pooled, random = (progress["families"][f] for f in ("all", "random"))
     assert pooled["n"] == 54 and random["n"] == 40
-    text = re.sub(r"\s+", " ", (ROOT / "RESULTS.md").read_text())
+    text = _read_squeezed("RESULTS.md")
     assert (
         f"it has run on all 54 instances: it recovers {pooled['recovered']} of them, "
         f"`vade-default` {pooled['reference_recovered']} of the same; gained: "
@@ -1728,7 +1739,7 @@ def test_full_posterior_benchmark_progress_equals_its_run_files() -> None:
         f"a median of {seconds[0]:.0f} s per instance, against the defaults' {seconds[1]:.1f} s"
         in text
     )
-    levers = re.sub(r"\s+", " ", (ROOT / "docs" / "recovery_levers.md").read_text())
+    levers = _read_squeezed("docs/recovery_levers.md")
     seeds = progress["families"]["seed"]
     facets = progress["families"]["facets"]
     assert (
@@ -1757,7 +1768,7 @@ def test_pretrain_probes_table_equals_its_results() -> None:
         "spread-scratch",
     }
     doc = (ROOT / "docs" / "recovery_levers.md").read_text()
-    text = re.sub(r"\s+", " ", doc)
+    text = _squeezed(doc)
     for name, probe in probes.items():
         rows = probe["rows"]
         assert [r["seed"] for r in rows] == list(range(10))
@@ -1829,7 +1840,7 @@ def test_basin_table_equals_its_results() -> None:
     folder = ROOT / "results" / "levers" / "pretrain_probes" / "basin"
     runs = {i: json.loads((folder / f"{i}.json").read_text()) for i in BASIN_INSTANCES}
     doc = (ROOT / "docs" / "recovery_levers.md").read_text()
-    text = re.sub(r"\s+", " ", doc)
+    text = _squeezed(doc)
     for instance, run in runs.items():
         for r in run["rows"]:
             cells = (
@@ -1909,7 +1920,7 @@ def test_union_of_the_fits_equals_its_results() -> None:
     dims = {spec["id"]: spec["latent_dim"] for spec in results["instances"]}
     beyond = stored["truth_start_beyond"]
     fam = stored["families"]
-    text = re.sub(r"\s+", " ", (ROOT / "RESULTS.md").read_text())
+    text = _read_squeezed("RESULTS.md")
     assert (
         f"recovers the truth: the baselines, every VaDE configuration above and MFCVAE. "
         f"Together they recover **{stored['recovered']} of the {stored['n']}**. By family that "
@@ -1953,7 +1964,7 @@ def test_pretrain_geometry_table_equals_its_results() -> None:
     assert line(label, ratio) in doc
     moved = [r["moved"] for r in rows]
     assert line("moved (pretrained against trained)", [f"{v:.3f}" for v in moved]) in doc
-    text = re.sub(r"\s+", " ", doc)
+    text = _squeezed(doc)
     assert f"(weak MCC {min(moved):.3f}–{max(moved):.3f} between" in text
     recovered = [s for s in range(10) if post[s]["weak_mcc"] >= 0.95]
     missed = [s for s in range(10) if s not in recovered]
@@ -1981,7 +1992,7 @@ def test_pretrain_screen_table_equals_its_results() -> None:
     assert 0.515 <= min(folded) < 0.525 and 0.745 <= max(folded) < 0.755  # "0.52–0.75"
     assert {r["at_least_095"] for r in vae} == {2, 3, 4}
     assert all(max(r["weak_mcc"][s] for r in rows.values()) < 0.95 for s in (4, 5, 8))
-    text = re.sub(r"\s+", " ", doc)
+    text = _squeezed(doc)
     isomap, spectral = rows["isomap"]["weak_mcc"][2], rows["spectral"]["weak_mcc"][0]
     assert (
         f"Isomap lifts seed 2 to {isomap:.3f} and the spectral embedding seed 0 to {spectral:.3f}"
@@ -2008,7 +2019,7 @@ def test_pretrain_drift_table_equals_its_results() -> None:
     for key, label in labels.items():
         assert f"| {label} | " + " | ".join(f"{r[key]:.3f}" for r in rows) + " |" in doc, key
     end = [r["after_50"] for r in rows]
-    text = re.sub(r"\s+", " ", doc)
+    text = _squeezed(doc)
     assert f"50 epochs of it end at weak MCC {min(end):.3f}–{max(end):.3f}" in text
     assert [s for s, v in enumerate(end) if v < 0.95] == [0, 4, 5, 8]
     refit = [rows[s]["refit"] for s in (0, 4, 8)]
@@ -2026,7 +2037,7 @@ def test_results_probes_paragraph_equals_its_results() -> None:
     """RESULTS.md's summary of the sixteenth round equals results/levers/pretrain_probes/."""
     folder = ROOT / "results" / "levers" / "pretrain_probes"
     count = {p.stem: json.loads(p.read_text())["recovered"] for p in folder.glob("*.json")}
-    text = re.sub(r"\s+", " ", (ROOT / "RESULTS.md").read_text())
+    text = _read_squeezed("RESULTS.md")
     assert (
         f"The defaults recover {count['defaults']} of the ten seeds in that run. Pretraining "
         f"on the importance-weighted bound recovers {count['iw-pretrain']}, and so does "
@@ -2053,7 +2064,7 @@ def test_results_pretraining_paragraph_equals_its_results() -> None:
         for s in range(10)
     ]
     screen = [json.loads(f.read_text()) for f in (levers / "pretrain_screen").glob("*.json")]
-    text = re.sub(r"\s+", " ", (ROOT / "RESULTS.md").read_text())
+    text = _read_squeezed("RESULTS.md")
     assert f"(weak MCC {min(moved):.3f}–{max(moved):.3f} between the two)" in text
     assert f"None of {len(screen)} variants" in text
     assert f"more than {max(r['at_least_095'] for r in screen)} of the ten seeds" in text
