@@ -2073,3 +2073,104 @@ def test_results_pretraining_paragraph_equals_its_results() -> None:
     started = min(geometry[s]["pretrained"]["weak_mcc"] for s in ended)
     assert f"those the pretraining left at {started:.3f} or more" in text
     assert all(r["pretrained"]["weak_mcc"] < started for s, r in geometry.items() if s not in ended)
+
+
+COMBINE_STARTS = ("vae", "vae-rs1", "ae", "isomap", "spectral")
+COMBINE_INSTANCES = (*(f"seed-{s}" for s in range(10)), "random-32", "random-37", "random-39")
+
+
+def _recovers(fit: dict) -> bool:
+    return fit["weak_mcc"] >= 0.95 and fit["accuracy"] >= 0.95
+
+
+def test_combine_starts_tables_and_findings_equal_their_results() -> None:
+    """The seventeenth round's tables and findings 46-48 (docs/recovery_levers.md) equal
+    results/levers/combine_starts/, whose `vae` fits are the sixteenth round's defaults."""
+    folder = ROOT / "results" / "levers" / "combine_starts"
+    runs = {i: json.loads((folder / f"{i}.json").read_text()) for i in COMBINE_INSTANCES}
+    assert {p.stem for p in folder.glob("*.json")} == set(COMBINE_INSTANCES)
+    doc = (ROOT / "docs" / "recovery_levers.md").read_text()
+    text = _squeezed(doc)
+
+    def cell(fit: dict) -> str:
+        return f"{fit['weak_mcc']:.3f} / {fit['accuracy']:.3f}"
+
+    for i, r in runs.items():
+        starts = r["starts"]
+        assert list(starts) == list(COMBINE_STARTS)
+        likeliest = max(starts, key=lambda s: starts[s]["log_likelihood"])
+        assert r["likeliest"] == likeliest
+        cells = " | ".join(cell(starts[s]) for s in COMBINE_STARTS)
+        assert f"| {i} | {r['latent_dim']}, {r['n_components']} | {cells} | `{likeliest}` |" in doc
+        parts = r["parts_on_true_arrangement"].values()
+        assert (
+            f"| {i} | {r['consensus_weak_mcc']:.3f} | {cell(r['from_consensus'])} | "
+            f"{r['best_parts_on_fit_arrangement']:.3f} | "
+            f"{r['best_mixed_placement']['weak_mcc']:.3f} | {min(parts):.3f}–{max(parts):.3f} |"
+        ) in doc
+    n = len(runs)
+    counts = [sum(_recovers(r["starts"][s]) for r in runs.values()) for s in COMBINE_STARTS]
+    kept = sum(_recovers(r["starts"][r["likeliest"]]) for r in runs.values())
+    assert f"| recovered | | {' | '.join(f'{c}/{n}' for c in counts)} | {kept}/{n} |" in doc
+    consensus = sum(_recovers(r["from_consensus"]) for r in runs.values())
+    assert f"| recovered | | {consensus}/{n} | | | |" in doc
+    probes = json.loads(
+        (ROOT / "results" / "levers" / "pretrain_probes" / "defaults.json").read_text()
+    )
+    for row in probes["rows"]:  # the `vae` start is the defaults' fit, bit for bit
+        fit = runs[f"seed-{row['seed']}"]["starts"]["vae"]
+        assert (fit["weak_mcc"], fit["accuracy"]) == (row["weak_mcc"], row["accuracy"])
+    # finding 46
+    best = {i: max(f["weak_mcc"] for f in r["starts"].values()) for i, r in runs.items()}
+    gap = {i: r["consensus_weak_mcc"] - best[i] for i, r in runs.items()}
+    above = sorted(i for i, g in gap.items() if g >= 0)
+    assert above == ["seed-6", "seed-9"] and max(gap.values()) < 0.0025
+    assert f"below the best of its five starts on {n - len(above)} of the {n} instances" in text
+    assert f"on seed-2 it is {-gap['seed-2']:.3f} below" in text
+    assert f"the defaults recover {consensus} of {n} against the `vae` start's {counts[0]}" in text
+    gained = [
+        i for i, r in runs.items() if _recovers(r["from_consensus"]) > _recovers(r["starts"]["vae"])
+    ]
+    lost = [
+        i for i, r in runs.items() if _recovers(r["from_consensus"]) < _recovers(r["starts"]["vae"])
+    ]
+    assert gained == ["seed-7", "random-32"] and lost == ["seed-3"]
+    r32 = runs["random-32"]
+    accuracies = [f["accuracy"] for f in r32["starts"].values()]
+    assert max(accuracies) < 0.95
+    assert (
+        f"({cell(r32['from_consensus'])}, where every start misses on accuracy, at "
+        f"{min(accuracies):.3f}–{max(accuracies):.3f})"
+    ) in text
+    assert f"lose seed-3 (accuracy {runs['seed-3']['from_consensus']['accuracy']:.3f})" in text
+    # finding 47
+    parts = [v for r in runs.values() for v in r["parts_on_true_arrangement"].values()]
+    assert f"every start's latent gives weak MCC {min(parts):.3f}–{max(parts):.3f}" in text
+    assert f"seed-2's `vae` start at {runs['seed-2']['starts']['vae']['weak_mcc']:.3f}" in text
+    moved = max(
+        abs(r["best_parts_on_fit_arrangement"] - r["starts"][r["likeliest"]]["weak_mcc"])
+        for r in runs.values()
+    )
+    assert f"moves that fit's weak MCC by at most {moved:.3f}" in text
+    # finding 48
+    mix = {i: r["best_mixed_placement"]["weak_mcc"] - best[i] for i, r in runs.items()}
+    assert max(mix, key=mix.get) == "random-32"
+    assert (
+        f"beats the best single start by at most {mix['random-32']:.3f} (random-32: "
+        f"{r32['best_mixed_placement']['weak_mcc']:.3f} against {best['random-32']:.3f})"
+    ) in text
+    stuck = ("seed-4", "seed-8", "random-37", "random-39")
+    ceiling = max(max(best[i], runs[i]["best_mixed_placement"]["weak_mcc"]) for i in stuck)
+    assert f"is at or below {ceiling:.3f}" in text
+    # RESULTS.md and the Status section quote the same figures
+    results = _read_squeezed("RESULTS.md")
+    assert f"below the best of its starts on {n - len(above)} of the {n} instances" in results
+    assert f"recover {consensus} of {n} against the defaults' own {counts[0]}" in results
+    lowest = runs["seed-2"]["starts"]["vae"]["weak_mcc"]
+    assert (
+        f"reaches weak MCC {min(parts):.3f}–{max(parts):.3f}, even where the start itself is "
+        f"at {lowest:.3f}"
+    ) in results
+    assert f"beats the best start by at most {mix['random-32']:.3f}" in results
+    assert f"every start reaches weak MCC {min(parts):.3f}–{max(parts):.3f}" in text
+    assert f"past the best start by more than {mix['random-32']:.3f} (finding 48)" in text
