@@ -19,10 +19,15 @@ is wrong somewhere else. This script fits all five to an instance and asks two q
   between them is right; the second, how much better shapes alone gain when it is not; the
   third, whether the starts' placements recombined reach the truth.
 
+``--more-data FACTOR`` fits only the defaults, on each instance's model (the same prior and
+decoder) with FACTOR times the points, to ask whether more data alone leads the search to
+the truth (``results/levers/combine_starts/more-data/<instance>-x<FACTOR>.json``).
+
 Usage (one file per instance, ``results/levers/combine_starts/<instance>.json``; an
 instance already written is skipped)::
 
-    python benchmarks/combine_starts.py seed-0 ... seed-9 random-39 random-37
+    python benchmarks/combine_starts.py seed-0 ... seed-9 random-32 random-37 random-39
+    python benchmarks/combine_starts.py random-37 --more-data 4
 """
 
 from __future__ import annotations
@@ -50,14 +55,16 @@ MAX_MIXES = 5000
 CONSENSUS_EPOCHS = 20  # regression on the consensus, as vade-truth-start on the truth
 
 
-def simulate(instance: str):  # noqa: ANN201
-    """seed-<s>: the simulator's 3,000-point instance; otherwise the recovery benchmark's."""
+def simulate(instance: str, factor: int = 1):  # noqa: ANN201
+    """seed-<s>: the simulator's 3,000-point instance; otherwise the recovery benchmark's.
+    With ``factor`` > 1, the same model (prior and decoder) with that many times the points."""
     if instance.startswith("seed-"):
-        return _instance(int(instance.removeprefix("seed-")))
+        return _instance(int(instance.removeprefix("seed-")), 3000 * factor)
     from idvae.experiments.recovery import simulate_instance
     from pretrain_probes import instance_specs
 
-    return simulate_instance(instance_specs()[instance])
+    spec = instance_specs()[instance]
+    return simulate_instance({**spec, "n_samples": int(spec["n_samples"]) * factor})
 
 
 def consensus(latents: list[np.ndarray]) -> np.ndarray:
@@ -80,8 +87,9 @@ def glue(parts: dict[int, np.ndarray], onto: np.ndarray, labels: np.ndarray) -> 
     return out
 
 
-def fit(instance: str, params: dict) -> dict:
-    """One fit of the defaults (with ``params``) on the instance: its latent and scores."""
+def fit(instance: str, params: dict, factor: int = 1) -> dict:
+    """One fit of the defaults (with ``params``) on the instance (``factor`` times its
+    points): its latent and scores."""
     os.environ.setdefault("OMP_NUM_THREADS", "1")
     import torch
 
@@ -89,7 +97,7 @@ def fit(instance: str, params: dict) -> dict:
     from idvae.metrics import cluster_accuracy, mcc
 
     torch.set_num_threads(1)
-    sim = simulate(instance)
+    sim = simulate(instance, factor)
     m, j = sim.z.shape[1], sim.prior.weights.size
     start = time.perf_counter()
     est = VaDE(m, j, device="cpu", **params).fit(sim.x)
@@ -174,19 +182,48 @@ def weak_within(sim, latent: np.ndarray, component: int) -> float:  # noqa: ANN0
     return float(mcc(sim.z[rows], latent[rows], alignment="affine", random_state=0))
 
 
+def more_data(instances: list[str], factor: int, jobs: int) -> None:
+    """The defaults (the ``vae`` start) on each instance's model with ``factor`` times the
+    points: does more data alone lead the search to the truth?"""
+    folder = OUT / "more-data"
+    folder.mkdir(parents=True, exist_ok=True)
+    todo = [name for name in instances if not (folder / f"{name}-x{factor}.json").exists()]
+    with ProcessPoolExecutor(jobs) as pool:
+        futures = {name: pool.submit(fit, name, STARTS["vae"], factor) for name in todo}
+        for name, future in futures.items():
+            result = future.result()
+            result.pop("latent")
+            n = len(simulate(name, factor).x)
+            record = {"instance": name, "factor": factor, "n_samples": n, "defaults": result}
+            write_json_atomic(folder / f"{name}-x{factor}.json", record)
+            print(name, n, {k: v for k, v in result.items()}, flush=True)
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("instances", nargs="+", metavar="INSTANCE")
     parser.add_argument("--jobs", type=int, default=2, help="fits at a time (at least 1)")
+    parser.add_argument(
+        "--more-data",
+        type=int,
+        metavar="FACTOR",
+        help="only the defaults, on the same models with FACTOR times the points "
+        "(more-data/<instance>-x<FACTOR>.json)",
+    )
     args = parser.parse_args()
     if args.jobs < 1:
         parser.error(f"expected --jobs of at least 1 but got {args.jobs}")
+    if args.more_data is not None and args.more_data < 2:
+        parser.error(f"expected --more-data of at least 2 but got {args.more_data}")
     from pretrain_probes import instance_specs
 
     known = {f"seed-{s}" for s in range(10)} | set(instance_specs())
     unknown = [name for name in args.instances if name not in known]
     if unknown:
         parser.error(f"expected seed-0 ... seed-9 or a recovery instance id but got {unknown}")
+    if args.more_data is not None:
+        more_data(args.instances, args.more_data, args.jobs)
+        return
     OUT.mkdir(parents=True, exist_ok=True)
     todo = [name for name in args.instances if not (OUT / f"{name}.json").exists()]
     with ProcessPoolExecutor(args.jobs) as pool:

@@ -2174,3 +2174,24 @@ def test_combine_starts_tables_and_findings_equal_their_results() -> None:
     assert f"beats the best start by at most {mix['random-32']:.3f}" in results
     assert f"every start reaches weak MCC {min(parts):.3f}–{max(parts):.3f}" in text
     assert f"past the best start by more than {mix['random-32']:.3f} (finding 48)" in text
+
+
+def test_combine_starts_more_data_equals_its_results() -> None:
+    """Finding 49 (docs/recovery_levers.md) equals results/levers/combine_starts/more-data/:
+    with 4 and 3 times the points the defaults still miss random-37 and random-39."""
+    folder = ROOT / "results" / "levers" / "combine_starts"
+    text = _read_squeezed("docs/recovery_levers.md")
+    for instance, factor in (("random-37", 4), ("random-39", 3)):
+        more = json.loads((folder / "more-data" / f"{instance}-x{factor}.json").read_text())
+        base = json.loads((folder / f"{instance}.json").read_text())["starts"]["vae"]
+        fit = more["defaults"]
+        assert more["factor"] == factor and not _recovers(fit) and not _recovers(base)
+        n = more["n_samples"]
+        assert (
+            f"with {factor} times the points ({n:,}) they end at {fit['weak_mcc']:.3f} / "
+            f"{fit['accuracy']:.3f}, against {base['weak_mcc']:.3f} / {base['accuracy']:.3f} "
+            f"on its {n // factor:,}"
+        ) in text
+    assert (
+        "with 3 and 4 times the points the defaults still miss random-39 and random-37 (finding 49)"
+    ) in text
