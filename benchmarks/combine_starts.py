@@ -192,11 +192,10 @@ def more_data(instances: list[str], factor: int, jobs: int) -> None:
         futures = {name: pool.submit(fit, name, STARTS["vae"], factor) for name in todo}
         for name, future in futures.items():
             result = future.result()
-            result.pop("latent")
-            n = len(simulate(name, factor).x)
+            n = len(result.pop("latent"))  # one row per point: no second draw of the data
             record = {"instance": name, "factor": factor, "n_samples": n, "defaults": result}
             write_json_atomic(folder / f"{name}-x{factor}.json", record)
-            print(name, n, {k: v for k, v in result.items()}, flush=True)
+            print(name, n, result, flush=True)
 
 
 def main() -> None:
