@@ -2195,3 +2195,84 @@ def test_combine_starts_more_data_equals_its_results() -> None:
     assert (
         "with 3 and 4 times the points the defaults still miss random-39 and random-37 (finding 49)"
     ) in text
+
+
+def test_contact_glue_table_and_findings_equal_their_results() -> None:
+    """The eighteenth round's table and findings 50-52 (docs/recovery_levers.md), and the
+    RESULTS.md paragraph, equal results/levers/contact_glue/, whose defaults are the
+    seventeenth round's `vae` fits."""
+    folder = ROOT / "results" / "levers" / "contact_glue"
+    runs = {i: json.loads((folder / f"{i}.json").read_text()) for i in COMBINE_INSTANCES}
+    assert {p.stem for p in folder.glob("*.json")} == set(COMBINE_INSTANCES)
+    doc = (ROOT / "docs" / "recovery_levers.md").read_text()
+    text, results = _squeezed(doc), _read_squeezed("RESULTS.md")
+
+    def cell(fit: dict) -> str:
+        return f"{fit['weak_mcc']:.3f} / {fit['accuracy']:.3f}"
+
+    worst = {i: min(r["within_component_weak_mcc"].values()) for i, r in runs.items()}
+    for i, r in runs.items():
+        d = r["defaults"]
+        vae = json.loads((ROOT / "results" / "levers" / "combine_starts" / f"{i}.json").read_text())
+        assert (d["weak_mcc"], d["accuracy"]) == (  # bit for bit
+            vae["starts"]["vae"]["weak_mcc"],
+            vae["starts"]["vae"]["accuracy"],
+        )
+        assert (
+            f"| {i} | {cell(d)} | {worst[i]:.3f} | {r['scrambled_oracle_weak_mcc']:.3f} → "
+            f"{r['glued_oracle_weak_mcc']:.3f} | {r['glued_defaults_weak_mcc']:.3f} | "
+            f"{r['noise_estimate']:.4f} / {d['noise_variance']:.4f} / "
+            f"{r['true_noise_variance']:.4f} | {cell(r['noise_fixed'])} |"
+        ) in doc
+    n = len(runs)
+    hits = sorted(i for i, r in runs.items() if _recovers(r["defaults"]))
+    fixed = sum(_recovers(r["noise_fixed"]) for r in runs.values())
+    assert f"| recovered | {len(hits)}/{n} | | | | | {fixed}/{n} |" in doc
+    # finding 50
+    oracle = {i: r["glued_oracle_weak_mcc"] for i, r in runs.items()}
+    placed = [i for i, v in oracle.items() if v >= 0.95]
+    assert sorted(set(runs) - set(placed)) == sorted(["seed-3", "seed-8", "random-37", "random-39"])
+    span = f"{min(oracle.values()):.3f}–{max(oracle.values()):.3f}"
+    assert f"reach weak MCC {span} on the {n} instances, and 0.95 or more on {len(placed)}" in text
+    assert f"weak MCC {span}, and 0.95 or more on {len(placed)} of the {n} instances" in results
+    # finding 51
+    moved = {i: r["glued_defaults_weak_mcc"] - r["defaults"]["weak_mcc"] for i, r in runs.items()}
+    near = [i for i, v in moved.items() if abs(v) <= 0.02]
+    assert sorted(set(runs) - set(near)) == ["random-39", "seed-0"]
+    assert f"within 0.02 of the defaults on {len(near)} of the {n} instances" in text
+    assert f"seed-0 loses {-moved['seed-0']:.3f}; random-39 loses {-moved['random-39']:.3f}" in text
+    assert not any(_recovers({**r["defaults"], "weak_mcc": r["glued_defaults_weak_mcc"]})
+                   and not _recovers(r["defaults"]) for r in runs.values())  # fmt: skip
+    misses = [i for i in runs if i not in hits]
+    low = [i for i in misses if worst[i] < min(worst[h] for h in hits)]
+    assert sorted(set(misses) - set(low)) == ["random-32"]
+    hit_span = f"{min(worst[h] for h in hits):.3f}–{max(worst[h] for h in hits):.3f}"
+    low_span = f"{min(worst[i] for i in low):.3f}–{max(worst[i] for i in low):.3f}"
+    assert f"reaches weak MCC {hit_span} on the four recovered instances" in text
+    assert f"On {len(low)} of the {len(misses)} misses it is lower, {low_span}" in text
+    assert f"accuracy alone, {worst['random-32']:.3f})" in text
+    assert f"{low_span} on {len(low)} of {len(misses)} misses against {hit_span}" in text
+    assert f"{low_span} on {len(low)} of the {len(misses)} misses, against {hit_span}" in results
+    # finding 52
+    seeds = [r for i, r in runs.items() if i.startswith("seed-")]
+    wide = [r for i, r in runs.items() if i.startswith("random-")]
+
+    def span4(rows: list[dict], get) -> str:  # noqa: ANN001
+        values = [get(r) for r in rows]
+        return f"{min(values):.4f}–{max(values):.4f}"
+
+    assert (
+        f"below the truth on the seeds ({span4(seeds, lambda r: r['noise_estimate'])} against "
+        f"{span4(seeds, lambda r: r['true_noise_variance'])}), where the defaults learn close "
+        f"to it ({span4(seeds, lambda r: r['defaults']['noise_variance'])})"
+    ) in text
+    assert (
+        f"({span4(wide, lambda r: r['noise_estimate'])} against "
+        f"{span4(wide, lambda r: r['true_noise_variance'])}), where the learned variance is well "
+        f"above it ({span4(wide, lambda r: r['defaults']['noise_variance'])})"
+    ) in text
+    assert all(
+        r["noise_fixed"]["log_likelihood"] < r["defaults"]["log_likelihood"] for r in runs.values()
+    )
+    assert f"the defaults recover {fixed} of {n} against {len(hits)}, with a lower" in text
+    assert f"recovers {fixed} of {n} against the defaults' {len(hits)}" in results
