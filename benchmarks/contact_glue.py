@@ -29,10 +29,20 @@ and asks whether it is the true one, and tries one lever on the way.
   neighbours, in the units of the estimator's scaled data; the defaults are refitted with
   ``noise_variance`` fixed there.
 
+``--rechart`` tries the lever the readings point to (``rechart/<instance>.json``): new charts
+inside the components, glued, then the whole model refitted. Each of the defaults' clusters
+gets its own chart from VaDE with one component fitted to its rows from each of
+``CHART_STARTS``, the one with the highest log-likelihood on those rows kept (no oracle
+information). The charts are glued at the contacts and the defaults are refitted from the
+glued latent (20 epochs of regression on it in place of the pretraining, as
+``vade-truth-start`` does with the true z). ``kept`` is whichever of the defaults and the
+refit has the higher log-likelihood on the training rows.
+
 Usage (one file per instance, ``results/levers/contact_glue/<instance>.json``; an instance
 already written is skipped)::
 
     python benchmarks/contact_glue.py seed-0 ... seed-9 random-32 random-37 random-39
+    python benchmarks/contact_glue.py --rechart seed-0 ... random-39
 """
 
 from __future__ import annotations
@@ -43,7 +53,7 @@ from concurrent.futures import ProcessPoolExecutor
 import numpy as np
 from scipy.spatial import cKDTree
 
-from combine_starts import STARTS, fitted, simulate
+from combine_starts import CONSENSUS_EPOCHS, STARTS, fitted, simulate
 from idvae._validation import write_json_atomic
 from levers_vade import ROOT
 
@@ -51,6 +61,7 @@ OUT = ROOT / "contact_glue"
 N_CONTACTS = 30  # tangent-agreeing contact pairs per pair of components
 CANDIDATES = 300  # closest cross-component pairs considered per pair of components
 AGREEMENT_POWER = 8
+CHART_STARTS = ("vae", "isomap", "spectral", "ae")
 
 
 def local_jacobians(x: np.ndarray, y: np.ndarray, k: int) -> np.ndarray:
@@ -176,12 +187,23 @@ def scores(sim, est, seconds: float) -> dict:  # noqa: ANN001
     }
 
 
+def defaults_fit(instance: str) -> dict:
+    """The defaults' scores, latent and cluster labels."""
+    sim, est, seconds = fitted(instance, STARTS["vae"])
+    return {
+        **scores(sim, est, seconds),
+        "latent": est.transform(sim.x),
+        "labels": est.predict(sim.x),
+    }
+
+
 def defaults_part(instance: str) -> dict:
     """The defaults' fit, its shapes inside the true components and its charts glued."""
     from idvae.metrics import mcc
 
-    sim, est, seconds = fitted(instance, STARTS["vae"])
-    latent, labels = est.transform(sim.x), est.predict(sim.x)
+    fit = defaults_fit(instance)
+    latent, labels = fit.pop("latent"), fit.pop("labels")
+    sim = simulate(instance)
     weak = lambda v: float(mcc(sim.z, v, alignment="affine", random_state=0))  # noqa: E731
     within = {
         int(c): float(mcc(sim.z[r], latent[r], alignment="affine", random_state=0))
@@ -190,7 +212,7 @@ def defaults_part(instance: str) -> dict:
     }
     scale = float(np.sqrt(sim.x.var(0).mean()))
     return {
-        "defaults": scores(sim, est, seconds),
+        "defaults": fit,
         "true_noise_variance": float(sim.noise_std**2 / scale**2),
         "within_component_weak_mcc": within,
         "glued_defaults_weak_mcc": weak(glue_at_contacts(sim.x, latent, labels)),
@@ -207,10 +229,90 @@ def noise_part(instance: str) -> dict:
     return {"noise_estimate": estimate, "noise_fixed": scores(sim, est, seconds)}
 
 
+def component_chart(instance: str, labels: np.ndarray, cluster: int, start: str) -> tuple:
+    """(chart, log-likelihood): VaDE with one component, from ``start``, on one cluster."""
+    import torch
+
+    from idvae import VaDE
+
+    torch.set_num_threads(1)
+    sim = simulate(instance)
+    rows = sim.x[labels == cluster]
+    est = VaDE(sim.z.shape[1], 1, device="cpu", random_state=0, pretrain=start).fit(rows)
+    return est.transform(rows), est.log_likelihood(rows)
+
+
+def refit_from(instance: str, start: np.ndarray) -> dict:
+    """The defaults fitted from ``start`` in place of their pretraining."""
+    params = {**STARTS["vae"], "pretrain": start, "pretrain_epochs": CONSENSUS_EPOCHS}
+    return scores(*fitted(instance, params))
+
+
+def rechart(instances: list[str], jobs: int) -> None:
+    """``--rechart``: per-cluster charts, glued at the contacts, and a refit from them."""
+    from idvae.metrics import mcc
+
+    folder = OUT / "rechart"
+    folder.mkdir(parents=True, exist_ok=True)
+    todo = [name for name in instances if not (folder / f"{name}.json").exists()]
+    with ProcessPoolExecutor(jobs) as pool:
+        defaults = {name: pool.submit(defaults_fit, name) for name in todo}
+        pending = {}
+        for name in todo:
+            fit = defaults[name].result()
+            latent, labels = fit.pop("latent"), fit.pop("labels")
+            clusters = np.unique(labels)
+            charts = {
+                (c, s): pool.submit(component_chart, name, labels, c, s)
+                for c in clusters
+                for s in CHART_STARTS
+            }
+            charts = {key: future.result() for key, future in charts.items()}
+            picked = {c: max(CHART_STARTS, key=lambda s, c=c: charts[(c, s)][1]) for c in clusters}
+            chart = np.empty_like(latent)
+            for c in clusters:
+                chart[labels == c] = charts[(c, picked[c])][0]
+            sim = simulate(name)
+            glued = glue_at_contacts(sim.x, chart, labels)
+            record = {
+                "instance": name,
+                "defaults": fit,
+                "chart_starts": {int(c): picked[c] for c in clusters},
+                "chart_log_likelihoods": {
+                    int(c): {s: charts[(c, s)][1] for s in CHART_STARTS} for c in clusters
+                },
+                "glued_weak_mcc": float(mcc(sim.z, glued, alignment="affine", random_state=0)),
+            }
+            pending[name] = (pool.submit(refit_from, name, glued), record)
+        for name, (future, record) in pending.items():
+            record["refit"] = future.result()
+            better = record["refit"]["log_likelihood"] > record["defaults"]["log_likelihood"]
+            record["kept"] = "refit" if better else "defaults"
+            write_json_atomic(folder / f"{name}.json", record)
+            scored = {key: record[key] for key in ("defaults", "refit")}
+            summary = {
+                key: (round(v["weak_mcc"], 3), round(v["accuracy"], 3)) for key, v in scored.items()
+            }
+            print(
+                name,
+                summary,
+                "glued",
+                round(record["glued_weak_mcc"], 3),
+                "kept",
+                record["kept"],
+                flush=True,
+            )
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("instances", nargs="+", metavar="INSTANCE")
     parser.add_argument("--jobs", type=int, default=2, help="fits at a time (at least 1)")
+    parser.add_argument(
+        "--rechart",
+        action="store_true",
+        help="per-cluster charts glued at the contacts, and a refit (rechart/<instance>.json)",
+    )
     args = parser.parse_args()
     if args.jobs < 1:
         parser.error(f"expected --jobs of at least 1 but got {args.jobs}")
@@ -220,6 +322,9 @@ def main() -> None:
     unknown = [name for name in args.instances if name not in known]
     if unknown:
         parser.error(f"expected seed-0 ... seed-9 or a recovery instance id but got {unknown}")
+    if args.rechart:
+        rechart(args.instances, args.jobs)
+        return
     OUT.mkdir(parents=True, exist_ok=True)
     todo = [name for name in args.instances if not (OUT / f"{name}.json").exists()]
     with ProcessPoolExecutor(args.jobs) as pool:

@@ -2276,3 +2276,60 @@ def test_contact_glue_table_and_findings_equal_their_results() -> None:
     )
     assert f"the defaults recover {fixed} of {n} against {len(hits)}, with a lower" in text
     assert f"recovers {fixed} of {n} against the defaults' {len(hits)}" in results
+
+
+def test_contact_glue_rechart_table_and_finding_equal_their_results() -> None:
+    """The --rechart table and finding 53 (docs/recovery_levers.md), and RESULTS.md, equal
+    results/levers/contact_glue/rechart/, whose defaults are the round's defaults."""
+    folder = ROOT / "results" / "levers" / "contact_glue"
+    runs = {
+        i: json.loads((folder / "rechart" / f"{i}.json").read_text()) for i in COMBINE_INSTANCES
+    }
+    doc = (ROOT / "docs" / "recovery_levers.md").read_text()
+    text, results = _squeezed(doc), _read_squeezed("RESULTS.md")
+
+    def cell(fit: dict) -> str:
+        return f"{fit['weak_mcc']:.3f} / {fit['accuracy']:.3f}"
+
+    for i, r in runs.items():
+        d, f = r["defaults"], r["refit"]
+        base = json.loads((folder / f"{i}.json").read_text())["defaults"]
+        assert (d["weak_mcc"], d["accuracy"]) == (base["weak_mcc"], base["accuracy"])
+        likelier = "refit" if f["log_likelihood"] > d["log_likelihood"] else "defaults"
+        assert r["kept"] == likelier
+        starts = ", ".join(r["chart_starts"][c] for c in sorted(r["chart_starts"], key=int))
+        for c, s in r["chart_starts"].items():
+            lls = r["chart_log_likelihoods"][c]
+            assert lls[s] == max(lls.values())
+        assert (
+            f"| {i} | {cell(d)} | {starts} | {r['glued_weak_mcc']:.3f} | {cell(f)} | "
+            f"{d['log_likelihood']:.2f} / {f['log_likelihood']:.2f} | {r['kept']} |"
+        ) in doc
+    n = len(runs)
+    counts = [sum(_recovers(r[key]) for r in runs.values()) for key in ("defaults", "refit")]
+    kept = sum(_recovers(r[r["kept"]]) for r in runs.values())
+    assert f"| recovered | {counts[0]}/{n} | | | {counts[1]}/{n} | | {kept}/{n} |" in doc
+    gained = [i for i, r in runs.items() if _recovers(r["refit"]) and not _recovers(r["defaults"])]
+    lost = [i for i, r in runs.items() if _recovers(r["defaults"]) and not _recovers(r["refit"])]
+    assert gained == ["random-32"] and lost == ["seed-1", "seed-3"]
+    assert f"It recovers {counts[1]} of {n} against the defaults' {counts[0]}" in text
+    assert f"the pair recovers {kept} of {n}" in text
+    for i in ("seed-2", "seed-0"):
+        r = runs[i]
+        assert r["refit"]["log_likelihood"] > r["defaults"]["log_likelihood"]
+        move = f"{r['defaults']['weak_mcc']:.3f} to {r['refit']['weak_mcc']:.3f}"
+        assert move in text and move in results
+    assert runs["seed-1"]["kept"] == "refit"
+    r37, r39 = runs["random-37"], runs["random-39"]
+    assert (
+        f"random-37 from {r37['defaults']['weak_mcc']:.3f} to {r37['refit']['weak_mcc']:.3f}"
+        in text
+    )
+    assert f"random-32 (by accuracy {runs['random-32']['refit']['accuracy']:.3f})" in text
+    accuracies = ", ".join(f"{runs[i]['refit']['accuracy']:.3f}" for i in ("seed-1", "seed-3"))
+    assert f"seed-1 and seed-3 on accuracy ({accuracies})" in text
+    assert f"random-39 misses by a hair ({r39['refit']['weak_mcc']:.3f})" in text
+    below = sum(r["glued_weak_mcc"] <= r["defaults"]["weak_mcc"] for r in runs.values())
+    assert f"below the defaults on {below} of {n} instances" in text
+    assert f"recovers {counts[1]} of {n} against the defaults' {counts[0]}." in results
+    assert f"recover {counts[1]} of {n} against {counts[0]} (finding 53)" in text
