@@ -206,10 +206,28 @@ def more_data(instances: list[str], factor: int, jobs: int) -> None:
             print(name, n, result, flush=True)
 
 
-def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+def instance_parser(doc: str) -> argparse.ArgumentParser:
+    """A parser of INSTANCE ... and --jobs, described by ``doc``'s first line."""
+    parser = argparse.ArgumentParser(description=doc.splitlines()[0])
     parser.add_argument("instances", nargs="+", metavar="INSTANCE")
     parser.add_argument("--jobs", type=int, default=2, help="fits at a time (at least 1)")
+    return parser
+
+
+def check_instances(parser: argparse.ArgumentParser, args: argparse.Namespace) -> None:
+    """One argparse line (exit 2) for --jobs below 1 or an instance that is not known."""
+    if args.jobs < 1:
+        parser.error(f"expected --jobs of at least 1 but got {args.jobs}")
+    from pretrain_probes import instance_specs
+
+    known = {f"seed-{s}" for s in range(10)} | set(instance_specs())
+    unknown = [name for name in args.instances if name not in known]
+    if unknown:
+        parser.error(f"expected seed-0 ... seed-9 or a recovery instance id but got {unknown}")
+
+
+def main() -> None:
+    parser = instance_parser(__doc__)
     parser.add_argument(
         "--more-data",
         type=int,
@@ -218,16 +236,9 @@ def main() -> None:
         "(more-data/<instance>-x<FACTOR>.json)",
     )
     args = parser.parse_args()
-    if args.jobs < 1:
-        parser.error(f"expected --jobs of at least 1 but got {args.jobs}")
+    check_instances(parser, args)
     if args.more_data is not None and args.more_data < 2:
         parser.error(f"expected --more-data of at least 2 but got {args.more_data}")
-    from pretrain_probes import instance_specs
-
-    known = {f"seed-{s}" for s in range(10)} | set(instance_specs())
-    unknown = [name for name in args.instances if name not in known]
-    if unknown:
-        parser.error(f"expected seed-0 ... seed-9 or a recovery instance id but got {unknown}")
     if args.more_data is not None:
         more_data(args.instances, args.more_data, args.jobs)
         return

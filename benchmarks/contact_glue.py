@@ -47,13 +47,20 @@ already written is skipped)::
 
 from __future__ import annotations
 
-import argparse
 from concurrent.futures import ProcessPoolExecutor
 
 import numpy as np
 from scipy.spatial import cKDTree
 
-from combine_starts import CONSENSUS_EPOCHS, STARTS, fitted, simulate
+from combine_starts import (
+    CONSENSUS_EPOCHS,
+    STARTS,
+    check_instances,
+    fitted,
+    instance_parser,
+    simulate,
+    weak_within,
+)
 from idvae._validation import write_json_atomic
 from levers_vade import ROOT
 
@@ -205,19 +212,16 @@ def defaults_part(instance: str) -> dict:
     latent, labels = fit.pop("latent"), fit.pop("labels")
     sim = simulate(instance)
     weak = lambda v: float(mcc(sim.z, v, alignment="affine", random_state=0))  # noqa: E731
-    within = {
-        int(c): float(mcc(sim.z[r], latent[r], alignment="affine", random_state=0))
-        for c in np.unique(sim.labels)
-        if (r := sim.labels == c).any()
-    }
+    within = {int(c): weak_within(sim, latent, c) for c in np.unique(sim.labels)}
+    scrambled = scrambled_truth(sim)
     scale = float(np.sqrt(sim.x.var(0).mean()))
     return {
         "defaults": fit,
         "true_noise_variance": float(sim.noise_std**2 / scale**2),
         "within_component_weak_mcc": within,
         "glued_defaults_weak_mcc": weak(glue_at_contacts(sim.x, latent, labels)),
-        "glued_oracle_weak_mcc": weak(glue_at_contacts(sim.x, scrambled_truth(sim), sim.labels)),
-        "scrambled_oracle_weak_mcc": weak(scrambled_truth(sim)),
+        "glued_oracle_weak_mcc": weak(glue_at_contacts(sim.x, scrambled, sim.labels)),
+        "scrambled_oracle_weak_mcc": weak(scrambled),
     }
 
 
@@ -229,16 +233,15 @@ def noise_part(instance: str) -> dict:
     return {"noise_estimate": estimate, "noise_fixed": scores(sim, est, seconds)}
 
 
-def component_chart(instance: str, labels: np.ndarray, cluster: int, start: str) -> tuple:
-    """(chart, log-likelihood): VaDE with one component, from ``start``, on one cluster."""
+def component_chart(rows: np.ndarray, latent_dim: int, start: str) -> tuple:
+    """(chart, log-likelihood): VaDE with one component, from ``start``, on one cluster's
+    rows."""
     import torch
 
     from idvae import VaDE
 
     torch.set_num_threads(1)
-    sim = simulate(instance)
-    rows = sim.x[labels == cluster]
-    est = VaDE(sim.z.shape[1], 1, device="cpu", random_state=0, pretrain=start).fit(rows)
+    est = VaDE(latent_dim, 1, device="cpu", random_state=0, pretrain=start).fit(rows)
     return est.transform(rows), est.log_likelihood(rows)
 
 
@@ -262,8 +265,10 @@ def rechart(instances: list[str], jobs: int) -> None:
             fit = defaults[name].result()
             latent, labels = fit.pop("latent"), fit.pop("labels")
             clusters = np.unique(labels)
+            sim = simulate(name)
+            m = sim.z.shape[1]
             charts = {
-                (c, s): pool.submit(component_chart, name, labels, c, s)
+                (c, s): pool.submit(component_chart, sim.x[labels == c], m, s)
                 for c in clusters
                 for s in CHART_STARTS
             }
@@ -272,7 +277,6 @@ def rechart(instances: list[str], jobs: int) -> None:
             chart = np.empty_like(latent)
             for c in clusters:
                 chart[labels == c] = charts[(c, picked[c])][0]
-            sim = simulate(name)
             glued = glue_at_contacts(sim.x, chart, labels)
             record = {
                 "instance": name,
@@ -305,23 +309,14 @@ def rechart(instances: list[str], jobs: int) -> None:
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("instances", nargs="+", metavar="INSTANCE")
-    parser.add_argument("--jobs", type=int, default=2, help="fits at a time (at least 1)")
+    parser = instance_parser(__doc__)
     parser.add_argument(
         "--rechart",
         action="store_true",
         help="per-cluster charts glued at the contacts, and a refit (rechart/<instance>.json)",
     )
     args = parser.parse_args()
-    if args.jobs < 1:
-        parser.error(f"expected --jobs of at least 1 but got {args.jobs}")
-    from pretrain_probes import instance_specs
-
-    known = {f"seed-{s}" for s in range(10)} | set(instance_specs())
-    unknown = [name for name in args.instances if name not in known]
-    if unknown:
-        parser.error(f"expected seed-0 ... seed-9 or a recovery instance id but got {unknown}")
+    check_instances(parser, args)
     if args.rechart:
         rechart(args.instances, args.jobs)
         return
