@@ -35,8 +35,9 @@ gets its own chart from VaDE with one component fitted to its rows from each of
 ``CHART_STARTS``, the one with the highest log-likelihood on those rows kept (no oracle
 information). The charts are glued at the contacts and the defaults are refitted from the
 glued latent (20 epochs of regression on it in place of the pretraining, as
-``vade-truth-start`` does with the true z). ``kept`` is whichever of the defaults and the
-refit has the higher log-likelihood on the training rows.
+``vade-truth-start`` does with the true z). Each of ``PASSES`` passes does this to the
+previous fit's clusters (the defaults', then the last refit's), and ``kept`` names the fit
+(the defaults or a pass's refit) with the highest log-likelihood on the training rows.
 
 Usage (one file per instance, ``results/levers/contact_glue/<instance>.json``; an instance
 already written is skipped)::
@@ -69,6 +70,7 @@ N_CONTACTS = 30  # tangent-agreeing contact pairs per pair of components
 CANDIDATES = 300  # closest cross-component pairs considered per pair of components
 AGREEMENT_POWER = 8
 CHART_STARTS = ("vae", "isomap", "spectral", "ae")
+PASSES = 3  # --rechart: passes of recharting and refitting
 
 
 def local_jacobians(x: np.ndarray, y: np.ndarray, k: int) -> np.ndarray:
@@ -194,14 +196,19 @@ def scores(sim, est, seconds: float) -> dict:  # noqa: ANN001
     }
 
 
-def defaults_fit(instance: str) -> dict:
-    """The defaults' scores, latent and cluster labels."""
-    sim, est, seconds = fitted(instance, STARTS["vae"])
+def fit_record(instance: str, params: dict) -> dict:
+    """The scores, latent and cluster labels of the defaults with ``params``."""
+    sim, est, seconds = fitted(instance, params)
     return {
         **scores(sim, est, seconds),
         "latent": est.transform(sim.x),
         "labels": est.predict(sim.x),
     }
+
+
+def defaults_fit(instance: str) -> dict:
+    """The defaults' scores, latent and cluster labels."""
+    return fit_record(instance, STARTS["vae"])
 
 
 def defaults_part(instance: str) -> dict:
@@ -245,67 +252,59 @@ def component_chart(rows: np.ndarray, latent_dim: int, start: str) -> tuple:
     return est.transform(rows), est.log_likelihood(rows)
 
 
-def refit_from(instance: str, start: np.ndarray) -> dict:
-    """The defaults fitted from ``start`` in place of their pretraining."""
-    params = {**STARTS["vae"], "pretrain": start, "pretrain_epochs": CONSENSUS_EPOCHS}
-    return scores(*fitted(instance, params))
+def glued_charts(instance: str, labels: np.ndarray) -> tuple[np.ndarray, dict]:
+    """One cluster's chart per label (the likeliest of ``CHART_STARTS``), glued at the
+    contacts, and what was read on the way."""
+    from idvae.metrics import mcc
+
+    sim = simulate(instance)
+    m, clusters = sim.z.shape[1], np.unique(labels)
+    charts = {
+        (c, s): component_chart(sim.x[labels == c], m, s) for c in clusters for s in CHART_STARTS
+    }
+    picked = {c: max(CHART_STARTS, key=lambda s, c=c: charts[(c, s)][1]) for c in clusters}
+    chart = np.empty((len(labels), m), dtype=charts[(clusters[0], CHART_STARTS[0])][0].dtype)
+    for c in clusters:
+        chart[labels == c] = charts[(c, picked[c])][0]
+    glued = glue_at_contacts(sim.x, chart, labels)
+    return glued, {
+        "chart_starts": {int(c): picked[c] for c in clusters},
+        "chart_log_likelihoods": {
+            int(c): {s: charts[(c, s)][1] for s in CHART_STARTS} for c in clusters
+        },
+        "glued_weak_mcc": float(mcc(sim.z, glued, alignment="affine", random_state=0)),
+    }
+
+
+def rechart_passes(instance: str) -> dict:
+    """``--rechart``: the defaults, then ``PASSES`` passes of new charts glued and a refit
+    from them, each pass recharting the previous fit's clusters; ``kept`` names the
+    likeliest fit."""
+    scored = lambda fit: {k: v for k, v in fit.items() if k not in ("latent", "labels")}  # noqa: E731
+    fit = defaults_fit(instance)
+    record = {"instance": instance, "defaults": scored(fit), "passes": []}
+    for _ in range(PASSES):
+        glued, step = glued_charts(instance, fit["labels"])
+        params = {**STARTS["vae"], "pretrain": glued, "pretrain_epochs": CONSENSUS_EPOCHS}
+        fit = fit_record(instance, params)
+        record["passes"].append({**step, "refit": scored(fit)})
+    fits = {"defaults": record["defaults"]}
+    fits.update({f"pass-{k + 1}": step["refit"] for k, step in enumerate(record["passes"])})
+    record["kept"] = max(fits, key=lambda key: fits[key]["log_likelihood"])
+    return record
 
 
 def rechart(instances: list[str], jobs: int) -> None:
-    """``--rechart``: per-cluster charts, glued at the contacts, and a refit from them."""
-    from idvae.metrics import mcc
-
+    """``--rechart``: ``rechart_passes`` on each instance not written yet."""
     folder = OUT / "rechart"
     folder.mkdir(parents=True, exist_ok=True)
     todo = [name for name in instances if not (folder / f"{name}.json").exists()]
     with ProcessPoolExecutor(jobs) as pool:
-        defaults = {name: pool.submit(defaults_fit, name) for name in todo}
-        pending = {}
-        for name in todo:
-            fit = defaults[name].result()
-            latent, labels = fit.pop("latent"), fit.pop("labels")
-            clusters = np.unique(labels)
-            sim = simulate(name)
-            m = sim.z.shape[1]
-            charts = {
-                (c, s): pool.submit(component_chart, sim.x[labels == c], m, s)
-                for c in clusters
-                for s in CHART_STARTS
-            }
-            charts = {key: future.result() for key, future in charts.items()}
-            picked = {c: max(CHART_STARTS, key=lambda s, c=c: charts[(c, s)][1]) for c in clusters}
-            chart = np.empty_like(latent)
-            for c in clusters:
-                chart[labels == c] = charts[(c, picked[c])][0]
-            glued = glue_at_contacts(sim.x, chart, labels)
-            record = {
-                "instance": name,
-                "defaults": fit,
-                "chart_starts": {int(c): picked[c] for c in clusters},
-                "chart_log_likelihoods": {
-                    int(c): {s: charts[(c, s)][1] for s in CHART_STARTS} for c in clusters
-                },
-                "glued_weak_mcc": float(mcc(sim.z, glued, alignment="affine", random_state=0)),
-            }
-            pending[name] = (pool.submit(refit_from, name, glued), record)
-        for name, (future, record) in pending.items():
-            record["refit"] = future.result()
-            better = record["refit"]["log_likelihood"] > record["defaults"]["log_likelihood"]
-            record["kept"] = "refit" if better else "defaults"
+        for name, record in zip(todo, pool.map(rechart_passes, todo), strict=True):
             write_json_atomic(folder / f"{name}.json", record)
-            scored = {key: record[key] for key in ("defaults", "refit")}
-            summary = {
-                key: (round(v["weak_mcc"], 3), round(v["accuracy"], 3)) for key, v in scored.items()
-            }
-            print(
-                name,
-                summary,
-                "glued",
-                round(record["glued_weak_mcc"], 3),
-                "kept",
-                record["kept"],
-                flush=True,
-            )
+            fits = [record["defaults"]] + [step["refit"] for step in record["passes"]]
+            summary = [(round(f["weak_mcc"], 3), round(f["accuracy"], 3)) for f in fits]
+            print(name, summary, "kept", record["kept"], flush=True)
 
 
 def main() -> None:

@@ -7,9 +7,10 @@ it is: it starts VaDE at the exact true model instead and compares the likelihoo
 
 * **The true model's log-likelihood** on the training rows and on as many fresh rows of the
   same model (``held``), by importance sampling with ``TRUE_DRAWS`` draws per row from a
-  Laplace proposal at the row's true z (covariance ``WIDEN``² sigma² (J^T J)^-1, J the true
-  decoder's Jacobian there). An importance-sampling estimate is a lower bound in
-  expectation, so the true model is at least this likely.
+  Laplace proposal at the row's true z: covariance ``WIDEN``² (J^T J / sigma² + S^-1)^-1,
+  J the true decoder's Jacobian there and S the covariance of the true z (which keeps the
+  proposal proper where a ReLU decoder is locally singular). An importance-sampling
+  estimate is a lower bound in expectation, so the true model is at least this likely.
 * **The truth-start fit** (the benchmark's ``vade-truth-start`` with the defaults' 64-64
   decoder) and the **defaults**, scored with their log-likelihoods on both sets.
 * **The exact start**: VaDE with the true decoder's widths and activation, its weights,
@@ -46,6 +47,8 @@ JOINT_STEPS = 6000
 BATCH = 256
 LR = 1e-3
 LL_DRAWS = 500
+INITIAL_NOISE = 0.1  # the estimator's initial noise variance (idvae.models._layers.Decoder)
+ABLATIONS = ("encoder-prior", "initial-noise", "regressed", "wide")
 # the recovery benchmark's vade-truth-start (the true z stands for "truth")
 TRUTH_START = {**STARTS["vae"], "pretrain": "truth", "pretrain_epochs": 20}
 
@@ -58,7 +61,9 @@ def true_log_likelihood(sim, x: np.ndarray, z: np.ndarray, seed: int = 0) -> flo
     s2 = sim.noise_std**2
     step = 1e-4 * np.eye(m)
     jac = np.stack([(sim.decode(z + h) - sim.decode(z - h)) / 2e-4 for h in step], -1)
-    cov = np.linalg.inv(np.einsum("ndi,ndj->nij", jac, jac) / s2) * WIDEN**2
+    # the prior's overall precision keeps the proposal proper where f is locally singular
+    spread = np.linalg.inv(np.cov(sim.z.T).reshape(m, m))
+    cov = np.linalg.inv(np.einsum("ndi,ndj->nij", jac, jac) / s2 + spread) * WIDEN**2
     chol = np.linalg.cholesky(cov)
     eps = rng.standard_normal((TRUE_DRAWS, n, m))
     draws = z[None] + np.einsum("nij,knj->kni", chol, eps)
@@ -93,10 +98,15 @@ def pipeline_fit(instance: str, params: dict) -> dict:
     return answers(sim, held, fitted(instance, params)[1])
 
 
-def exact_model(sim):  # noqa: ANN001, ANN201
-    """VaDE set at the true model of ``sim``: its decoder's widths, activation and weights,
-    its prior and noise variance (in the estimator's scaled units), with the encoder from
-    20 epochs of regression on the true z."""
+def exact_model(sim, decoder: str = "true", wide_epochs: int = 300):  # noqa: ANN001, ANN201
+    """VaDE set at the true model of ``sim``: its prior and noise variance (in the
+    estimator's scaled units) and, with ``decoder="true"``, its decoder's widths, activation
+    and weights, with the encoder from 20 epochs of regression on the true z.
+
+    ``decoder="regressed"`` keeps the decoder of the true widths as those 20 epochs fit it
+    (reconstructing x from the true z); ``decoder="wide"`` takes the defaults' 64-64 decoder
+    fitted so for ``wide_epochs`` epochs. The regression sees the true z standardised per
+    column, so for those two the prior is carried into the same coordinates."""
     import torch
 
     from idvae import VaDE
@@ -108,53 +118,110 @@ def exact_model(sim):  # noqa: ANN001, ANN201
     true_layers = [layer for layer in sim.decoder if isinstance(layer, torch.nn.Linear)]
     hidden = [layer.out_features for layer in true_layers[:-1]]
     relu = any(isinstance(layer, torch.nn.ReLU) for layer in sim.decoder)
+    wide = decoder == "wide"
     est = VaDE(
-        m, j, device="cpu", random_state=0, decoder_sizes=hidden, pretrain=sim.z,
-        pretrain_epochs=20, epochs=0, activation="relu" if relu else "leaky_relu",
+        m, j, device="cpu", random_state=0, decoder_sizes=(64, 64) if wide else hidden,
+        pretrain=sim.z, pretrain_epochs=wide_epochs if wide else 20, epochs=0,
+        activation="relu" if relu else "leaky_relu",
     ).fit(sim.x)  # fmt: skip
     module = est.module_
     centre, scale = est.scaler_mean_, float(est.scaler_scale_[0])
-    layers = [layer for layer in module.decoder.net if isinstance(layer, torch.nn.Linear)]
+    prior = GMM(sim.prior.weights, sim.prior.means, sim.prior.covariances)
     with torch.no_grad():
-        for mine, true in zip(layers, true_layers, strict=True):
-            mine.weight.copy_(true.weight)
-            mine.bias.copy_(true.bias)
-        layers[-1].weight.div_(scale)  # the estimator's units: (x - centre) / scale
-        layers[-1].bias.copy_(torch.as_tensor((true_layers[-1].bias.numpy() - centre) / scale))
+        if decoder == "true":
+            layers = [layer for layer in module.decoder.net if isinstance(layer, torch.nn.Linear)]
+            for mine, true in zip(layers, true_layers, strict=True):
+                mine.weight.copy_(true.weight)
+                mine.bias.copy_(true.bias)
+            layers[-1].weight.div_(scale)  # the estimator's units: (x - centre) / scale
+            bias = (true_layers[-1].bias.numpy() - centre) / scale
+            layers[-1].bias.copy_(torch.as_tensor(bias))
+        else:  # the prior in the standardised coordinates the regression saw
+            shift, spread = sim.z.mean(0), np.maximum(sim.z.std(0), 1e-12)
+            prior = GMM(
+                sim.prior.weights,
+                (sim.prior.means - shift) / spread,
+                sim.prior.covariances / np.outer(spread, spread)[None],
+            )
         variance = torch.full((1,), (sim.noise_std / scale) ** 2 - MIN_NOISE_VARIANCE)
         module.decoder.raw_noise.copy_(inverse_softplus(variance))
-    module.prior.load_gmm(GMM(sim.prior.weights, sim.prior.means, sim.prior.covariances))
+    module.prior.load_gmm(prior)
     return est
+
+
+def train(est, x, parameters: list, steps: int, generator) -> None:  # noqa: ANN001
+    """``steps`` Adam steps (``LR``) on the training bound of ``est``'s module over random
+    batches of ``BATCH`` of the scaled rows ``x``, moving ``parameters`` only."""
+    import torch
+
+    module = est.module_
+    optimiser = torch.optim.Adam(parameters, lr=LR)
+    module.train()
+    for _ in range(steps):
+        rows = torch.randperm(len(x), generator=generator)[:BATCH]
+        loss = module.loss(x[rows], generator=generator)["loss"]
+        optimiser.zero_grad()
+        loss.backward()
+        optimiser.step()
+    module.eval()
+
+
+def two_stages(sim, held, est, record: dict | None = None, between=None) -> dict:  # noqa: ANN001
+    """``est`` trained as the exact start is (the encoder alone for ``ENCODER_STEPS``, then
+    all parameters for ``JOINT_STEPS``; ``between(est, x)`` runs between the two), scored
+    after each stage into ``record``."""
+    import torch
+
+    (x,) = est._check_input(sim.x, ())
+    generator = torch.Generator().manual_seed(0)
+    record = {} if record is None else record
+    train(est, x, list(est.module_.encoder.parameters()), ENCODER_STEPS, generator)
+    record["encoder_trained"] = answers(sim, held, est)
+    if between is not None:
+        between(est, x)
+    train(est, x, list(est.module_.parameters()), JOINT_STEPS, generator)
+    record["all_trained"] = answers(sim, held, est)
+    return record
 
 
 def exact_start(instance: str) -> dict:
     """VaDE started at the exact true model (``exact_model``): scored at the start, after
     the encoder alone was trained and after all parameters were."""
-    import torch
-
     sim, held = simulate(instance), simulate(instance, 2)
     est = exact_model(sim)
-    module = est.module_
-    (x,) = est._check_input(sim.x, ())
-    generator = torch.Generator().manual_seed(0)
+    return two_stages(sim, held, est, {"start": answers(sim, held, est)})
 
-    def train(parameters: list, steps: int) -> None:
-        optimiser = torch.optim.Adam(parameters, lr=LR)
-        module.train()
-        for _ in range(steps):
-            rows = torch.randperm(len(x), generator=generator)[:BATCH]
-            loss = module.loss(x[rows], generator=generator)["loss"]
-            optimiser.zero_grad()
-            loss.backward()
-            optimiser.step()
-        module.eval()
 
-    record = {"start": answers(sim, held, est)}
-    train(list(module.encoder.parameters()), ENCODER_STEPS)
-    record["encoder_trained"] = answers(sim, held, est)
-    train(list(module.parameters()), JOINT_STEPS)
-    record["all_trained"] = answers(sim, held, est)
-    return record
+def encoder_prior(est, x) -> None:  # noqa: ANN001
+    """The prior replaced by VaDE's own initialisation: a GaussianMixture on the encoder's
+    means of the rows x."""
+    import torch
+
+    with torch.no_grad():
+        means = est.module_.encoder(x)[0].double().cpu().numpy()
+    est.module_.prior.load_gmm(est._mixture_on(means, 0))
+
+
+def initial_noise(est) -> None:  # noqa: ANN001
+    """The noise variance put back at the estimator's initial value."""
+    import torch
+
+    from idvae.models._layers import inverse_softplus
+
+    with torch.no_grad():
+        est.module_.decoder.raw_noise.copy_(inverse_softplus(torch.full((1,), INITIAL_NOISE)))
+
+
+def ablated(instance: str, variant: str) -> dict:
+    """The exact start with one part of the truth taken away (``ABLATIONS``), trained in
+    the same two stages."""
+    sim, held = simulate(instance), simulate(instance, 2)
+    decoder = variant if variant in ("regressed", "wide") else "true"
+    est = exact_model(sim, decoder=decoder)
+    if variant == "initial-noise":
+        initial_noise(est)
+    between = encoder_prior if variant == "encoder-prior" else None
+    return two_stages(sim, held, est, between=between)
 
 
 def truth_part(instance: str) -> dict:
@@ -168,22 +235,32 @@ def truth_part(instance: str) -> dict:
 
 def main() -> None:
     parser = instance_parser(__doc__)
+    parser.add_argument(
+        "--ablate",
+        action="store_true",
+        help="the exact start with one part of the truth taken away (ablate/<instance>.json)",
+    )
     args = parser.parse_args()
     check_instances(parser, args)
-    OUT.mkdir(parents=True, exist_ok=True)
-    todo = [name for name in args.instances if not (OUT / f"{name}.json").exists()]
-    parts = {
-        "true_model": truth_part,
-        "truth_start": partial(pipeline_fit, params=TRUTH_START),
-        "defaults": partial(pipeline_fit, params=STARTS["vae"]),
-        "exact_start": exact_start,
-    }
+    folder = OUT / "ablate" if args.ablate else OUT
+    folder.mkdir(parents=True, exist_ok=True)
+    todo = [name for name in args.instances if not (folder / f"{name}.json").exists()]
+    if args.ablate:
+        parts = {variant: partial(ablated, variant=variant) for variant in ABLATIONS}
+    else:
+        parts = {
+            "true_model": truth_part,
+            "truth_start": partial(pipeline_fit, params=TRUTH_START),
+            "defaults": partial(pipeline_fit, params=STARTS["vae"]),
+            "exact_start": exact_start,
+        }
     with ProcessPoolExecutor(args.jobs) as pool:
         futures = {name: {k: pool.submit(f, name) for k, f in parts.items()} for name in todo}
         for name, record in futures.items():
             record = {"instance": name, **{k: f.result() for k, f in record.items()}}
-            write_json_atomic(OUT / f"{name}.json", record)
-            print(name, {k: v.get("weak_mcc") for k, v in record.items() if isinstance(v, dict)})
+            write_json_atomic(folder / f"{name}.json", record)
+            scored = {k: v.get("all_trained", v) for k, v in record.items() if k != "instance"}
+            print(name, {k: v.get("weak_mcc") for k, v in scored.items()}, flush=True)
 
 
 if __name__ == "__main__":
