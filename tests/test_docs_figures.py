@@ -2365,3 +2365,139 @@ def test_contact_glue_rechart_tables_and_findings_equal_their_results() -> None:
     assert f"first refit recovers {counts[1]} of {n} against the defaults' {counts[0]}." in results
     assert f"three passes, the fits recover {kept} of {n}." in results
     assert f"seed-2 from weak MCC {move}; here it moves it from" in results
+
+
+def test_kernel_rounding_table_and_findings_equal_their_results() -> None:
+    """The nineteenth round's table and findings 55-56 (docs/recovery_levers.md) equal
+    results/levers/kernel_rounding/."""
+    folder = ROOT / "results" / "levers"
+    runs = {
+        i: json.loads((folder / "kernel_rounding" / f"{i}.json").read_text())
+        for i in COMBINE_INSTANCES
+    }
+    doc = (ROOT / "docs" / "recovery_levers.md").read_text()
+    text = _squeezed(doc)
+    kernels = ("native", "avx2-host", "generic")
+    n = len(runs)
+    for i, r in runs.items():
+        fits = r["fits"]
+        assert [fits[k]["dispatched"] for k in kernels] == ["AVX512", "AVX2", "DEFAULT"]
+        cells = " | ".join(
+            f"{fits[k]['weak_mcc']:.3f} / {fits[k]['accuracy']:.3f}" for k in kernels
+        )
+        assert f"| {i} | {cells} |" in doc
+    counts = " | ".join(
+        f"{sum(_recovers(r['fits'][k]) for r in runs.values())}/{n}" for k in kernels
+    )
+    assert f"| recovered | {counts} |" in doc
+
+    def spread(r: dict, key: str) -> float:
+        values = [r["fits"][k][key] for k in kernels]
+        return max(values) - min(values)
+
+    assert f"moves by at most {max(spread(r, 'weak_mcc') for r in runs.values()):.3f}" in text
+    others = max(spread(r, "accuracy") for i, r in runs.items() if i != "seed-8")
+    assert f"Accuracy moves by at most {others:.3f} too, except on seed-8" in text
+    seed8 = [runs["seed-8"]["fits"][k]["accuracy"] for k in kernels]
+    assert f"(0.737 against {seed8[1]:.3f}-{seed8[2]:.3f}" in text and f"{seed8[0]:.3f}" == "0.737"
+    flips = [i for i, r in runs.items() if len({_recovers(r["fits"][k]) for k in kernels}) > 1]
+    assert flips == ["seed-7", "random-32"] and "But seed-7 and random-32 sit on the line" in text
+    earlier = json.loads((folder / "contact_glue" / "seed-2.json").read_text())["defaults"]
+    avx2 = runs["seed-2"]["fits"]["avx2-host"]["weak_mcc"]
+    assert f"seed-2 ({avx2:.3f} here against {earlier['weak_mcc']:.3f} there)" in text
+    first = json.loads((folder / "contact_glue" / "rechart" / "seed-2.json").read_text())
+    before = json.loads(
+        (folder / "contact_glue" / "rechart" / "earlier-host" / "seed-2.json").read_text()
+    )
+    move = f"from {before['refit']['weak_mcc']:.3f} (earlier host) to "
+    assert move + f"{first['passes'][0]['refit']['weak_mcc']:.3f} (here)" in text
+
+
+def test_exact_start_tables_and_findings_equal_their_results() -> None:
+    """The twentieth round's tables and findings 57-58 (docs/recovery_levers.md) equal
+    results/levers/exact_start/ and its ablate/."""
+    folder = ROOT / "results" / "levers" / "exact_start"
+    names = ("seed-0", "seed-4", "seed-8", "random-13")
+    runs = {i: json.loads((folder / f"{i}.json").read_text()) for i in names}
+    ablated = {i: json.loads((folder / "ablate" / f"{i}.json").read_text()) for i in names}
+    doc = (ROOT / "docs" / "recovery_levers.md").read_text()
+    text = _squeezed(doc)
+
+    def cell(fit: dict) -> str:
+        return f"{fit['weak_mcc']:.3f} / {fit['accuracy']:.3f}"
+
+    def lls(fit: dict) -> str:
+        return f"{fit['log_likelihood']:.2f} / {fit['held_log_likelihood']:.2f}"
+
+    def span(values: list[float], digits: int) -> str:
+        return f"{min(values):.{digits}f}-{max(values):.{digits}f}"
+
+    variants = ("encoder-prior", "initial-noise", "regressed", "wide")
+    for i, r in runs.items():
+        t, s, d, e = r["true_model"], r["truth_start"], r["defaults"], r["exact_start"]
+        exact = e["all_trained"]
+        assert (
+            f"| {i} | {lls(t)} | {cell(s)} | {lls(s)} | {cell(d)} | {lls(d)} | {cell(exact)} | "
+            f"{lls(exact)} |"
+        ) in doc
+        cells = " | ".join(cell(ablated[i][v]["all_trained"]) for v in variants)
+        assert f"| {i} | {cell(exact)} | {cells} |" in doc
+    exact = {i: r["exact_start"]["all_trained"] for i, r in runs.items()}
+    assert f"weak MCC {span([f['weak_mcc'] for f in exact.values()], 3)}, and" in text
+    gap = {i: runs[i]["true_model"]["held_log_likelihood"] - f["held_log_likelihood"]
+           for i, f in exact.items()}  # fmt: skip
+    seeds = [gap[i] for i in names[:3]]
+    assert f"within {span(seeds, 3)} nats per point" in text
+    assert f"({gap['random-13']:.2f} on random-13)" in text
+    assert [i for i, f in exact.items() if _recovers(f)] == ["seed-0", "seed-4"]
+    assert not any(_recovers(r["truth_start"]) for r in runs.values())
+    below = {
+        key: span([r["true_model"][key] - r[fit][key] for r in runs.values()
+                   for fit in ("truth_start", "defaults")], 2)
+        for key in ("held_log_likelihood", "log_likelihood")
+    }  # fmt: skip
+    assert (
+        f"{below['held_log_likelihood']} nats per point below the true model on held-out rows, "
+        f"{below['log_likelihood']} on the training rows"
+    ) in text
+    weak = {v: [ablated[i][v]["all_trained"]["weak_mcc"] for i in names] for v in variants}
+    base = [exact[i]["weak_mcc"] for i in names]
+    prior = max(abs(a - b) for a, b in zip(weak["encoder-prior"], base, strict=True))
+    noise = max(abs(a - b) for a, b in zip(weak["initial-noise"], base, strict=True))
+    assert prior <= 0.001 and "ends where it ends with it (weak MCC within 0.001)" in text
+    assert f"weak MCC (at most {noise:.3f})" in text
+    seed8 = ablated["seed-8"]["initial-noise"]["all_trained"]["accuracy"]
+    assert f"from {exact['seed-8']['accuracy']:.3f} to {seed8:.3f}" in text
+    assert f"loses the truth on all four (weak MCC {span(weak['regressed'], 3)})" in text
+    assert f"keeps it ({span(weak['wide'], 3)})" in text
+    truth = [runs[i]["truth_start"]["weak_mcc"] for i in names]
+    assert all(w > t for w, t in zip(weak["wide"], truth, strict=True))
+
+
+def test_rounding_and_exact_start_paragraphs_of_results_equal_their_results() -> None:
+    """RESULTS.md's paragraphs on the nineteenth and twentieth rounds agree with the
+    findings' results."""
+    folder = ROOT / "results" / "levers"
+    results = _read_squeezed("RESULTS.md")
+    kernels = [json.loads((folder / "kernel_rounding" / f"{i}.json").read_text())["fits"]
+               for i in COMBINE_INSTANCES]  # fmt: skip
+    spread = max(
+        max(f[k]["weak_mcc"] for k in f) - min(f[k]["weak_mcc"] for k in f) for f in kernels
+    )
+    counts = sorted(
+        sum(_recovers(f[k]) for f in kernels) for k in ("native", "avx2-host", "generic")
+    )
+    assert f"Weak MCC moves by at most {spread:.3f}" in results
+    assert f"the defaults recover {counts[0]}, {counts[1]} or {counts[2]} of 13" in results
+    runs = {i: json.loads((folder / "exact_start" / f"{i}.json").read_text())
+            for i in ("seed-0", "seed-4", "seed-8", "random-13")}  # fmt: skip
+    weak = [r["exact_start"]["all_trained"]["weak_mcc"] for r in runs.values()]
+    assert (
+        f"it keeps weak MCC {min(weak):.3f}-{max(weak):.3f} and recovers seeds 0 and 4" in results
+    )
+    wide = [json.loads((folder / "exact_start" / "ablate" / f"{i}.json").read_text())["wide"][
+        "all_trained"]["weak_mcc"] for i in runs]  # fmt: skip
+    assert f"(weak MCC {min(wide):.3f}-{max(wide):.3f}, `--ablate`" in results
+    doc = _read_squeezed("docs/recovery_levers.md")
+    for phrase in ("within 0.025-0.052 nats per point", "0.15-1.97 nats per point below"):
+        assert phrase in results and phrase in doc
