@@ -2501,3 +2501,44 @@ def test_rounding_and_exact_start_paragraphs_of_results_equal_their_results() ->
     doc = _read_squeezed("docs/recovery_levers.md")
     for phrase in ("within 0.025-0.052 nats per point", "0.15-1.97 nats per point below"):
         assert phrase in results and phrase in doc
+
+
+def test_kept_truth_table_and_finding_equal_their_results() -> None:
+    """The --kept-truth table and finding 59 (docs/recovery_levers.md), and RESULTS.md,
+    equal results/levers/exact_start/kept-truth/ and the recovery benchmark's rows."""
+    folder = ROOT / "results" / "levers" / "exact_start" / "kept-truth"
+    bench = json.loads((ROOT / "results" / "recovery" / "results.json").read_text())["rows"]
+    rows = {(r["instance"], r["method"]): r for r in bench}
+    misses = [
+        i for (i, method), r in rows.items() if method == "vade-truth-start" and not r["recovered"]
+    ]
+    runs = {i: json.loads((folder / f"{i}.json").read_text())["kept_truth"] for i in misses}
+    assert len(runs) == 13 == len(list(folder.glob("*.json")))
+    doc = (ROOT / "docs" / "recovery_levers.md").read_text()
+    text, results = _squeezed(doc), _read_squeezed("RESULTS.md")
+
+    def cell(fit: dict) -> str:
+        return f"{fit['weak_mcc']:.3f} / {fit['accuracy']:.3f}"
+
+    stages = ("regressed", "encoder_trained", "all_trained")
+    for i, k in runs.items():
+        ceiling, truth = rows[(i, "true-posterior")], rows[(i, "vade-truth-start")]
+        cells = " | ".join(cell(k[s]) for s in stages)
+        assert f"| {i} | {cell(ceiling)} | {cell(truth)} | {cells} |" in doc
+        assert k["all_trained"]["weak_mcc"] > truth["weak_mcc"]
+    counts = [sum(_recovers(k[s]) for k in runs.values()) for s in stages]
+    ceiling = sum(rows[(i, "true-posterior")]["recovered"] for i in runs)
+    row = " | ".join(f"{c}/13" for c in counts)
+    assert f"| recovered | {ceiling}/13 | 0/13 | {row} |" in doc
+    kept = [i for i, k in runs.items() if _recovers(k["all_trained"])]
+    assert kept == ["seed-0", "seed-4", "random-01", "random-09", "facets-3"]
+    assert all(rows[(i, "true-posterior")]["recovered"] for i in kept)
+    assert f"recovers {len(kept)} of the 13 instances it misses" in text
+    assert f"recovers {len(kept)} of the 13 benchmark instances it misses" in results
+    total = sum(r["recovered"] for (i, method), r in rows.items() if method == "vade-truth-start")
+    assert f"at least {total + len(kept)}, if the kept" in text
+    drops = [k["regressed"]["weak_mcc"] - k["all_trained"]["weak_mcc"] for k in runs.values()]
+    assert min(drops) > 0 and f"(by {min(drops):.3f}-{max(drops):.3f})" in text
+    r13 = runs["random-13"]
+    assert _recovers(r13["regressed"]) and not _recovers(r13["all_trained"])
+    assert f"regression alone ({cell(r13['regressed'])})" in text
