@@ -2542,3 +2542,31 @@ def test_kept_truth_table_and_finding_equal_their_results() -> None:
     r13 = runs["random-13"]
     assert _recovers(r13["regressed"]) and not _recovers(r13["all_trained"])
     assert f"regression alone ({cell(r13['regressed'])})" in text
+
+
+def test_kept_truth_on_the_truth_start_recoveries_equals_its_results() -> None:
+    """The paragraph after finding 59 (docs/recovery_levers.md) and RESULTS.md equal the
+    --kept-truth files of the instances that vade-truth-start recovers (a resumable run:
+    the count of instances done is part of the statement)."""
+    folder = ROOT / "results" / "levers" / "exact_start" / "kept-truth"
+    bench = json.loads((ROOT / "results" / "recovery" / "results.json").read_text())["rows"]
+    recovered = [
+        r["instance"] for r in bench if r["method"] == "vade-truth-start" and r["recovered"]
+    ]
+    done = {i: json.loads((folder / f"{i}.json").read_text())["kept_truth"]["all_trained"]
+            for i in recovered if (folder / f"{i}.json").exists()}  # fmt: skip
+    kept = sum(_recovers(fit) for fit in done.values())
+    text, results = _read_squeezed("docs/recovery_levers.md"), _read_squeezed("RESULTS.md")
+    statement = f"on {len(done)} of the {len(recovered)} instances the truth start recovers"
+    assert statement in text and statement in results
+    assert f"the kept training recovers {kept} of those {len(done)}" in text
+    low = min(fit["weak_mcc"] for fit in done.values())
+    assert f"(weak MCC {low:.3f} or more)" in text
+    misses = [
+        r["instance"] for r in bench if r["method"] == "vade-truth-start" and not r["recovered"]
+    ]
+    runs = [json.loads((folder / f"{i}.json").read_text())["kept_truth"] for i in misses]
+    gained = sum(_recovers(run["all_trained"]) for run in runs)
+    measured = len(done) + len(misses)
+    assert f"recovers {kept + gained} of the {measured} instances measured" in text
+    assert f"against the truth start's {len(done)} on the same {measured}" in text
