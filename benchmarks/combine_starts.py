@@ -36,7 +36,9 @@ import argparse
 import itertools
 import os
 import time
+from collections.abc import Callable, Mapping
 from concurrent.futures import ProcessPoolExecutor
+from pathlib import Path
 
 import numpy as np
 
@@ -224,6 +226,30 @@ def check_instances(parser: argparse.ArgumentParser, args: argparse.Namespace) -
     unknown = [name for name in args.instances if name not in known]
     if unknown:
         parser.error(f"expected seed-0 ... seed-9 or a recovery instance id but got {unknown}")
+
+
+def run_instances(
+    instances: list[str],
+    folder: Path,
+    parts: Mapping[str, Callable[[str], dict]],
+    jobs: int,
+    line: Callable[[dict], object],
+    record: Callable[[str, dict], dict] | None = None,
+) -> None:
+    """Each instance not yet written to ``folder/<instance>.json``: every part of every
+    instance queued at once in ``jobs`` worker processes (so that all workers stay busy),
+    each instance's record written atomically as soon as its parts are in, and one line
+    printed (the instance and ``line(record)``). The record is ``{"instance": name, part:
+    result, ...}``, or ``record(name, results)`` when given."""
+    folder.mkdir(parents=True, exist_ok=True)
+    todo = [name for name in instances if not (folder / f"{name}.json").exists()]
+    with ProcessPoolExecutor(jobs) as pool:
+        queued = {name: {k: pool.submit(f, name) for k, f in parts.items()} for name in todo}
+        for name, futures in queued.items():
+            results = {key: future.result() for key, future in futures.items()}
+            written = record(name, results) if record else {"instance": name, **results}
+            write_json_atomic(folder / f"{name}.json", written)
+            print(name, line(written), flush=True)
 
 
 def main() -> None:

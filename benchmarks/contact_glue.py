@@ -48,8 +48,6 @@ already written is skipped)::
 
 from __future__ import annotations
 
-from concurrent.futures import ProcessPoolExecutor
-
 import numpy as np
 from scipy.spatial import cKDTree
 
@@ -59,10 +57,10 @@ from combine_starts import (
     check_instances,
     fitted,
     instance_parser,
+    run_instances,
     simulate,
     weak_within,
 )
-from idvae._validation import write_json_atomic
 from levers_vade import ROOT
 
 OUT = ROOT / "contact_glue"
@@ -294,17 +292,20 @@ def rechart_passes(instance: str) -> dict:
     return record
 
 
-def rechart(instances: list[str], jobs: int) -> None:
-    """``--rechart``: ``rechart_passes`` on each instance not written yet."""
-    folder = OUT / "rechart"
-    folder.mkdir(parents=True, exist_ok=True)
-    todo = [name for name in instances if not (folder / f"{name}.json").exists()]
-    with ProcessPoolExecutor(jobs) as pool:
-        for name, record in zip(todo, pool.map(rechart_passes, todo), strict=True):
-            write_json_atomic(folder / f"{name}.json", record)
-            fits = [record["defaults"]] + [step["refit"] for step in record["passes"]]
-            summary = [(round(f["weak_mcc"], 3), round(f["accuracy"], 3)) for f in fits]
-            print(name, summary, "kept", record["kept"], flush=True)
+def rechart_line(record: dict) -> str:
+    """``--rechart``'s printed line: (weak MCC, accuracy) of each fit and the kept one."""
+    fits = [record["defaults"]] + [step["refit"] for step in record["passes"]]
+    summary = [(round(f["weak_mcc"], 3), round(f["accuracy"], 3)) for f in fits]
+    return f"{summary} kept {record['kept']}"
+
+
+def glue_line(record: dict) -> str:
+    """The printed line of an instance: the glued and noise-fixed fits against the defaults."""
+    keys = ("glued_oracle_weak_mcc", "glued_defaults_weak_mcc", "noise_estimate",
+            "true_noise_variance")  # fmt: skip
+    return (f"{ {key: record[key] for key in keys} } defaults "
+            f"{round(record['defaults']['weak_mcc'], 3)} noise fixed "
+            f"{round(record['noise_fixed']['weak_mcc'], 3)}")  # fmt: skip
 
 
 def main() -> None:
@@ -317,21 +318,13 @@ def main() -> None:
     args = parser.parse_args()
     check_instances(parser, args)
     if args.rechart:
-        rechart(args.instances, args.jobs)
+        parts = {"rechart": rechart_passes}
+        whole = lambda name, results: results["rechart"]  # noqa: E731
+        run_instances(args.instances, OUT / "rechart", parts, args.jobs, rechart_line, whole)
         return
-    OUT.mkdir(parents=True, exist_ok=True)
-    todo = [name for name in args.instances if not (OUT / f"{name}.json").exists()]
-    with ProcessPoolExecutor(args.jobs) as pool:
-        parts = {
-            name: (pool.submit(defaults_part, name), pool.submit(noise_part, name)) for name in todo
-        }
-        for name, (first, second) in parts.items():
-            record = {"instance": name, **first.result(), **second.result()}
-            write_json_atomic(OUT / f"{name}.json", record)
-            print(name, {key: record[key] for key in (
-                "glued_oracle_weak_mcc", "glued_defaults_weak_mcc", "noise_estimate",
-                "true_noise_variance")}, "defaults", round(record["defaults"]["weak_mcc"], 3),
-                "noise fixed", round(record["noise_fixed"]["weak_mcc"], 3), flush=True)  # fmt: skip
+    parts = {"defaults": defaults_part, "noise": noise_part}
+    merged = lambda name, r: {"instance": name, **r["defaults"], **r["noise"]}  # noqa: E731
+    run_instances(args.instances, OUT, parts, args.jobs, glue_line, merged)
 
 
 if __name__ == "__main__":

@@ -42,14 +42,19 @@ already written is skipped)::
 
 from __future__ import annotations
 
-from concurrent.futures import ProcessPoolExecutor
 from functools import partial
 
 import numpy as np
 from scipy.special import logsumexp
 
-from combine_starts import STARTS, check_instances, fitted, instance_parser, simulate
-from idvae._validation import write_json_atomic
+from combine_starts import (
+    STARTS,
+    check_instances,
+    fitted,
+    instance_parser,
+    run_instances,
+    simulate,
+)
 from levers_vade import ROOT
 
 OUT = ROOT / "exact_start"
@@ -288,8 +293,6 @@ def main() -> None:
     if args.ablate and args.kept_truth:
         parser.error("expected at most one of --ablate and --kept-truth but got both")
     folder = OUT / ("ablate" if args.ablate else "kept-truth" if args.kept_truth else "")
-    folder.mkdir(parents=True, exist_ok=True)
-    todo = [name for name in args.instances if not (folder / f"{name}.json").exists()]
     if args.ablate:
         parts = {variant: partial(ablated, variant=variant) for variant in ABLATIONS}
     elif args.kept_truth:
@@ -301,13 +304,10 @@ def main() -> None:
             "defaults": partial(pipeline_fit, params=STARTS["vae"]),
             "exact_start": exact_start,
         }
-    with ProcessPoolExecutor(args.jobs) as pool:
-        futures = {name: {k: pool.submit(f, name) for k, f in parts.items()} for name in todo}
-        for name, record in futures.items():
-            record = {"instance": name, **{k: f.result() for k, f in record.items()}}
-            write_json_atomic(folder / f"{name}.json", record)
-            scored = {k: v.get("all_trained", v) for k, v in record.items() if k != "instance"}
-            print(name, {k: v.get("weak_mcc") for k, v in scored.items()}, flush=True)
+    weak = lambda record: {  # noqa: E731
+        k: v.get("all_trained", v).get("weak_mcc") for k, v in record.items() if k != "instance"
+    }
+    run_instances(args.instances, folder, parts, args.jobs, weak)
 
 
 if __name__ == "__main__":

@@ -1,32 +1,22 @@
 """The combining functions of benchmarks/combine_starts.py (seventeenth round of
-docs/recovery_levers.md): exact on latents that are affine images of one another."""
+docs/recovery_levers.md): exact on latents that are affine images of one another, and the
+per-instance runner the scripts share."""
 
 from __future__ import annotations
 
-import importlib.util
-import sys
+import json
 from pathlib import Path
 
 import numpy as np
+import pytest
 
-BENCHMARKS = Path(__file__).resolve().parent.parent / "benchmarks"
-
-
-def _combine_starts():  # noqa: ANN202
-    if str(BENCHMARKS) not in sys.path:  # the script imports its neighbours
-        sys.path.insert(0, str(BENCHMARKS))
-    spec = importlib.util.spec_from_file_location(
-        "combine_starts", BENCHMARKS / "combine_starts.py"
-    )
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
+from benchmark_scripts import benchmark_module
 
 
 def test_combine_starts_consensus_and_glue_are_exact_on_affine_images() -> None:
     """The consensus of affine images of one latent is that latent up to an affine map, and
     nearly so beside an unrelated latent; glue puts per-group affine images back exactly."""
-    module = _combine_starts()
+    module = benchmark_module("combine_starts")
     rng = np.random.default_rng(0)
     z = rng.normal(size=(400, 3))
     images = [z @ rng.normal(size=(3, 3)) + rng.normal(size=3) for _ in range(4)]
@@ -48,7 +38,7 @@ def test_combine_starts_consensus_and_glue_are_exact_on_affine_images() -> None:
 def test_combine_starts_best_mix_finds_the_consistent_placement() -> None:
     """Of a latent that is one affine image of z and one whose component 1 is sheared apart
     from the rest, the best mix places every component consistently (weak MCC 1)."""
-    module = _combine_starts()
+    module = benchmark_module("combine_starts")
     from idvae.metrics import mcc
     from idvae.simulate import sample_model
 
@@ -61,3 +51,25 @@ def test_combine_starts_best_mix_finds_the_consistent_placement() -> None:
     sheared_alone = mcc(sim.z, sheared, alignment="affine", random_state=0)
     assert best["weak_mcc"] > 0.999 > sheared_alone + 0.01
     assert best["choice"][1] == "good"
+
+
+def test_run_instances_writes_one_record_per_new_instance_and_skips_written_ones(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """Every part of every instance runs in the worker processes; an instance already
+    written is left alone (the scripts resume by it), and ``record`` shapes the file."""
+    module = benchmark_module("combine_starts")
+    (tmp_path / "seed-1.json").write_text('{"kept": true}')
+    parts = {"length": len, "upper": str.upper}
+    module.run_instances(["seed-0", "seed-1"], tmp_path, parts, 1, lambda r: r["length"])
+    assert json.loads((tmp_path / "seed-0.json").read_text()) == {
+        "instance": "seed-0",
+        "length": 6,
+        "upper": "SEED-0",
+    }
+    assert json.loads((tmp_path / "seed-1.json").read_text()) == {"kept": True}
+    assert capsys.readouterr().out == "seed-0 6\n"
+    merged = lambda name, results: {"name": name, **{k: str(v) for k, v in results.items()}}  # noqa: E731
+    module.run_instances(["random-13"], tmp_path / "new", parts, 2, len, merged)
+    record = json.loads((tmp_path / "new" / "random-13.json").read_text())
+    assert record == {"name": "random-13", "length": "9", "upper": "RANDOM-13"}

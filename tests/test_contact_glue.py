@@ -3,22 +3,9 @@ exact where x is an affine image of z, and the noise read from x alone."""
 
 from __future__ import annotations
 
-import importlib.util
-import sys
-from pathlib import Path
-
 import numpy as np
 
-BENCHMARKS = Path(__file__).resolve().parent.parent / "benchmarks"
-
-
-def _contact_glue():  # noqa: ANN202
-    if str(BENCHMARKS) not in sys.path:  # the script imports its neighbours
-        sys.path.insert(0, str(BENCHMARKS))
-    spec = importlib.util.spec_from_file_location("contact_glue", BENCHMARKS / "contact_glue.py")
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
+from benchmark_scripts import benchmark_module
 
 
 def _augmented(a: np.ndarray, b: np.ndarray) -> np.ndarray:
@@ -29,7 +16,7 @@ def _augmented(a: np.ndarray, b: np.ndarray) -> np.ndarray:
 
 def test_synchronise_recovers_consistent_affine_maps_exactly() -> None:
     """Pairwise maps H_ij = T_i^-1 T_j of affine maps T_c give back T_0^-1 T_c."""
-    module = _contact_glue()
+    module = benchmark_module("contact_glue")
     rng = np.random.default_rng(0)
     m, n_components = 3, 4
     maps = [_augmented(rng.normal(size=(m, m)), rng.normal(size=m)) for _ in range(n_components)]
@@ -45,7 +32,7 @@ def test_synchronise_recovers_consistent_affine_maps_exactly() -> None:
 
 
 def test_tangent_agreement_is_one_on_a_shared_flat_and_zero_across() -> None:
-    module = _contact_glue()
+    module = benchmark_module("contact_glue")
     rng = np.random.default_rng(1)
     jac = rng.normal(size=(6, 2))
     assert abs(module.tangent_agreement(jac, jac @ rng.normal(size=(2, 2))) - 1.0) < 1e-12
@@ -56,7 +43,7 @@ def test_tangent_agreement_is_one_on_a_shared_flat_and_zero_across() -> None:
 def test_glue_at_contacts_places_scrambled_components_of_an_affine_decoder() -> None:
     """x an affine image of z (no noise): each component's chart moved by its own affine
     map is glued back into one affine image of z."""
-    module = _contact_glue()
+    module = benchmark_module("contact_glue")
     from idvae.simulate import sample_model
 
     sim = sample_model(900, latent_dim=2, obs_dim=5, n_components=3, random_state=0)
@@ -76,7 +63,7 @@ def test_local_noise_variance_reads_the_noise_of_a_flat() -> None:
     """Points on a 2-flat in R^12 with isotropic noise of variance s2: the estimate is s2 in
     the scaled units (root mean variance one) to within 30%, and below it: the smallest
     eigenvalues of a covariance of 18 neighbours lie below the noise (21% here)."""
-    module = _contact_glue()
+    module = benchmark_module("contact_glue")
     rng = np.random.default_rng(4)
     z = rng.normal(size=(4000, 2))
     clean = z @ rng.normal(size=(2, 12))

@@ -13,14 +13,14 @@ docs/*.md:
 
 from __future__ import annotations
 
-import importlib.util
 import json
 import re
 import statistics
-import sys
 from pathlib import Path
 
 import pytest
+
+from benchmark_scripts import benchmark_module
 
 ROOT = Path(__file__).resolve().parent.parent
 DOCS = sorted([ROOT / "README.md", ROOT / "RESULTS.md", *(ROOT / "docs").glob("*.md")])
@@ -1035,7 +1035,7 @@ def test_sixth_round_figures_equal_their_results() -> None:
         "each polished, `python benchmarks/levers_vade.py dec16-vae50-n_init2-iw10-refit-full-"
         f"polish2000 --workers 1`), recovers {control['recovered']}/10"
     ) in text
-    is_oracle = _benchmark_module("levers_vade").is_oracle
+    is_oracle = benchmark_module("levers_vade").is_oracle
     seed4 = [
         fit["weak_mcc"]
         for p in levers.glob("*/seed4.json")
@@ -1059,7 +1059,7 @@ def test_sixth_round_figures_equal_their_results() -> None:
         f"the higher bound kept | **{row['recovered']}/10** | {row['median_weak_mcc']:.3f} | "
         f"{row['median_accuracy']:.3f} |"
     ) in results
-    assert f"({len(_benchmark_module('levers_vade').CONFIGS)} in `levers_vade.py`" in results
+    assert f"({len(benchmark_module('levers_vade').CONFIGS)} in `levers_vade.py`" in results
 
 
 def test_two_start_benchmark_progress_equals_its_run_files() -> None:
@@ -1157,15 +1157,6 @@ def test_polished_restarts_figures_equal_results_multistart() -> None:
     assert f"median of {statistics.median(r['wall_s'] for r in rows):.0f} s" in text
 
 
-def _benchmark_module(name: str):  # noqa: ANN202
-    if str(ROOT / "benchmarks") not in sys.path:  # the scripts import each other
-        sys.path.insert(0, str(ROOT / "benchmarks"))
-    spec = importlib.util.spec_from_file_location(name, ROOT / "benchmarks" / f"{name}.py")
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
-
-
 def test_named_lever_rows_equal_results_levers_summary() -> None:
     """Every table row of docs/recovery_levers.md that names one configuration of
     results/levers/summary.json quotes its recovered count, medians and time."""
@@ -1194,7 +1185,7 @@ def test_named_lever_rows_equal_results_levers_summary() -> None:
 def test_oracle_lever_fits_start_at_the_truth() -> None:
     """Configurations named as oracles are fitted from the true z: the ones whose fits
     record their start (every fit since that field exists) started near the truth."""
-    module = _benchmark_module("levers_vade")
+    module = benchmark_module("levers_vade")
     oracles = [c for c in module.CONFIGS if module.is_oracle(c)]
     assert "n20000-truth-dec16-iw10-full" in oracles and "truth-elbo" in oracles
     assert not module.is_oracle("dec16-vae50-iw10-refit-full")
@@ -1318,7 +1309,7 @@ def test_truth_start_bounds_and_levers_equal_results_levers_truth_start() -> Non
     """docs/recovery_levers.md's eighth round quotes results/levers/truth_start: the
     per-instance tables are what ``benchmarks/truth_start.py`` makes of the results files,
     and the counts read from them are recomputed here."""
-    module = _benchmark_module("truth_start")
+    module = benchmark_module("truth_start")
     doc = (ROOT / "docs" / "recovery_levers.md").read_text()
     text = _squeezed(doc)
     bounds, levers = _truth_start_stage("bounds"), _truth_start_stage("levers")
@@ -1362,7 +1353,7 @@ def test_truth_start_bounds_and_levers_equal_results_levers_truth_start() -> Non
 
 def test_truth_start_figures_in_results_md_equal_results_levers_truth_start() -> None:
     """RESULTS.md's and README's summary of the eighth round equal results/levers/truth_start."""
-    module = _benchmark_module("truth_start")
+    module = benchmark_module("truth_start")
     text = _read_squeezed("RESULTS.md")
     bounds, levers = _truth_start_stage("bounds"), _truth_start_stage("levers")
     rows = {(r["instance"], r["method"]): r for r in bounds["rows"]}
@@ -1393,7 +1384,7 @@ def test_truth_start_portfolio_equals_results_levers_truth_start() -> None:
     """The eighth round's starts table and counts equal results/levers/truth_start: each
     start alone, the portfolio kept by either bound, and how often the truth start's fit is
     clearly more likely than every start's."""
-    module = _benchmark_module("truth_start")
+    module = benchmark_module("truth_start")
     doc = (ROOT / "docs" / "recovery_levers.md").read_text()
     text = _squeezed(doc)
     bounds, starts = _truth_start_stage("bounds"), _truth_start_stage("starts")
@@ -1436,7 +1427,7 @@ def test_search_probes_equal_results_levers_search_probes() -> None:
     """docs/recovery_levers.md's ninth round quotes results/levers/search_probes: the three
     tables are what ``benchmarks/search_probes.py`` makes of the results files, and the
     counts in its text are recomputed here."""
-    module = _benchmark_module("search_probes")
+    module = benchmark_module("search_probes")
     root = ROOT / "results" / "levers" / "search_probes"
     doc = (ROOT / "docs" / "recovery_levers.md").read_text()
     text = _squeezed(doc)
@@ -1481,7 +1472,7 @@ def test_subsample_search_equals_results_levers_truth_start() -> None:
     """docs/recovery_levers.md's tenth round and RESULTS.md quote
     results/levers/truth_start/search: the table is what ``benchmarks/truth_start.py``
     makes of the results files, and the counts are recomputed here."""
-    module = _benchmark_module("truth_start")
+    module = benchmark_module("truth_start")
     doc = (ROOT / "docs" / "recovery_levers.md").read_text()
     text = _squeezed(doc)
     bounds, search = _truth_start_stage("bounds"), _truth_start_stage("search")
@@ -1497,7 +1488,7 @@ def test_subsample_search_equals_results_levers_truth_start() -> None:
     results = _read_squeezed("RESULTS.md")
     assert f"recovers {len(recovered)} of the {len(ids)} misses" in results
     assert f": {', '.join(recovered[:-1])} and {recovered[-1]}, all" in text
-    probes = _benchmark_module("search_probes")
+    probes = benchmark_module("search_probes")
     trials = probes.load("subsample", ROOT / "results" / "levers" / "search_probes")
     for row in probes.subsample_rows(trials):
         assert row in doc.splitlines(), row
@@ -1529,7 +1520,7 @@ def test_restarts_round_equals_results_levers_truth_start() -> None:
     results/levers/truth_start/restarts (and the bounds stage's seed-0 fits): the tables are
     what ``benchmarks/truth_start.py`` makes of the results files, the counts are recomputed
     here, and the fit time is results/levers/fit_time.json's."""
-    module = _benchmark_module("truth_start")
+    module = benchmark_module("truth_start")
     doc = (ROOT / "docs" / "recovery_levers.md").read_text()
     text = _squeezed(doc)
     results = _read_squeezed("RESULTS.md")
@@ -1589,7 +1580,7 @@ def test_longer_stage_equals_results_levers_truth_start() -> None:
     """docs/recovery_levers.md's figures of ``truth_start.py --stage longer`` (300 epochs
     from the defaults' own start) are recomputed from its results file, the bounds stage's
     and the levers stage's."""
-    module = _benchmark_module("truth_start")
+    module = benchmark_module("truth_start")
     doc = (ROOT / "docs" / "recovery_levers.md").read_text()
     text = _squeezed(doc)
     bounds, longer = _truth_start_stage("bounds"), _truth_start_stage("longer")
@@ -1911,7 +1902,7 @@ BASIN_INSTANCES = ("seed-2", "random-37", "random-39")
 def test_union_of_the_fits_equals_its_results() -> None:
     """RESULTS.md's count of what a perfect choice among the non-oracle fits would reach
     equals results/recovery/union.json, and that file the benchmark's results today."""
-    union = _benchmark_module("recovery_progress").union
+    union = benchmark_module("recovery_progress").union
 
     out = ROOT / "results" / "recovery"
     stored = json.loads((out / "union.json").read_text())

@@ -3,34 +3,20 @@ likelihood against its closed form, and VaDE set exactly at the true model."""
 
 from __future__ import annotations
 
-import importlib.util
-import sys
-from pathlib import Path
-
 import numpy as np
 import pytest
 import torch
 from scipy.special import logsumexp
 from scipy.stats import multivariate_normal
 
+from benchmark_scripts import benchmark_module
 from idvae.simulate import sample_model
-
-BENCHMARKS = Path(__file__).resolve().parent.parent / "benchmarks"
-
-
-def _exact_start():  # noqa: ANN202
-    if str(BENCHMARKS) not in sys.path:  # the script imports its neighbours
-        sys.path.insert(0, str(BENCHMARKS))
-    spec = importlib.util.spec_from_file_location("exact_start", BENCHMARKS / "exact_start.py")
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
 
 
 def test_true_log_likelihood_matches_the_closed_form_of_a_linear_decoder() -> None:
     """With f(z) = W z + b, x is a Gaussian mixture with means W mu_c + b and covariances
     W Sigma_c W^T + sigma^2 I; the importance-sampling estimate agrees with it."""
-    module = _exact_start()
+    module = benchmark_module("exact_start")
     sim = sample_model(500, latent_dim=2, obs_dim=6, n_components=3, hidden=[], random_state=0)
     (layer,) = [m for m in sim.decoder if isinstance(m, torch.nn.Linear)]
     w, b = layer.weight.numpy(), layer.bias.numpy()
@@ -50,7 +36,7 @@ def test_true_log_likelihood_matches_the_closed_form_of_a_linear_decoder() -> No
 def test_exact_model_decodes_as_the_true_decoder(decoder: str) -> None:
     """VaDE set at the truth maps z as the true decoder does (in the estimator's units), has
     the true prior and the true noise variance."""
-    module = _exact_start()
+    module = benchmark_module("exact_start")
     sim = sample_model(
         300, latent_dim=2, obs_dim=8, n_components=3, decoder=decoder, random_state=1
     )

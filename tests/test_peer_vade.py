@@ -7,30 +7,17 @@ like.
 
 from __future__ import annotations
 
-import importlib.util
 import json
-import sys
 from pathlib import Path
 
 import numpy as np
 import pytest
 import torch
 
-BENCHMARKS = Path(__file__).resolve().parent.parent / "benchmarks"
+from benchmark_scripts import benchmark_module
 
-
-def _load(name: str):
-    if name in sys.modules:
-        return sys.modules[name]
-    spec = importlib.util.spec_from_file_location(name, BENCHMARKS / f"{name}.py")
-    module = importlib.util.module_from_spec(spec)
-    sys.modules[name] = module
-    spec.loader.exec_module(module)
-    return module
-
-
-peer_vade = _load("peer_vade")
-bench = _load("bench_vade_peer")
+peer_vade = benchmark_module("peer_vade")
+bench = benchmark_module("bench_vade_peer")
 
 
 def test_peer_loss_is_finite_and_decreases_after_a_few_adam_steps() -> None:
