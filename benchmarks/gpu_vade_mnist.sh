@@ -4,9 +4,10 @@
 # seeds trained as one batched model), matmuls in TF32 (TORCH_ALLOW_TF32_CUBLAS_OVERRIDE=1).
 # The run store (WORK_DIR, default OUT_DIR/store) is resumable: run the script again on the
 # same WORK_DIR and it continues where the time limit (TIME_LIMIT_S, default 3600) cut it.
-# Copies the small files (results.json/.csv, each finished run's record, training history and
-# configuration) into OUT_DIR, e.g. results/vade-mnist. Options after OUT_DIR go to
-# `idvae reproduce` (e.g. --quick --runs 2 for a smoke run).
+# Copies the small files into OUT_DIR, e.g. results/vade-mnist: results.csv, run.log, and per
+# finished study <study>/study.json, <study>/stability.json (every run's scores, the matrices
+# between runs, the priors, the modes) and <study>/runs/<id>/history.csv (the training).
+# Options after OUT_DIR go to `idvae reproduce` (e.g. --quick --runs 2 for a smoke run).
 # Usage: [TIME_LIMIT_S=...] [WORK_DIR=...] bash benchmarks/gpu_vade_mnist.sh MNIST_DIR OUT_DIR [OPTION ...]
 set -u
 if [ $# -lt 2 ]; then
@@ -26,13 +27,16 @@ start=$(date +%s)
 timeout "${TIME_LIMIT_S:-3600}" python3 -m idvae.cli reproduce vade-mnist --mnist-root "$root" \
     --out "$work" --resume "$@" 2>&1 | tee "$out/run.log"
 echo "exit status ${PIPESTATUS[0]} after $(($(date +%s) - start)) s" | tee -a "$out/run.log"
-for f in results.json results.csv; do
-    if [ -f "$work/vade-mnist/$f" ]; then cp "$work/vade-mnist/$f" "$out/"; fi
-done
-for run in "$work"/vade-mnist/*/runs/*/; do
-    [ -f "$run/result.json" ] || continue
-    id=$(basename "$(dirname "$(dirname "$run")")")/$(basename "$run")
-    mkdir -p "$out/runs/$id"
-    cp "$run/result.json" "$run/model/history.csv" "$run/model/config.json" "$out/runs/$id/"
+if [ -f "$work/vade-mnist/results.csv" ]; then cp "$work/vade-mnist/results.csv" "$out/"; fi
+for study in "$work"/vade-mnist/*/; do
+    [ -f "$study/stability.json" ] || continue
+    name=$(basename "$study")
+    mkdir -p "$out/$name"
+    cp "$study/study.json" "$study/stability.json" "$out/$name/"
+    for run in "$study"/runs/*/; do
+        [ -f "$run/result.json" ] || continue
+        mkdir -p "$out/$name/runs/$(basename "$run")"
+        cp "$run/model/history.csv" "$out/$name/runs/$(basename "$run")/"
+    done
 done
 nvidia-smi --query-gpu=name,driver_version,memory.used --format=csv
