@@ -730,13 +730,12 @@ def test_vectorize_cost_in_readme_and_results_equals_results_bench(doc: str) -> 
         assert f"{timing['figures']['ratio_of_medians']}×" in text
 
 
-def test_vade_mnist_rows_and_summary_equal_the_stability_file() -> None:
-    """RESULTS.md's per-seed table of VaDE's ELBO pipeline on MNIST, and its medians, equal
-    results/vade-mnist/vade-mnist-elbo/stability.json (and the epoch times their file)."""
-    result = json.loads(
-        (ROOT / "results" / "vade-mnist" / "vade-mnist-elbo" / "stability.json").read_text()
-    )
-    text = (ROOT / "RESULTS.md").read_text()
+@pytest.mark.parametrize("study", ["vade-mnist", "vade-mnist-elbo"])
+def test_vade_mnist_rows_and_summary_equal_the_stability_file(study: str) -> None:
+    """RESULTS.md's per-seed tables of VaDE on MNIST (its defaults, its ELBO pipeline) and
+    their medians equal results/vade-mnist/<study>/stability.json."""
+    result = json.loads((ROOT / "results" / "vade-mnist" / study / "stability.json").read_text())
+    text = " ".join((ROOT / "RESULTS.md").read_text().split())
     for run, prior in zip(result["runs"], result["priors"], strict=True):
         c, weights = run["clustering"], prior["weights"]
         row = (
@@ -747,19 +746,71 @@ def test_vade_mnist_rows_and_summary_equal_the_stability_file() -> None:
         assert row in text, row
     clustering = result["summary"]["clustering"]
     accuracy = clustering["accuracy"]
-    assert (
-        f"**Median accuracy {accuracy['median']:.3f}** (range {accuracy['min']:.3f}–"
-        f"{accuracy['max']:.3f}), NMI median {clustering['nmi']['median']:.3f}, ARI median "
-        f"{clustering['ari']['median']:.3f}" in text
-    )
+    assert f"**Median accuracy {accuracy['median']:.3f}** (range {accuracy['min']:.3f}–" in text
+    assert f"{accuracy['max']:.3f}" in text
+    nmi, ari = clustering["nmi"]["median"], clustering["ari"]["median"]
+    assert f"NMI median {nmi:.3f}, ARI median {ari:.3f}" in text
     weak = result["summary"]["between_runs"]["weak_mcc"]
     assert f"{weak['mean']:.3f} on average ({weak['min']:.3f}–{weak['max']:.3f}" in text
+
+
+def test_vade_mnist_defaults_figures_equal_their_files() -> None:
+    """The defaults' study: mean and std, modes, ELBO order, times and the README line."""
+    folder = ROOT / "results" / "vade-mnist"
+    result = json.loads((folder / "vade-mnist" / "stability.json").read_text())
+    text = " ".join((ROOT / "RESULTS.md").read_text().split())
+    accuracy = result["summary"]["clustering"]["accuracy"]
+    assert f"mean {accuracy['mean']:.3f}, std {accuracy['std']:.3f})" in text
+    assert len(result["modes"]["modes"]) == 10  # "each of the 10 runs is a mode of its own"
+    assert all(sum(w > 0.01 for w in p["weights"]) == 10 for p in result["priors"])
+    runs = sorted(result["runs"], key=lambda r: r["heldout_elbo"])
+    best, worst = runs[-1], runs[:2]
+    assert best["clustering"]["accuracy"] == accuracy["max"]
+    assert f"(run {best['run_id']}, −{-best['heldout_elbo']:.2f}) is the best clustering" in text
+    assert {r["clustering"]["accuracy"] for r in worst} == set(
+        sorted(r["clustering"]["accuracy"] for r in runs)[:2]
+    )
+    assert all(r["vectorized"] for r in result["runs"])
+    seconds = [r["fit_seconds"] for r in result["runs"]]
+    assert f"{min(seconds):.1f}–{max(seconds):.1f} s per seed" in text
+    log = (folder / "run.log").read_text()
+    wall = float(log.split("nothing selected (")[1].split(" s)")[0])
+    assert f"{wall:.0f} s for the whole study ({wall} s in the log)" in text
+    readme = " ".join((ROOT / "README.md").read_text().split())
+    assert (
+        f"median accuracy is {accuracy['median']:.3f} ({accuracy['min']:.3f}–"
+        f"{accuracy['max']:.3f})" in readme
+    )
+    assert f"(weak MCC {result['summary']['between_runs']['weak_mcc']['mean']:.3f}" in readme
+
+
+def test_vade_mnist_epoch_times_equal_their_file() -> None:
+    text = (ROOT / "RESULTS.md").read_text()
     epochs = json.loads((ROOT / "results" / "gpu" / "vade_mnist_epochs.json").read_text())
     stacked, one = epochs["defaults-10"]["epochs_s"], epochs["defaults-1"]["epochs_s"]
     assert f"a pretraining epoch {stacked[0]:.2f} s" in text
     assert f"{min(stacked[1:]):.2f}–{max(stacked[1:]):.2f} s" in text
     assert f"{min(one[1:]):.2f}–{max(one[1:]):.2f} s per training epoch" in text
     assert f"{epochs['defaults-10']['wall_s']:.1f} s for the 3-epoch fit" in text
+
+
+def test_gpu_check_rerun_figures_equal_their_file() -> None:
+    """The 2026-12-04 column of RESULTS.md's GPU table equals gpu_check_2026-12-04.json."""
+    figures = json.loads((ROOT / "results" / "gpu" / "gpu_check_2026-12-04.json").read_text())
+    text = " ".join((ROOT / "RESULTS.md").read_text().split())
+    assert figures["device"] == "NVIDIA H200" and not figures["quick"]
+    b100, b512 = figures["mnist_epochs"]["batch100"], figures["mnist_epochs"]["batch512"]
+    for b in (b100, b512):
+        assert (
+            f"{b['median_epoch_s']:.2f} s ({b['min_epoch_s']:.2f}–{b['max_epoch_s']:.2f} s)" in text
+        )
+        assert b["fixed_cost_s"] > b["median_epoch_s"]  # "still more than one epoch"
+    assert f"{b100['fixed_cost_s']} s / {b512['fixed_cost_s']} s |" in text
+    v = figures["vectorized_seeds"]
+    assert v["seeds_vectorized"] == v["n_seeds"] == 10
+    assert (
+        f"{v['vectorized_s']} s vs {v['one_seed_s']} s, **{v['ratio_vectorized_to_one']}×**" in text
+    )
 
 
 @pytest.mark.parametrize("decoder", ["8-8", "16-16"])
@@ -2463,6 +2514,62 @@ def test_exact_start_tables_and_findings_equal_their_results() -> None:
     assert f"keeps it ({span(weak['wide'], 3)})" in text
     truth = [runs[i]["truth_start"]["weak_mcc"] for i in names]
     assert all(w > t for w, t in zip(weak["wide"], truth, strict=True))
+
+
+EXACT_START_MORE = (
+    *(f"facets-{k}" for k in range(4)),
+    *(f"random-{k:02d}" for k in range(8)),
+)
+
+
+def test_exact_start_on_twelve_more_instances_equals_its_results() -> None:
+    """The table after finding 59 and finding 60 (docs/recovery_levers.md) equal the 12
+    files of results/levers/exact_start/ run on the lent machine's CPUs."""
+    folder = ROOT / "results" / "levers" / "exact_start"
+    runs = {i: json.loads((folder / f"{i}.json").read_text()) for i in EXACT_START_MORE}
+    doc = (ROOT / "docs" / "recovery_levers.md").read_text()
+    text = _squeezed(doc)
+
+    def cell(fit: dict) -> str:
+        return f"{fit['weak_mcc']:.3f} / {fit['accuracy']:.3f}"
+
+    above, short = [], []
+    for i, r in runs.items():
+        t, s, d = r["true_model"], r["truth_start"], r["defaults"]
+        staged, exact = r["exact_start"]["encoder_trained"], r["exact_start"]["all_trained"]
+        held = "held_log_likelihood"
+        assert (
+            f"| {i} | {t['log_likelihood']:.2f} / {t[held]:.2f} | {staged[held]:.2f} | "
+            f"{cell(s)} | {s[held]:.2f} | {cell(d)} | {d[held]:.2f} | {cell(exact)} | "
+            f"{exact[held]:.2f} |"
+        ) in doc, i
+        above.append(exact[held] - max(s[held], d[held]))
+        short.append(t[held] - staged[held])
+    counts = {
+        k: sum(_recovers(r[k].get("all_trained", r[k])) for r in runs.values())
+        for k in ("truth_start", "defaults", "exact_start")
+    }
+    row = f"| recovered | | | {counts['truth_start']}/12 | | {counts['defaults']}/12 | | "
+    assert row + f"{counts['exact_start']}/12 | |" in doc
+    missed = [i for i, r in runs.items() if not _recovers(r["exact_start"]["all_trained"])]
+    assert missed == ["random-06"] and "recovers all but random-06" in text
+    pipelines = f"recovers {counts['truth_start']} and the defaults {counts['defaults']} in"
+    assert f"The truth start {pipelines}" in text
+    assert min(above) > 0 and f"by {min(above):.2f}-{max(above):.2f} nats per point" in text
+    assert f"falls {min(short):.2f}-{max(short):.2f} nats per point below" in text
+    assert f"(facets-3 {short[3]:.2f}, facets-0 {short[0]:.2f})" in text
+    four = [
+        json.loads((folder / f"{i}.json").read_text())
+        for i in ("seed-0", "seed-4", "seed-8", "random-13")
+    ]
+    total = counts["exact_start"] + sum(_recovers(r["exact_start"]["all_trained"]) for r in four)
+    assert f"the exact start recovers {total} of 16" in text
+    results = _read_squeezed("RESULTS.md")
+    assert (
+        f"the exact start recovers {counts['exact_start']} (all but random-06, which the "
+        f"ceiling misses too) against {counts['truth_start']} for the truth start and "
+        f"{counts['defaults']} for the defaults, and ends the likeliest fit on all 12"
+    ) in results
 
 
 def test_rounding_and_exact_start_paragraphs_of_results_equal_their_results() -> None:
