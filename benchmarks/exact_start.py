@@ -32,12 +32,19 @@ chart makes of the benchmark's truth start, with nothing of the truth but the z:
 defaults' decoder regressed on the true z for ``WIDE_EPOCHS``, VaDE's own prior
 initialisation, the noise at the regression's error, then the two stages.
 
+``--drift`` (``drift/<instance>.json``) runs the same training and scores its joint stage
+``DRIFT_POINTS`` times along the way, with the training bound (K = 10 draws, the bound the
+steps climb) beside the log-likelihood (``LL_DRAWS`` draws): where weak MCC falls, does the
+bound rise while the likelihood falls (the bound's own bias), or do both rise (the
+likelihood itself prefers the drift)?
+
 Usage (one file per instance, ``results/levers/exact_start/<instance>.json``; an instance
 already written is skipped)::
 
     python benchmarks/exact_start.py seed-0 seed-4 seed-8 random-13
     python benchmarks/exact_start.py --ablate seed-0 seed-4 seed-8 random-13
     python benchmarks/exact_start.py --kept-truth seed-0 seed-4 seed-8 random-01 ... facets-3
+    python benchmarks/exact_start.py --drift seed-8 random-13 random-18 random-22
 """
 
 from __future__ import annotations
@@ -68,6 +75,7 @@ LL_DRAWS = 500
 INITIAL_NOISE = 0.1  # the estimator's initial noise variance (idvae.models._layers.Decoder)
 ABLATIONS = ("encoder-prior", "initial-noise", "regressed", "wide")
 WIDE_EPOCHS = 300  # regression of the defaults' 64-64 decoder on a latent ("wide", --kept-truth)
+DRIFT_POINTS = 12  # --drift: the joint stage scored this many times
 # the recovery benchmark's vade-truth-start (the true z stands for "truth")
 TRUTH_START = {**STARTS["vae"], "pretrain": "truth", "pretrain_epochs": 20}
 
@@ -168,20 +176,25 @@ def exact_model(sim, decoder: str = "true"):  # noqa: ANN001, ANN201
     return est
 
 
-def train(est, x, parameters: list, steps: int, generator) -> None:  # noqa: ANN001
+def train(est, x, parameters: list, steps: int, generator, after=None) -> None:  # noqa: ANN001
     """``steps`` Adam steps (``LR``) on the training bound of ``est``'s module over random
-    batches of ``BATCH`` of the scaled rows ``x``, moving ``parameters`` only."""
+    batches of ``BATCH`` of the scaled rows ``x``, moving ``parameters`` only;
+    ``after(step)``, when given, runs after each step (it must not draw from
+    ``generator``, so that the steps are the same with it and without it)."""
     import torch
 
     module = est.module_
     optimiser = torch.optim.Adam(parameters, lr=LR)
     module.train()
-    for _ in range(steps):
+    for step in range(1, steps + 1):
         rows = torch.randperm(len(x), generator=generator)[:BATCH]
         loss = module.loss(x[rows], generator=generator)["loss"]
         optimiser.zero_grad()
         loss.backward()
         optimiser.step()
+        if after is not None:
+            after(step)
+            module.train()
     module.eval()
 
 
@@ -243,11 +256,10 @@ def ablated(instance: str, variant: str) -> dict:
     return two_stages(sim, held, est, between=between)
 
 
-def kept_truth(instance: str) -> dict:
-    """``--kept-truth``: the truth start with a joint training that keeps its chart (the
-    defaults' 64-64 decoder regressed on the true z for ``WIDE_EPOCHS``, VaDE's own prior
-    initialisation, the noise at the regression's error, then the exact start's two
-    stages), scored after the regression and after each stage."""
+def kept_start(instance: str):  # noqa: ANN201
+    """The kept truth start before training: the defaults' 64-64 decoder regressed on the
+    true z for ``WIDE_EPOCHS``, VaDE's own prior initialisation, the noise at the
+    regression's error. Returns the instance, its fresh rows and the estimator."""
     import torch
 
     from idvae import VaDE
@@ -264,7 +276,38 @@ def kept_truth(instance: str) -> dict:
     with torch.no_grad():
         error = float(((module.decoder.mean(module.encoder(x)[0]) - x) ** 2).mean())
         module.decoder.raw_noise.copy_(inverse_softplus(torch.full((1,), error)))
+    return sim, held, est
+
+
+def kept_truth(instance: str) -> dict:
+    """``--kept-truth``: the truth start with a joint training that keeps its chart
+    (``kept_start``, then the exact start's two stages), scored after the regression and
+    after each stage."""
+    sim, held, est = kept_start(instance)
     return two_stages(sim, held, est, {"regressed": answers(sim, held, est)})
+
+
+def kept_drift(instance: str) -> dict:
+    """``--drift``: ``kept_truth``'s training, with its joint stage scored every
+    ``JOINT_STEPS // DRIFT_POINTS`` steps (and before it): weak MCC, accuracy, the training
+    bound (``est.importance_samples`` draws, the K the steps train) and the log-likelihood
+    (``LL_DRAWS`` draws) on the training rows and the log-likelihood on fresh rows."""
+    import torch
+
+    sim, held, est = kept_start(instance)
+    (x,) = est._check_input(sim.x, ())
+    generator = torch.Generator().manual_seed(0)
+    train(est, x, list(est.module_.encoder.parameters()), ENCODER_STEPS, generator)
+    every = JOINT_STEPS // DRIFT_POINTS
+
+    def point(step: int) -> dict:
+        bound = est.log_likelihood(sim.x, n_draws=est.importance_samples)
+        return {"step": step, "bound": bound, **answers(sim, held, est)}
+
+    points = [point(0)]
+    after = lambda step: points.append(point(step)) if step % every == 0 else None  # noqa: E731
+    train(est, x, list(est.module_.parameters()), JOINT_STEPS, generator, after)
+    return {"points": points}
 
 
 def truth_part(instance: str) -> dict:
@@ -288,15 +331,24 @@ def main() -> None:
         action="store_true",
         help="the truth start, trained to keep its chart (kept-truth/<instance>.json)",
     )
+    parser.add_argument(
+        "--drift",
+        action="store_true",
+        help="--kept-truth with its joint stage scored along the way (drift/<instance>.json)",
+    )
     args = parser.parse_args()
     check_instances(parser, args)
-    if args.ablate and args.kept_truth:
-        parser.error("expected at most one of --ablate and --kept-truth but got both")
-    folder = OUT / ("ablate" if args.ablate else "kept-truth" if args.kept_truth else "")
+    modes = [name for name in ("ablate", "kept_truth", "drift") if getattr(args, name)]
+    if len(modes) > 1:
+        given = " and ".join("--" + name.replace("_", "-") for name in modes)
+        parser.error(f"expected at most one of --ablate, --kept-truth and --drift but got {given}")
+    folder = OUT / (modes[0].replace("_", "-") if modes else "")
     if args.ablate:
         parts = {variant: partial(ablated, variant=variant) for variant in ABLATIONS}
     elif args.kept_truth:
         parts = {"kept_truth": kept_truth}
+    elif args.drift:
+        parts = {"drift": kept_drift}
     else:
         parts = {
             "true_model": truth_part,
@@ -304,10 +356,17 @@ def main() -> None:
             "defaults": partial(pipeline_fit, params=STARTS["vae"]),
             "exact_start": exact_start,
         }
-    weak = lambda record: {  # noqa: E731
-        k: v.get("all_trained", v).get("weak_mcc") for k, v in record.items() if k != "instance"
-    }
-    run_instances(args.instances, folder, parts, args.jobs, weak)
+    run_instances(args.instances, folder, parts, args.jobs, weak_line)
+
+
+def weak_line(record: dict) -> dict:
+    """The printed line of an instance: each part's final weak MCC (with ``--drift``, the
+    first and the last point's)."""
+    final = lambda v: v["points"][-1] if "points" in v else v.get("all_trained", v)  # noqa: E731
+    weak = {k: final(v).get("weak_mcc") for k, v in record.items() if k != "instance"}
+    if "drift" in record:
+        weak["drift_start"] = record["drift"]["points"][0]["weak_mcc"]
+    return weak
 
 
 if __name__ == "__main__":

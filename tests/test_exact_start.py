@@ -3,6 +3,8 @@ likelihood against its closed form, and VaDE set exactly at the true model."""
 
 from __future__ import annotations
 
+from functools import partial
+
 import numpy as np
 import pytest
 import torch
@@ -48,3 +50,35 @@ def test_exact_model_decodes_as_the_true_decoder(decoder: str) -> None:
     variance = float(est.module_.decoder.noise_variance().detach()) * scale**2
     assert variance == pytest.approx(sim.noise_std**2, rel=1e-4)
     np.testing.assert_allclose(est.module_.prior.to_gmm().means, sim.prior.means, atol=1e-5)
+
+
+def test_train_takes_the_same_steps_when_scored_along_the_way() -> None:
+    """``--drift`` scores the joint stage between steps; the scoring draws from its own
+    generators, so the trained parameters equal those of the same steps unscored."""
+    module = benchmark_module("exact_start")
+    sim = sample_model(200, latent_dim=2, obs_dim=6, n_components=3, random_state=2)
+    finals, scored = [], []
+    for score in (False, True):
+        est = module.exact_model(sim)
+        (x,) = est._check_input(sim.x, ())
+        generator = torch.Generator().manual_seed(0)
+        after = partial(lambda e, step: scored.append(e.log_likelihood(sim.x, n_draws=5)), est)
+        module.train(est, x, list(est.module_.parameters()), 6, generator, after if score else None)
+        finals.append(torch.cat([p.detach().flatten() for p in est.module_.parameters()]))
+    assert len(scored) == 6 and len(set(scored)) > 1  # scored after every step, as it moved
+    assert torch.equal(finals[0], finals[1])
+
+
+def test_exact_start_refuses_two_modes_in_one_line(capsys: pytest.CaptureFixture[str]) -> None:
+    module = benchmark_module("exact_start")
+    argv = ["exact_start.py", "seed-0", "--kept-truth", "--drift"]
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setattr("sys.argv", argv)
+        with pytest.raises(SystemExit) as exit_info:
+            module.main()
+    assert exit_info.value.code == 2
+    error = capsys.readouterr().err.strip().splitlines()[-1]
+    assert error.endswith(
+        "expected at most one of --ablate, --kept-truth and --drift but got --kept-truth and "
+        "--drift"
+    )
