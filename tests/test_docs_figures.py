@@ -13,6 +13,7 @@ docs/*.md:
 
 from __future__ import annotations
 
+import itertools
 import json
 import re
 import statistics
@@ -2570,6 +2571,58 @@ def test_exact_start_on_twelve_more_instances_equals_its_results() -> None:
         f"ceiling misses too) against {counts['truth_start']} for the truth start and "
         f"{counts['defaults']} for the defaults, and ends the likeliest fit on all 12"
     ) in results
+
+
+DRIFT_INSTANCES = ("random-22", "random-18", "random-17", "random-13", "seed-8", "seed-0")
+
+
+def test_drift_table_and_finding_equal_their_results() -> None:
+    """The --drift table and finding 61 (docs/recovery_levers.md) equal
+    results/levers/exact_start/drift/, and its runs repeat --kept-truth's steps."""
+    folder = ROOT / "results" / "levers" / "exact_start"
+    doc = (ROOT / "docs" / "recovery_levers.md").read_text()
+    text = _squeezed(doc)
+
+    def arrow(a: float, b: float, digits: int) -> str:
+        return f"{a:.{digits}f} → {b:.{digits}f}"
+
+    falls, ratios, above = [], [], []
+    for i in DRIFT_INSTANCES:
+        points = json.loads((folder / "drift" / f"{i}.json").read_text())["drift"]["points"]
+        true = json.loads((folder / f"{i}.json").read_text())["true_model"]
+        kept = json.loads((folder / "kept-truth" / f"{i}.json").read_text())["kept_truth"]
+        kept = kept["all_trained"]
+        assert len(points) == 13 and [p["step"] for p in points] == list(range(0, 6001, 500))
+        a, b = points[0], points[-1]
+        assert b["weak_mcc"] == kept["weak_mcc"]  # the same steps
+        cells = [
+            arrow(a["weak_mcc"], b["weak_mcc"], 3),
+            arrow(a["accuracy"], b["accuracy"], 3),
+            arrow(a["bound"], b["bound"], 2),
+            arrow(a["log_likelihood"], b["log_likelihood"], 2),
+            arrow(a["held_log_likelihood"], b["held_log_likelihood"], 2),
+            f"{true['log_likelihood']:.2f} / {true['held_log_likelihood']:.2f}",
+            arrow(a["noise_variance"], b["noise_variance"], 4),
+        ]
+        assert f"| {i} | {' | '.join(cells)} |" in doc, i
+        for key in ("bound", "log_likelihood", "held_log_likelihood"):
+            assert b[key] > a[key], (i, key)
+        assert b["weak_mcc"] < a["weak_mcc"]
+        weak = [p["weak_mcc"] for p in points]
+        falls.append(sum(q < p for p, q in itertools.pairwise(weak)))
+        ratios.append(a["noise_variance"] / b["noise_variance"])
+        if b["log_likelihood"] > true["log_likelihood"]:
+            above.append(i)
+            assert b["held_log_likelihood"] < true["held_log_likelihood"]
+            quoted = f"{b['log_likelihood']:.2f} against {true['log_likelihood']:.2f}"
+            assert quoted in text
+    assert f"(at {min(falls)}-{max(falls)} of the 12 checkpoints)" in text
+    assert f"noise variance falls {min(ratios):.1f}-{max(ratios):.1f} times" in text
+    assert sorted(above) == ["random-17", "random-18", "seed-0"]
+    assert "Three fits end above the true model's log-likelihood on the training rows" in text
+    assert "seed-0, which keeps the truth (weak MCC 0.993;" in text
+    results = _read_squeezed("RESULTS.md")
+    assert "on two of six instances the drifted fit ends likelier on the training rows" in results
 
 
 def test_rounding_and_exact_start_paragraphs_of_results_equal_their_results() -> None:
